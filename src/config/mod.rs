@@ -1,0 +1,506 @@
+//! Configuration: one serde tree, parsed from TOML, then validated, then run.
+//!
+//! `config/zoomate.toml` is the documented default and is embedded in the binary. Every section
+//! has `#[serde(default)]` so a file only names what it changes, and `deny_unknown_fields` so a
+//! typo is an error rather than a silently ignored key. [`Config::validate`] returns the first
+//! problem as a [`ConfigError`] naming the key and the value; `main` exits non-zero on it before
+//! binding any port.
+
+mod bus;
+mod edge;
+mod env;
+
+pub use bus::BusConfig;
+pub use edge::{BalancePolicy, EdgeConfig};
+pub use env::apply_env_overrides;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The embedded default configuration (`config/zoomate.toml`).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/zoomate.toml");
+
+/// A configuration problem, naming the key and the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config parse error: {0}")]
+    Parse(String),
+    #[error("invalid config: {key} = {value:?}: {reason}")]
+    Invalid { key: String, value: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+    }
+}
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub log: LogConfig,
+    pub origin: OriginConfig,
+    pub rtmp: RtmpConfig,
+    pub ladder: LadderConfig,
+    pub hls: HlsConfig,
+    pub store: StoreConfig,
+    pub pipelines: PipelinesConfig,
+    pub bus: BusConfig,
+    pub edge: EdgeConfig,
+    pub vod: VodConfig,
+    /// Streams that exist without an RTMP publisher: test patterns and RTP inputs.
+    pub streams: Vec<StreamConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: LogConfig::default(),
+            origin: OriginConfig::default(),
+            rtmp: RtmpConfig::default(),
+            ladder: LadderConfig::default(),
+            hls: HlsConfig::default(),
+            store: StoreConfig::default(),
+            pipelines: PipelinesConfig::default(),
+            bus: BusConfig::default(),
+            edge: EdgeConfig::default(),
+            vod: VodConfig::default(),
+            streams: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+    /// tracing filter directive, e.g. `info` or `zoomate=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Limits for an HTTP listener (origin or edge).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Connections served at once; further connections wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed for a client to send the complete request head, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Time allowed to shut down gracefully: in-flight responses finish, then connections close.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits { max_connections: 4096, header_read_timeout_ms: 5_000, max_header_bytes: 16 * 1024, drain_timeout_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Identifies this worker on the bus and in heartbeats.
+    pub id: String,
+    /// Origin HTTP listener (serves playlists, manifests and segments from the store).
+    pub http_listen: SocketAddr,
+    /// Base URL edges use to reach this origin; empty means `http://{http_listen}`.
+    pub public_url: String,
+    pub limits: HttpLimits,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            id: "origin-1".into(),
+            http_listen: "127.0.0.1:8081".parse().expect("static address"),
+            public_url: String::new(),
+            limits: HttpLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    pub enabled: bool,
+    /// RTMP listener for publishers.
+    pub listen: SocketAddr,
+    /// RTMP application name publishers connect to (`rtmp://host/{app}/{stream}`).
+    pub app: String,
+    /// Publisher connections at once (each may be a live stream with a full ladder).
+    pub max_connections: usize,
+    /// Time allowed for handshake + connect + publish, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// A publisher that sends nothing for this long is disconnected, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Largest RTMP message accepted, in bytes (a video frame is one message).
+    pub max_message_bytes: u32,
+    /// Stream name → key. When non-empty, only these streams may publish and each must present
+    /// its key as `?key=SECRET` on the stream name (`rtmp://host/live/NAME?key=SECRET`).
+    pub stream_keys: BTreeMap<String, String>,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            enabled: true,
+            listen: "0.0.0.0:1935".parse().expect("static address"),
+            app: "live".into(),
+            max_connections: 64,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 15_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            stream_keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// One rung of the ABR ladder.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionConfig {
+    /// Name used in URLs (`/live/{stream}/{name}/index.m3u8`).
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Target video bitrate, in kbit/s.
+    pub video_bitrate_kbps: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LadderConfig {
+    /// Segment duration, in milliseconds; every rendition gets an IDR at each multiple.
+    pub segment_duration_ms: u64,
+    /// Output frame rate (frames per second) of every rendition.
+    pub frame_rate: u32,
+    /// Video encoder template name: `pipelines/video-{name}.pipeline`.
+    pub video_encoder: String,
+    /// Audio encoder template name: `pipelines/audio-{name}.pipeline`.
+    pub audio_encoder: String,
+    /// Audio bitrate, in kbit/s (shared by every rendition).
+    pub audio_bitrate_kbps: u32,
+    pub renditions: Vec<RenditionConfig>,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        LadderConfig {
+            segment_duration_ms: 2_000,
+            frame_rate: 30,
+            video_encoder: "x264".into(),
+            audio_encoder: "aac".into(),
+            audio_bitrate_kbps: 128,
+            renditions: vec![
+                RenditionConfig { name: "720p".into(), width: 1280, height: 720, video_bitrate_kbps: 2_800 },
+                RenditionConfig { name: "480p".into(), width: 854, height: 480, video_bitrate_kbps: 1_400 },
+                RenditionConfig { name: "360p".into(), width: 640, height: 360, video_bitrate_kbps: 800 },
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Segments listed in a live media playlist (the sliding window).
+    pub window_segments: usize,
+    /// How long a segment stays downloadable after leaving the window, in milliseconds.
+    pub retain_after_window_ms: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig { window_segments: 6, retain_after_window_ms: 30_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory holding live streams (`{dir}/live/{stream}/…`).
+    pub dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { dir: PathBuf::from("data") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// Directory searched for pipeline templates before the embedded ones; empty = embedded only.
+    pub dir: PathBuf,
+    /// Seconds a pipeline may take to finish after EOS before the watchdog tears it down.
+    pub eos_timeout_ms: u64,
+    /// Seconds without a new segment, while live, before the watchdog declares the pipeline hung.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig { dir: PathBuf::new(), eos_timeout_ms: 5_000, stall_timeout_ms: 20_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VodConfig {
+    /// Directory of published VOD assets, served under `/vod/{asset}/`.
+    pub dir: PathBuf,
+}
+
+impl Default for VodConfig {
+    fn default() -> Self {
+        VodConfig { dir: PathBuf::from("data/vod") }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SegmentFormat {
+    /// MPEG-TS segments, HLS only.
+    Ts,
+    /// CMAF (fMP4) segments with an init segment: HLS (EXT-X-MAP) and DASH from the same files.
+    Cmaf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, tag = "source", rename_all = "kebab-case")]
+pub enum StreamSource {
+    /// Built-in moving test pattern with a tone.
+    TestPattern {
+        #[serde(default = "default_pattern_width")]
+        width: u32,
+        #[serde(default = "default_pattern_height")]
+        height: u32,
+    },
+    /// MPEG-TS over RTP on a UDP port (`ffmpeg -f rtp_mpegts`).
+    RtpMpegts { listen: SocketAddr },
+}
+
+fn default_pattern_width() -> u32 {
+    1280
+}
+fn default_pattern_height() -> u32 {
+    720
+}
+
+/// A stream that exists without an RTMP publisher.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub source: StreamSource,
+}
+
+impl Config {
+    /// Parses TOML text (no environment, no file system), without validating.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// The embedded default.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG_TOML).expect("embedded default config parses")
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text)
+    }
+
+    /// Checks values serde cannot: ranges, names, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.ladder;
+        if !(500..=10_000).contains(&l.segment_duration_ms) {
+            return Err(ConfigError::invalid("ladder.segment_duration_ms", l.segment_duration_ms, "must be 500..=10000"));
+        }
+        if !(1..=120).contains(&l.frame_rate) {
+            return Err(ConfigError::invalid("ladder.frame_rate", l.frame_rate, "must be 1..=120"));
+        }
+        if !(8..=512).contains(&l.audio_bitrate_kbps) {
+            return Err(ConfigError::invalid("ladder.audio_bitrate_kbps", l.audio_bitrate_kbps, "must be 8..=512"));
+        }
+        if l.renditions.is_empty() {
+            return Err(ConfigError::invalid("ladder.renditions", "[]", "at least one rendition is required"));
+        }
+        validate_template_name("ladder.video_encoder", &l.video_encoder)?;
+        validate_template_name("ladder.audio_encoder", &l.audio_encoder)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in l.renditions.iter().enumerate() {
+            let key = |f: &str| format!("ladder.renditions[{i}].{f}");
+            validate_name(&key("name"), &r.name)?;
+            if !seen.insert(r.name.clone()) {
+                return Err(ConfigError::invalid(key("name"), &r.name, "duplicate rendition name"));
+            }
+            if r.width < 16 || r.width > 7680 || r.width % 2 != 0 {
+                return Err(ConfigError::invalid(key("width"), r.width, "must be even and 16..=7680"));
+            }
+            if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
+                return Err(ConfigError::invalid(key("height"), r.height, "must be even and 16..=4320"));
+            }
+            if !(50..=100_000).contains(&r.video_bitrate_kbps) {
+                return Err(ConfigError::invalid(key("video_bitrate_kbps"), r.video_bitrate_kbps, "must be 50..=100000"));
+            }
+        }
+        if self.hls.window_segments < 3 {
+            return Err(ConfigError::invalid("hls.window_segments", self.hls.window_segments, "must be at least 3"));
+        }
+        if self.hls.window_segments > 10_000 {
+            return Err(ConfigError::invalid("hls.window_segments", self.hls.window_segments, "must be at most 10000"));
+        }
+        validate_name("origin.id", &self.origin.id)?;
+        if !self.origin.public_url.is_empty()
+            && !(self.origin.public_url.starts_with("http://") || self.origin.public_url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid("origin.public_url", &self.origin.public_url, "must start with http:// or https://"));
+        }
+        validate_limits("origin.limits", &self.origin.limits)?;
+        let r = &self.rtmp;
+        validate_name("rtmp.app", &r.app)?;
+        if r.max_connections == 0 {
+            return Err(ConfigError::invalid("rtmp.max_connections", r.max_connections, "must be at least 1"));
+        }
+        if r.handshake_timeout_ms == 0 {
+            return Err(ConfigError::invalid("rtmp.handshake_timeout_ms", r.handshake_timeout_ms, "must be > 0"));
+        }
+        if r.idle_timeout_ms == 0 {
+            return Err(ConfigError::invalid("rtmp.idle_timeout_ms", r.idle_timeout_ms, "must be > 0"));
+        }
+        if !(4096..=256 * 1024 * 1024).contains(&r.max_message_bytes) {
+            return Err(ConfigError::invalid("rtmp.max_message_bytes", r.max_message_bytes, "must be 4096..=268435456"));
+        }
+        for (stream, key) in &r.stream_keys {
+            validate_name(&format!("rtmp.stream_keys.{stream}"), stream)?;
+            if key.len() < 8 {
+                // The value is a secret: name the stream, never echo the key.
+                return Err(ConfigError::invalid(format!("rtmp.stream_keys.{stream}"), "<redacted>", "key must be at least 8 characters"));
+            }
+        }
+        if self.store.dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("store.dir", "", "must not be empty"));
+        }
+        if self.pipelines.eos_timeout_ms == 0 {
+            return Err(ConfigError::invalid("pipelines.eos_timeout_ms", 0, "must be > 0"));
+        }
+        if self.pipelines.stall_timeout_ms < 2 * l.segment_duration_ms {
+            return Err(ConfigError::invalid(
+                "pipelines.stall_timeout_ms",
+                self.pipelines.stall_timeout_ms,
+                "must be at least twice ladder.segment_duration_ms",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            validate_name(&format!("streams[{i}].name"), &s.name)?;
+            if !names.insert(s.name.clone()) {
+                return Err(ConfigError::invalid(format!("streams[{i}].name"), &s.name, "duplicate stream name"));
+            }
+        }
+        self.bus.validate()?;
+        self.edge.validate()?;
+        Ok(())
+    }
+}
+
+pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), ConfigError> {
+    if l.max_connections == 0 {
+        return Err(ConfigError::invalid(format!("{prefix}.max_connections"), l.max_connections, "must be at least 1"));
+    }
+    if l.header_read_timeout_ms == 0 {
+        return Err(ConfigError::invalid(format!("{prefix}.header_read_timeout_ms"), 0, "must be > 0"));
+    }
+    if !(1024..=1024 * 1024).contains(&l.max_header_bytes) {
+        return Err(ConfigError::invalid(format!("{prefix}.max_header_bytes"), l.max_header_bytes, "must be 1024..=1048576"));
+    }
+    if l.drain_timeout_ms > 600_000 {
+        return Err(ConfigError::invalid(format!("{prefix}.drain_timeout_ms"), l.drain_timeout_ms, "must be at most 600000"));
+    }
+    Ok(())
+}
+
+/// Names that end up in URLs and file paths: `[A-Za-z0-9_-]`, 1..=64 characters.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub(crate) fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, name, "must be 1-64 characters of A-Z a-z 0-9 _ -"))
+    }
+}
+
+fn validate_template_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    validate_name(key, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        c.validate().unwrap();
+        assert_eq!(c.ladder.renditions.len(), 3);
+        assert!(c.streams.iter().any(|s| s.name == "demo"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let e = Config::parse("[ladder]\nsegment_duraton_ms = 2000\n").unwrap_err();
+        assert!(e.to_string().contains("segment_duraton_ms"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_value() {
+        let c = Config::parse("[ladder]\nsegment_duration_ms = 50\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ladder.segment_duration_ms") && e.contains("50"), "{e}");
+    }
+
+    #[test]
+    fn odd_rendition_height_is_rejected() {
+        let c = Config::parse(
+            "[ladder]\nrenditions = [{ name = \"a\", width = 640, height = 361, video_bitrate_kbps = 800 }]\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ladder.renditions[0].height") && e.contains("361"), "{e}");
+    }
+
+    #[test]
+    fn short_stream_key_is_rejected_without_echoing_it() {
+        let c = Config::parse("[rtmp.stream_keys]\ncam = \"abc\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("rtmp.stream_keys.cam") && !e.contains("abc"), "{e}");
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP pieces shared by the origin and the edge.
+
+pub mod server;
+pub use server::{Body, serve};
