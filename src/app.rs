@@ -1,1 +1,180 @@
-//! TODO
+//! Wires the roles together and owns the one shutdown signal.
+//!
+//! `zoomate run` = origin (ingest + transcode + store + origin HTTP + bus publisher) and edge in
+//! one process; `zoomate origin` and `zoomate edge` run one side each. Every listener is bound
+//! before anything starts, so a port conflict fails the start instead of half-running.
+
+use crate::Shutdown;
+use crate::bus::BusEvent;
+use crate::config::Config;
+use crate::stream::{Announce, StreamRegistry};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+/// Which parts run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roles {
+    All,
+    Origin,
+    Edge,
+}
+
+impl Roles {
+    fn origin(self) -> bool {
+        matches!(self, Roles::All | Roles::Origin)
+    }
+    fn edge(self) -> bool {
+        matches!(self, Roles::All | Roles::Edge)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("bus: {0}")]
+    Bus(String),
+    #[error("media framework: {0}")]
+    Transcode(#[from] crate::transcode::TranscodeError),
+}
+
+/// Addresses actually bound (port 0 in config becomes a real port here).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BoundAddrs {
+    pub rtmp: Option<SocketAddr>,
+    pub origin_http: Option<SocketAddr>,
+    pub edge_http: Option<SocketAddr>,
+    pub bus: Option<String>,
+}
+
+/// A started zoomate; `wait` returns once shutdown has drained everything.
+pub struct RunningApp {
+    pub addrs: BoundAddrs,
+    pub registry: Option<Arc<StreamRegistry>>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningApp {
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(r) = &self.registry {
+            r.drain().await;
+        }
+    }
+}
+
+/// Binds every listener, then starts every service. Returns once all are running.
+pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Result<RunningApp, AppError> {
+    let mut tasks = JoinSet::new();
+    let mut addrs = BoundAddrs { rtmp: None, origin_http: None, edge_http: None, bus: None };
+    let mut registry = None;
+
+    if roles.origin() {
+        crate::transcode::init()?;
+        let origin = crate::origin::OriginServer::bind(&config)
+            .await
+            .map_err(|source| AppError::Bind { what: "origin HTTP", addr: config.origin.http_listen.to_string(), source })?;
+        let origin_addr = origin.local_addr();
+        addrs.origin_http = Some(origin_addr);
+        if config.origin.public_url.is_empty() {
+            config.origin.public_url = format!("http://{origin_addr}");
+        }
+        let rtmp = if config.rtmp.enabled {
+            let server = crate::ingest::rtmp::RtmpServer::bind(&config.rtmp)
+                .await
+                .map_err(|source| AppError::Bind { what: "RTMP", addr: config.rtmp.listen.to_string(), source })?;
+            addrs.rtmp = Some(server.local_addr());
+            Some(server)
+        } else {
+            None
+        };
+        let (announce, publisher) = bus_announcer(&config, &mut addrs, shutdown.clone()).await?;
+        let config = Arc::new(config.clone());
+        let reg = StreamRegistry::new(config.clone(), announce.clone(), shutdown.clone());
+        for sc in config.streams.iter().cloned() {
+            reg.start_configured(sc);
+        }
+        if let Some(server) = rtmp {
+            let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> = Arc::new(RegistryPublishHandler(reg.clone()));
+            tasks.spawn(server.run(handler, shutdown.clone()));
+        }
+        if let Some(publisher) = publisher {
+            spawn_heartbeat(&config, reg.clone(), publisher, shutdown.clone());
+        }
+        tasks.spawn(origin.run(shutdown.clone()));
+        registry = Some(reg);
+    }
+
+    if roles.edge() && config.edge.enabled {
+        let mut edge_config = config.clone();
+        if roles.origin() {
+            // All-in-one: the edge fronts this process's own origin and bus.
+            if let Some(o) = addrs.origin_http {
+                edge_config.edge.origins.push(format!("http://{o}"));
+            }
+            if let Some(b) = &addrs.bus {
+                edge_config.edge.bus_connect.push(b.clone());
+            }
+        }
+        let edge = crate::edge::EdgeServer::bind(&edge_config)
+            .await
+            .map_err(|source| AppError::Bind { what: "edge HTTP", addr: config.edge.listen.to_string(), source })?;
+        addrs.edge_http = Some(edge.local_addr());
+        tasks.spawn(edge.run(shutdown.clone()));
+    }
+
+    Ok(RunningApp { addrs, registry, tasks })
+}
+
+/// RTMP publishes go to the stream registry.
+struct RegistryPublishHandler(Arc<StreamRegistry>);
+
+impl crate::ingest::rtmp::PublishHandler for RegistryPublishHandler {
+    fn on_publish(&self, stream: &str) -> Result<tokio::sync::mpsc::Sender<bytes::Bytes>, String> {
+        self.0.start_publish(stream)
+    }
+}
+
+/// An announcer that drops everything (bus disabled).
+pub fn silent_announcer() -> Announce {
+    Arc::new(|_: BusEvent| {})
+}
+
+/// The origin's announcer: the bus publisher when the bus is enabled, else nothing.
+async fn bus_announcer(
+    config: &Config,
+    addrs: &mut BoundAddrs,
+    shutdown: Shutdown,
+) -> Result<(Announce, Option<Arc<crate::bus::publisher::BusPublisher>>), AppError> {
+    if !config.bus.enabled {
+        return Ok((silent_announcer(), None));
+    }
+    let publisher = crate::bus::publisher::BusPublisher::start(&config.bus, shutdown).await.map_err(|e| AppError::Bus(e.to_string()))?;
+    addrs.bus = Some(publisher.local_endpoint());
+    let publisher = Arc::new(publisher);
+    let p = publisher.clone();
+    Ok((Arc::new(move |ev: BusEvent| p.publish(ev)), Some(publisher)))
+}
+
+/// Heartbeats: which streams this origin serves and how loaded it is, every interval.
+fn spawn_heartbeat(config: &Config, registry: Arc<StreamRegistry>, publisher: Arc<crate::bus::publisher::BusPublisher>, shutdown: Shutdown) {
+    let origin_id = config.origin.id.clone();
+    let base_url = config.origin.public_url.clone();
+    let interval_ms = config.bus.heartbeat_interval_ms;
+    publisher.spawn_heartbeat(
+        std::time::Duration::from_millis(interval_ms),
+        move || {
+            let streams = registry.live_streams();
+            BusEvent::OriginHeartbeat {
+                origin_id: origin_id.clone(),
+                http_base_url: base_url.clone(),
+                load_streams: streams.len() as u32,
+                streams,
+                load_encoder_speed: 0.0,
+                interval_ms: interval_ms as u32,
+            }
+        },
+        shutdown,
+    );
+}

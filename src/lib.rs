@@ -8,7 +8,8 @@
 //! - [`ingest`]    — live input: RTMP publishers, RTP over UDP, the built-in test pattern.
 //! - [`transcode`] — GStreamer: decode once, aligned ABR ladder from `pipelines/` templates.
 //! - [`packaging`] — pure HLS media/multivariant playlist and DASH manifest writers.
-//! - [`store`]     — atomic segment and playlist files, sliding window, retention.
+//! - [`stream`]    — a stream's lifecycle: session per publisher, timeline across reconnects.
+//! - [`store`]     — atomic segment and playlist files, retention janitor.
 //! - [`bus`]       — Cap'n Proto announcements over ZeroMQ pub/sub.
 //! - [`origin`]    — serves the store over HTTP.
 //! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch.
@@ -24,6 +25,7 @@ pub mod ingest;
 pub mod origin;
 pub mod packaging;
 pub mod store;
+pub mod stream;
 pub mod transcode;
 
 /// The one shutdown signal every task receives.

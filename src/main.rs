@@ -1,1 +1,182 @@
-fn main() {}
+//! zoomate command line: parse, load + validate config, start telemetry, run, exit code.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use zoomate::config::{Config, LogFormat, apply_env_overrides};
+
+#[derive(Parser)]
+#[command(name = "zoomate", version, about = "HLS/DASH transcoding origin and live-aware edge cache")]
+struct Cli {
+    /// Configuration file (TOML). Without it the embedded default is used.
+    #[arg(long, short, global = true, env = "ZOOMATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json (overrides [log] format).
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Print one JSON line with the bound addresses to stdout once listening (for scripts/tests).
+    #[arg(long, global = true)]
+    print_ready: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process: origin (RTMP ingest, ladder, HLS) and edge. The default.
+    Run,
+    /// Origin worker only: ingest, transcode, store, origin HTTP, bus publisher.
+    Origin,
+    /// Edge only: caching, stream-aware proxy in front of origin workers.
+    Edge,
+    /// Validate a configuration file and exit (0 = valid).
+    CheckConfig {
+        /// File to check (defaults to --config, else the embedded default).
+        file: Option<PathBuf>,
+    },
+    /// Segment bus tools.
+    Bus {
+        #[command(subcommand)]
+        command: BusCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BusCommand {
+    /// Print every bus message as one JSON line.
+    Tail {
+        /// Endpoints to subscribe to (repeatable).
+        #[arg(long = "connect", default_value = "tcp://127.0.0.1:5556")]
+        connect: Vec<String>,
+        /// Topic prefixes to keep (repeatable), e.g. seg/demo; default all.
+        #[arg(long = "topic")]
+        topic: Vec<String>,
+    },
+    /// XSUB/XPUB forwarder: origins publish to --frontend, edges subscribe to --backend.
+    Proxy {
+        #[arg(long)]
+        frontend: String,
+        #[arg(long)]
+        backend: String,
+    },
+}
+
+fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, zoomate::config::ConfigError> {
+    let mut config = match file.or(cli.config.as_ref()) {
+        Some(path) => Config::from_file(path)?,
+        None => Config::embedded_default(),
+    };
+    apply_env_overrides(&mut config, std::env::vars())?;
+    if let Some(f) = &cli.log_format {
+        config.log.format = match f.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => return Err(zoomate::config::ConfigError::invalid("--log-format", other, "must be text or json")),
+        };
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.as_ref().unwrap_or(&Command::Run);
+    if let Command::CheckConfig { file } = command {
+        return match load_config(&cli, file.as_ref()) {
+            Ok(_) => {
+                println!("config ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zoomate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    // Config errors exit before any runtime, thread or port exists.
+    let config = match load_config(&cli, None) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zoomate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zoomate: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, command, cli.print_ready)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("zoomate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Result<()> {
+    let shutdown = zoomate::Shutdown::new();
+    spawn_signal_handler(shutdown.clone());
+    let roles = match command {
+        Command::Run => zoomate::app::Roles::All,
+        Command::Origin => zoomate::app::Roles::Origin,
+        Command::Edge => zoomate::app::Roles::Edge,
+        Command::Bus { command: BusCommand::Tail { connect, topic } } => {
+            let stdout = std::io::stdout();
+            return zoomate::bus::tail::run_tail(connect.clone(), topic.clone(), stdout.lock(), shutdown)
+                .await
+                .context("bus tail");
+        }
+        Command::Bus { command: BusCommand::Proxy { frontend, backend } } => {
+            return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown).await.context("bus proxy");
+        }
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+    };
+    let app = zoomate::app::start(config, roles, shutdown.clone()).await.context("starting zoomate")?;
+    tracing::info!(rtmp = ?app.addrs.rtmp, origin_http = ?app.addrs.origin_http, edge_http = ?app.addrs.edge_http, bus = ?app.addrs.bus, "zoomate ready");
+    if print_ready {
+        println!("{}", serde_json::json!({ "event": "ready", "addrs": app.addrs }));
+    }
+    app.wait().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// SIGINT/SIGTERM → the one shutdown signal. A second signal exits at once.
+fn spawn_signal_handler(shutdown: zoomate::Shutdown) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install SIGTERM handler");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested; draining (send again to exit immediately)");
+        shutdown.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}

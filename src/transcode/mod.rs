@@ -1,1 +1,39 @@
-//! TODO
+//! Transcode: GStreamer decodes the source once and encodes an aligned ABR ladder.
+//!
+//! The pipeline is built from `pipelines/` templates ([`templates`]). The ladder is planned
+//! ([`ladder`], pure) only when the first decoded video caps arrive, because a publisher's
+//! resolution is not known before then. GStreamer runs on its own threads; its bus is bridged
+//! into a bounded tokio channel of [`PipelineEvent`]s ([`pipeline`]).
+
+pub mod ladder;
+pub mod pipeline;
+pub mod templates;
+
+pub use ladder::{PlannedRendition, plan_ladder};
+pub use pipeline::{LadderSpec, LivePipeline, PipelineEvent};
+pub use templates::Templates;
+
+/// Errors building or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("pipeline template `{name}`: {reason}")]
+    Template { name: String, reason: String },
+    #[error("GStreamer initialisation failed: {0}")]
+    Init(String),
+    #[error("building pipeline for stream `{stream}`: {reason}")]
+    Build { stream: String, reason: String },
+    #[error("pipeline for stream `{stream}` refused to start: {reason}")]
+    Start { stream: String, reason: String },
+}
+
+/// Initialises GStreamer once per process and registers the in-process fMP4 plugin.
+pub fn init() -> Result<(), TranscodeError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| {
+        gst::init().map_err(|e| e.to_string())?;
+        gstfmp4::plugin_register_static().map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .clone()
+    .map_err(TranscodeError::Init)
+}

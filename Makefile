@@ -1,0 +1,36 @@
+# zoomate: two commands on a fresh Debian/Ubuntu machine.
+#   make run    install what is missing, build, run on the embedded default config
+#   make test   install what is missing, build, run every test
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: deps test-deps build run test unit bench clean-data
+
+deps:
+	./scripts/install-deps
+
+test-deps: deps
+	./scripts/setup-test-venv
+
+build: deps
+	$(CARGO) build --release --locked
+
+run: build
+	./target/release/zoomate run
+
+# Unit tests (pure code) first: fast feedback; then the integration tests, which drive the real
+# binary with ffmpeg, GStreamer, HTTP, ZeroMQ and nginx.
+test: test-deps
+	$(CARGO) build --locked --all-targets
+	$(CARGO) test --locked --lib
+	$(CARGO) test --locked --tests -- --test-threads=3
+
+unit:
+	$(CARGO) test --lib
+
+bench: deps
+	$(CARGO) bench --locked
+
+clean-data:
+	rm -rf data

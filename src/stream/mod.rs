@@ -1,0 +1,10 @@
+//! A live stream's lifecycle: a session per publisher (or configured source), and a timeline
+//! that outlives sessions so media sequences continue across reconnects and restarts.
+
+pub mod registry;
+pub mod session;
+pub mod timeline;
+
+pub use registry::StreamRegistry;
+pub use session::{Announce, SessionContext, SessionError};
+pub use timeline::StreamTimeline;

@@ -1,0 +1,182 @@
+//! The streams this origin serves: one live session per stream at a time, timelines kept
+//! across sessions (publisher reconnects) and restored from disk (worker restarts).
+
+use super::session::{Announce, SessionContext, run_session};
+use super::timeline::StreamTimeline;
+use crate::Shutdown;
+use crate::config::{Config, StreamConfig, StreamSource};
+use crate::store::Janitor;
+use crate::transcode::Templates;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+/// FLV chunks buffered between the RTMP connection and the pipeline's appsrc.
+const PUBLISH_CHANNEL_CAPACITY: usize = 256;
+/// Pause before restarting a configured stream whose pipeline failed.
+const RESTART_BACKOFF: Duration = Duration::from_secs(2);
+
+pub struct StreamRegistry {
+    config: Arc<Config>,
+    templates: Templates,
+    announce: Announce,
+    janitor: Janitor,
+    shutdown: Shutdown,
+    timelines: Mutex<HashMap<String, Arc<Mutex<StreamTimeline>>>>,
+    live: Mutex<HashSet<String>>,
+    next_session: AtomicU64,
+    tasks: TaskTracker,
+}
+
+/// Removes a stream from the live set when its session ends, however it ends.
+struct LiveGuard {
+    registry: Arc<StreamRegistry>,
+    stream: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.registry.live.lock() {
+            live.remove(&self.stream);
+        }
+    }
+}
+
+impl StreamRegistry {
+    pub fn new(config: Arc<Config>, announce: Announce, shutdown: Shutdown) -> Arc<StreamRegistry> {
+        let janitor = Janitor::spawn(Duration::from_millis(config.hls.retain_after_window_ms), shutdown.clone());
+        Arc::new(StreamRegistry {
+            templates: Templates::new(&config.pipelines.dir),
+            config,
+            announce,
+            janitor,
+            shutdown,
+            timelines: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
+            next_session: AtomicU64::new(now_secs()),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Streams with a running session.
+    pub fn live_streams(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.live.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn try_go_live(self: &Arc<Self>, stream: &str) -> Option<LiveGuard> {
+        let mut live = self.live.lock().ok()?;
+        if !live.insert(stream.to_string()) {
+            return None;
+        }
+        Some(LiveGuard { registry: self.clone(), stream: stream.to_string() })
+    }
+
+    fn context(&self, stream: &str) -> SessionContext {
+        SessionContext {
+            stream: stream.to_string(),
+            config: self.config.clone(),
+            templates: self.templates.clone(),
+            timeline: self.timeline(stream),
+            announce: self.announce.clone(),
+            janitor: self.janitor.clone(),
+            session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The stream's timeline; on first use, restored from playlists a previous process wrote.
+    fn timeline(&self, stream: &str) -> Arc<Mutex<StreamTimeline>> {
+        let mut map = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(stream.to_string())
+            .or_insert_with(|| {
+                let target = self.config.ladder.segment_duration_ms.div_ceil(1000);
+                let mut t = StreamTimeline::new(target, self.config.hls.window_segments);
+                let dir = crate::store::live_stream_dir(&self.config.store.dir, stream);
+                for r in &self.config.ladder.renditions {
+                    if let Ok(text) = std::fs::read_to_string(dir.join(&r.name).join("index.m3u8")) {
+                        if t.restore(&r.name, &text) {
+                            tracing::info!(stream, rendition = %r.name, "timeline restored from disk; continuing media sequence");
+                        }
+                    }
+                }
+                Arc::new(Mutex::new(t))
+            })
+            .clone()
+    }
+
+    /// A publisher wants to push `stream`. Returns where its FLV bytes go, or why not.
+    pub fn start_publish(self: &Arc<Self>, stream: &str) -> Result<mpsc::Sender<Bytes>, String> {
+        if self.shutdown.is_cancelled() {
+            return Err("server is shutting down".into());
+        }
+        if self.config.streams.iter().any(|s| s.name == stream) {
+            return Err("stream name is reserved by a configured source".into());
+        }
+        let guard = self.try_go_live(stream).ok_or_else(|| "stream is already live".to_string())?;
+        let source = self.templates.render("source-rtmp", &[]).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(PUBLISH_CHANNEL_CAPACITY);
+        let ctx = self.context(stream);
+        let shutdown = self.shutdown.clone();
+        let stream = stream.to_string();
+        self.tasks.spawn(async move {
+            let _guard = guard;
+            match run_session(ctx, source, Some(rx), shutdown).await {
+                Ok(()) => tracing::info!(stream, "publish session ended"),
+                Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Runs a configured source (test pattern, RTP) until shutdown, restarting it on failure.
+    pub fn start_configured(self: &Arc<Self>, sc: StreamConfig) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            while !me.shutdown.is_cancelled() {
+                let Some(guard) = me.try_go_live(&sc.name) else { return };
+                let source = match &sc.source {
+                    StreamSource::TestPattern { width, height } => me.templates.render(
+                        "source-test-pattern",
+                        &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.ladder.frame_rate.to_string())],
+                    ),
+                    StreamSource::RtpMpegts { listen } => me.templates.render(
+                        "source-rtp-mpegts",
+                        &[("port", listen.port().to_string()), ("address", listen.ip().to_string())],
+                    ),
+                };
+                let source = match source {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(stream = %sc.name, error = %e, "cannot build source; stream disabled");
+                        return;
+                    }
+                };
+                let result = run_session(me.context(&sc.name), source, None, me.shutdown.clone()).await;
+                drop(guard);
+                match result {
+                    Ok(()) => tracing::info!(stream = %sc.name, "source ended"),
+                    Err(e) => tracing::error!(stream = %sc.name, error = %e, "source failed; restarting"),
+                }
+                tokio::select! {
+                    _ = me.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RESTART_BACKOFF) => {}
+                }
+            }
+        });
+    }
+
+    /// Waits until every session has finished (after shutdown was signalled).
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

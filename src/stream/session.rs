@@ -1,0 +1,245 @@
+//! One live session: a source's pipeline from start to EOS, turning its fragments into listed
+//! segments. Order per segment (never announce what a client can't fetch yet):
+//! promote file → rewrite media playlist → rewrite master → announce on the bus.
+
+use super::timeline::StreamTimeline;
+use crate::Shutdown;
+use crate::bus::BusEvent;
+use crate::config::Config;
+use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Where bus announcements go (the app wires this to the bus publisher; tests may collect).
+pub type Announce = Arc<dyn Fn(BusEvent) + Send + Sync>;
+
+/// How a session ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Transcode(#[from] crate::transcode::TranscodeError),
+    #[error("pipeline failed: {0}")]
+    Pipeline(String),
+    #[error("watchdog: no segment for {0:?}; pipeline torn down")]
+    Stalled(Duration),
+    #[error("watchdog: EOS did not complete within {0:?}; pipeline torn down")]
+    EosTimeout(Duration),
+    #[error("store: {0}")]
+    Store(#[from] std::io::Error),
+}
+
+/// Everything a session needs from its surroundings.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub stream: String,
+    pub config: Arc<Config>,
+    pub templates: Templates,
+    pub timeline: Arc<Mutex<StreamTimeline>>,
+    pub announce: Announce,
+    pub janitor: crate::store::Janitor,
+    pub session_id: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs a session until its source ends (EOS), it fails, or `shutdown` (then EOS, bounded).
+/// `input` feeds an `appsrc name=src` source (RTMP); `None` for self-timed sources.
+pub async fn run_session(
+    ctx: SessionContext,
+    source_description: String,
+    input: Option<mpsc::Receiver<Bytes>>,
+    shutdown: Shutdown,
+) -> Result<(), SessionError> {
+    let stream_dir = crate::store::live_stream_dir(&ctx.config.store.dir, &ctx.stream);
+    let staging = crate::transcode::pipeline::staging_dir(&stream_dir, ctx.session_id);
+    let spec = LadderSpec {
+        stream: ctx.stream.clone(),
+        source_description,
+        ladder: ctx.config.ladder.clone(),
+        templates: ctx.templates.clone(),
+        staging_dir: staging.clone(),
+    };
+    let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
+        .await
+        .map_err(|e| SessionError::Pipeline(format!("start task: {e}")))??;
+    let pipeline = Arc::new(pipeline);
+
+    // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
+    // appsrc's push blocks when its queue is full (backpressure onto the publisher's TCP).
+    let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(mut rx), Some(appsrc)) = (input, pipeline.appsrc()) {
+        tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = rx.blocking_recv() {
+                if appsrc.push_buffer(gst::Buffer::from_slice(chunk)).is_err() {
+                    break; // flushing: the pipeline is going down
+                }
+            }
+            let _ = appsrc.end_of_stream();
+            let _ = input_done_tx.send(());
+        });
+    } else {
+        drop(input_done_tx);
+    }
+
+    let stall = Duration::from_millis(ctx.config.pipelines.stall_timeout_ms);
+    let eos_timeout = Duration::from_millis(ctx.config.pipelines.eos_timeout_ms);
+    let frame_ns = 1_000_000_000 / ctx.config.ladder.frame_rate.max(1) as u64;
+    let mut last_progress = Instant::now();
+    let mut eos_deadline: Option<Instant> = None;
+    let mut input_open = true;
+    let mut state = SessionState { opened: HashMap::new(), anchor_wall_ms: None, started_announced: false, stream_dir };
+    let result = loop {
+        let stall_at = last_progress + stall;
+        let eos_at = eos_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            _ = shutdown.cancelled(), if eos_deadline.is_none() => {
+                tracing::info!(stream = %ctx.stream, "shutdown: finishing open segments");
+                pipeline.send_eos();
+                eos_deadline = Some(Instant::now() + eos_timeout);
+            }
+            _ = &mut input_done, if input_open => {
+                input_open = false;
+                if eos_deadline.is_none() {
+                    tracing::info!(stream = %ctx.stream, "publisher ended; finishing open segments");
+                    eos_deadline = Some(Instant::now() + eos_timeout);
+                }
+            }
+            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() => break Err(SessionError::Stalled(stall)),
+            _ = tokio::time::sleep_until(eos_at), if eos_deadline.is_some() => break Err(SessionError::EosTimeout(eos_timeout)),
+            ev = events.recv() => {
+                let Some(ev) = ev else { break Err(SessionError::Pipeline("pipeline bus closed".into())) };
+                match ev {
+                    PipelineEvent::Eos => break Ok(()),
+                    PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
+                    PipelineEvent::FragmentClosed { .. } => last_progress = Instant::now(),
+                    _ => {}
+                }
+                let eos_pending = eos_deadline.is_some() || !input_open;
+                if let Err(e) = handle_event(&ctx, &mut state, ev, eos_pending, frame_ns).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    // Tear down off the runtime: set_state(Null) joins GStreamer threads.
+    let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    if state.started_announced {
+        (ctx.announce)(BusEvent::StreamEnded { stream: ctx.stream.clone(), origin_id: ctx.config.origin.id.clone() });
+    }
+    result
+}
+
+struct SessionState {
+    opened: HashMap<String, u64>,
+    anchor_wall_ms: Option<i64>,
+    started_announced: bool,
+    stream_dir: PathBuf,
+}
+
+async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineEvent, eos_pending: bool, frame_ns: u64) -> Result<(), SessionError> {
+    match ev {
+        PipelineEvent::LadderPlanned { renditions, source_width, source_height, .. } => {
+            tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"),
+                renditions = %renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","), "ladder planned");
+            lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate);
+        }
+        PipelineEvent::VideoCodec { rendition, codec } => lock(&ctx.timeline).set_video_codec(&rendition, codec),
+        PipelineEvent::AudioCodec { codec } => lock(&ctx.timeline).set_audio_codec(codec),
+        PipelineEvent::FragmentOpened { rendition, running_time_ns } => {
+            if st.anchor_wall_ms.is_none() {
+                st.anchor_wall_ms = Some(now_ms() - (running_time_ns / 1_000_000) as i64);
+            }
+            st.opened.insert(rendition, running_time_ns);
+        }
+        PipelineEvent::FragmentClosed { rendition, location, running_time_ns } => {
+            let start = st.opened.get(&rendition).copied().unwrap_or(0);
+            let mut duration_ns = running_time_ns.saturating_sub(start);
+            if eos_pending {
+                // At EOS splitmuxsink reports the last frame's start; the frame itself still plays.
+                duration_ns += frame_ns;
+            }
+            let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (start / 1_000_000) as i64;
+            publish_segment(ctx, st, &rendition, &location, duration_ns / 1_000_000, pdt).await?;
+        }
+        PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
+    }
+    Ok(())
+}
+
+fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
+    t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn publish_segment(ctx: &SessionContext, st: &mut SessionState, rendition: &str, staged: &std::path::Path, duration_ms: u64, pdt_ms: i64) -> Result<(), SessionError> {
+    let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
+        tracing::warn!(stream = %ctx.stream, rendition, "fragment for a rendition outside the ladder; dropped");
+        return Ok(());
+    };
+    if duration_ms == 0 {
+        let _ = std::fs::remove_file(staged);
+        return Ok(());
+    }
+    let rendition_dir = st.stream_dir.join(rendition);
+    let public = rendition_dir.join(format!("{sequence}.ts"));
+    let staged_owned = staged.to_path_buf();
+    let public_owned = public.clone();
+    let byte_size = tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let uri_path = format!("/live/{}/{}/{}.ts", ctx.stream, rendition, sequence);
+    let (added, master) = {
+        let mut t = lock(&ctx.timeline);
+        let added = t.add_segment(rendition, format!("{sequence}.ts"), duration_ms, byte_size, pdt_ms);
+        (added, t.master())
+    };
+    let Some(added) = added else { return Ok(()) };
+    let playlist_path = rendition_dir.join("index.m3u8");
+    let master_path = st.stream_dir.join("master.m3u8");
+    let playlist_text = added.playlist_text.clone();
+    let master_text = master.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        crate::store::write_atomic(&playlist_path, playlist_text.as_bytes())?;
+        if let Some(m) = master_text {
+            crate::store::write_atomic(&master_path, m.as_bytes())?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    for old in &added.evicted {
+        ctx.janitor.schedule(rendition_dir.join(&old.uri));
+    }
+    tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
+    let origin_id = ctx.config.origin.id.clone();
+    if master.is_some() && !st.started_announced {
+        st.started_announced = true;
+        let renditions = lock(&ctx.timeline).rendition_infos();
+        (ctx.announce)(BusEvent::StreamStarted { stream: ctx.stream.clone(), origin_id: origin_id.clone(), renditions });
+    }
+    (ctx.announce)(BusEvent::SegmentReady {
+        stream: ctx.stream.clone(),
+        rendition: rendition.to_string(),
+        media_sequence: sequence,
+        duration_ms,
+        uri: uri_path,
+        byte_size,
+        program_date_time_ms: pdt_ms,
+        discontinuity: added.segment.discontinuity,
+        origin_id,
+    });
+    (ctx.announce)(BusEvent::PlaylistUpdated {
+        stream: ctx.stream.clone(),
+        rendition: rendition.to_string(),
+        media_sequence: sequence,
+        uri: format!("/live/{}/{}/index.m3u8", ctx.stream, rendition),
+    });
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! A stream's timeline across publisher sessions and worker restarts: one media playlist and
+//! bandwidth meter per rendition. Pure bookkeeping; the session does the I/O.
+
+use crate::packaging::{BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream, render_multivariant};
+use crate::transcode::PlannedRendition;
+use std::collections::BTreeMap;
+
+/// One rendition's state.
+pub struct RenditionTimeline {
+    pub playlist: MediaPlaylist,
+    pub meter: BandwidthMeter,
+    pub codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    /// The next segment starts a new session: EXT-X-DISCONTINUITY.
+    pub discontinuity_pending: bool,
+}
+
+/// All renditions of one stream.
+pub struct StreamTimeline {
+    renditions: BTreeMap<String, RenditionTimeline>,
+    /// Renditions of the current session, in ladder order (the master lists these).
+    current: Vec<String>,
+    audio_codec: Option<String>,
+    frame_rate: u32,
+    target_duration_s: u64,
+    window_segments: usize,
+    sessions: u64,
+}
+
+/// What adding a segment produced.
+pub struct SegmentAdded {
+    pub segment: Segment,
+    pub playlist_text: String,
+    pub evicted: Vec<Segment>,
+}
+
+impl StreamTimeline {
+    pub fn new(target_duration_s: u64, window_segments: usize) -> StreamTimeline {
+        StreamTimeline {
+            renditions: BTreeMap::new(),
+            current: Vec::new(),
+            audio_codec: None,
+            frame_rate: 30,
+            target_duration_s,
+            window_segments,
+            sessions: 0,
+        }
+    }
+
+    /// Restores a rendition from the playlist a previous process wrote (worker restart).
+    pub fn restore(&mut self, rendition: &str, playlist_text: &str) -> bool {
+        let Some(state) = crate::packaging::parse_media_playlist_state(playlist_text) else { return false };
+        let mut playlist = MediaPlaylist::new(PlaylistKind::Live, self.target_duration_s, self.window_segments);
+        playlist.resume_from(state.segments.first().map(|s| s.sequence).unwrap_or(state.next_sequence), state.discontinuity_sequence);
+        for s in state.segments {
+            playlist.push(s);
+        }
+        playlist.resume_from(state.next_sequence, playlist.discontinuity_sequence());
+        self.renditions.insert(
+            rendition.to_string(),
+            RenditionTimeline { playlist, meter: BandwidthMeter::with_estimate(0), codec: None, width: 0, height: 0, discontinuity_pending: true },
+        );
+        true
+    }
+
+    /// Starts a publisher session with this ladder. Existing renditions continue their media
+    /// sequence and mark a discontinuity; new renditions start level with the others so that
+    /// segment N means the same time span everywhere.
+    pub fn begin_session(&mut self, planned: &[PlannedRendition], frame_rate: u32) {
+        self.sessions += 1;
+        self.frame_rate = frame_rate;
+        self.audio_codec = None;
+        let start = self.renditions.values().map(|r| r.playlist.next_sequence()).max().unwrap_or(0);
+        for p in planned {
+            let estimate = p.video_bitrate_kbps as u64 * 1000;
+            let entry = self.renditions.entry(p.name.clone()).or_insert_with(|| {
+                let mut playlist = MediaPlaylist::new(PlaylistKind::Live, self.target_duration_s, self.window_segments);
+                playlist.resume_from(start, 0);
+                RenditionTimeline {
+                    playlist,
+                    meter: BandwidthMeter::with_estimate(estimate),
+                    codec: None,
+                    width: p.width,
+                    height: p.height,
+                    discontinuity_pending: start > 0,
+                }
+            });
+            if entry.playlist.next_sequence() > 0 {
+                entry.discontinuity_pending = true;
+            }
+            entry.codec = None;
+            entry.width = p.width;
+            entry.height = p.height;
+            entry.meter = BandwidthMeter::with_estimate(estimate);
+        }
+        self.current = planned.iter().map(|p| p.name.clone()).collect();
+    }
+
+    pub fn set_video_codec(&mut self, rendition: &str, codec: String) {
+        if let Some(r) = self.renditions.get_mut(rendition) {
+            r.codec = Some(codec);
+        }
+    }
+
+    pub fn set_audio_codec(&mut self, codec: String) {
+        self.audio_codec = Some(codec);
+    }
+
+    pub fn next_sequence(&self, rendition: &str) -> Option<u64> {
+        self.renditions.get(rendition).map(|r| r.playlist.next_sequence())
+    }
+
+    pub fn current_renditions(&self) -> &[String] {
+        &self.current
+    }
+
+    pub fn rendition(&self, name: &str) -> Option<&RenditionTimeline> {
+        self.renditions.get(name)
+    }
+
+    /// Appends a complete segment; returns it, the new playlist text and what left the window.
+    pub fn add_segment(&mut self, rendition: &str, uri: String, duration_ms: u64, byte_size: u64, program_date_time_ms: i64) -> Option<SegmentAdded> {
+        let r = self.renditions.get_mut(rendition)?;
+        let segment = Segment {
+            sequence: r.playlist.next_sequence(),
+            duration_ms,
+            uri,
+            byte_size,
+            program_date_time_ms,
+            discontinuity: std::mem::take(&mut r.discontinuity_pending),
+        };
+        r.meter.record(byte_size, duration_ms);
+        let evicted = r.playlist.push(segment.clone());
+        Some(SegmentAdded { segment, playlist_text: r.playlist.render(), evicted })
+    }
+
+    /// The master playlist, once every current rendition has a codec and a measured segment.
+    pub fn master(&self) -> Option<String> {
+        let mut variants = Vec::new();
+        for name in &self.current {
+            let r = self.renditions.get(name)?;
+            let video = r.codec.as_ref()?;
+            if r.playlist.segments().next().is_none() {
+                return None;
+            }
+            let codecs = match &self.audio_codec {
+                Some(a) => format!("{video},{a}"),
+                None => video.clone(),
+            };
+            variants.push(VariantStream {
+                uri: format!("{name}/index.m3u8"),
+                bandwidth_bps: r.meter.peak_bps(),
+                average_bandwidth_bps: r.meter.average_bps(),
+                codecs,
+                width: r.width,
+                height: r.height,
+                frame_rate: self.frame_rate as f64,
+            });
+        }
+        if variants.is_empty() {
+            return None;
+        }
+        Some(render_multivariant(&variants, true))
+    }
+
+    /// Renditions with codecs and bandwidth, for the bus's StreamStarted.
+    pub fn rendition_infos(&self) -> Vec<crate::bus::RenditionInfo> {
+        self.current
+            .iter()
+            .filter_map(|name| {
+                let r = self.renditions.get(name)?;
+                Some(crate::bus::RenditionInfo {
+                    name: name.clone(),
+                    bandwidth_bps: r.meter.peak_bps(),
+                    width: r.width,
+                    height: r.height,
+                    codecs: match (&r.codec, &self.audio_codec) {
+                        (Some(v), Some(a)) => format!("{v},{a}"),
+                        (Some(v), None) => v.clone(),
+                        _ => String::new(),
+                    },
+                })
+            })
+            .collect()
+    }
+}

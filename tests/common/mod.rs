@@ -1,0 +1,296 @@
+//! Shared helpers for integration tests: run the real `zoomate` binary on a temp config, talk
+//! to it with real HTTP, publish with real ffmpeg, inspect with real ffprobe.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails loudly when a tool the test needs is missing (CI installs everything).
+pub fn require_tool(name: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "required tool `{name}` is not installed: run scripts/install-deps (make test does)");
+}
+
+/// A small, fast ladder for tests: three renditions, 1 s segments.
+pub const TEST_LADDER: &str = r#"
+[ladder]
+segment_duration_ms = 1000
+frame_rate = 30
+[[ladder.renditions]]
+name = "360p"
+width = 640
+height = 360
+video_bitrate_kbps = 600
+[[ladder.renditions]]
+name = "240p"
+width = 426
+height = 240
+video_bitrate_kbps = 300
+[[ladder.renditions]]
+name = "180p"
+width = 320
+height = 180
+video_bitrate_kbps = 200
+"#;
+
+/// A running zoomate process; killed on drop.
+pub struct Zoomate {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub rtmp: Option<SocketAddr>,
+    pub origin: Option<SocketAddr>,
+    pub edge: Option<SocketAddr>,
+    pub bus: Option<String>,
+    pub stderr_log: PathBuf,
+}
+
+impl Zoomate {
+    /// Starts `zoomate {subcommand}` with `extra_toml` appended to a base config that binds
+    /// every listener on 127.0.0.1:0 and stores under a temp dir.
+    pub fn start(subcommand: &str, extra_toml: &str) -> Zoomate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, subcommand, extra_toml)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, subcommand: &str, extra_toml: &str) -> Zoomate {
+        let config = format!(
+            "[store]\ndir = \"{store}\"\n[vod]\ndir = \"{store}/vod\"\n[origin]\nhttp_listen = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            store = dir.path().join("store").display(),
+            extra = extra_toml,
+        );
+        let config = ensure_section_value(&config, "edge", "listen = \"127.0.0.1:0\"");
+        let config = ensure_section_value(&config, "bus", "publish_endpoint = \"tcp://127.0.0.1:0\"");
+        let config_path = dir.path().join("zoomate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr_log = dir.path().join("zoomate.log");
+        let stderr = std::fs::File::create(&stderr_log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+            .args(["--config", config_path.to_str().expect("utf8"), "--print-ready", subcommand])
+            .env("ZOOMATE_LOG", "zoomate=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn zoomate");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        let n = reader.read_line(&mut line).unwrap_or(0);
+        assert!(n > 0, "zoomate exited before ready; log:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
+        let addr = |k: &str| v["addrs"][k].as_str().and_then(|s| s.parse().ok());
+        let z = Zoomate {
+            rtmp: addr("rtmp"),
+            origin: addr("origin_http"),
+            edge: addr("edge_http"),
+            bus: v["addrs"]["bus"].as_str().map(str::to_string),
+            child,
+            dir,
+            stderr_log,
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        z
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn rtmp_url(&self, stream: &str) -> String {
+        format!("rtmp://{}/live/{stream}", self.rtmp.expect("rtmp bound"))
+    }
+
+    /// SIGTERM, then wait for exit (bounded); returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("zoomate did not exit within {within:?} of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Zoomate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds `line` to `[section]` unless the extra config already sets that key there.
+fn ensure_section_value(config: &str, section: &str, line: &str) -> String {
+    let key = line.split('=').next().unwrap_or("").trim();
+    let header = format!("[{section}]");
+    if let Some(pos) = config.find(&header) {
+        let body_start = pos + header.len();
+        let body_end = config[body_start..].find("\n[").map(|i| body_start + i).unwrap_or(config.len());
+        if config[body_start..body_end].lines().any(|l| l.trim_start().starts_with(key)) {
+            return config.to_string();
+        }
+        let mut s = config.to_string();
+        s.insert_str(body_start, &format!("\n{line}"));
+        s
+    } else {
+        format!("{config}\n{header}\n{line}\n")
+    }
+}
+
+/// A plain HTTP/1.1 response.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET with extra headers, via a real HTTP client (ureq).
+pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let mut req = agent.get(&format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+    let mut body = Vec::new();
+    resp.into_reader().take(64 * 1024 * 1024).read_to_end(&mut body).expect("read body");
+    Response { status, headers, body }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    get_with(addr, path, &[])
+}
+
+/// Polls until `f` returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts ffmpeg publishing a test pattern + tone over RTMP for `seconds`.
+pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32, gop: u32) -> Child {
+    require_tool("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", &gop.to_string()])
+        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// ffprobe a file; returns its JSON (`-show_streams -show_format`, plus frames if asked).
+pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
+    require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-show_streams", "-show_format"])
+        .args(extra)
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+/// Media playlist essentials parsed by the test (independent of zoomate's own writer).
+#[derive(Debug, Default)]
+pub struct MediaPlaylistView {
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub segments: Vec<(f64, String, bool)>,
+}
+
+pub fn parse_media_playlist(text: &str) -> MediaPlaylistView {
+    assert!(text.starts_with("#EXTM3U"), "not a playlist: {text}");
+    let mut v = MediaPlaylistView::default();
+    let mut pending_duration = None;
+    let mut pending_disc = false;
+    for line in text.lines() {
+        if let Some(x) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            v.target_duration = x.trim().parse().expect("target duration");
+        } else if let Some(x) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            v.media_sequence = x.trim().parse().expect("media sequence");
+        } else if let Some(x) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            v.discontinuity_sequence = x.trim().parse().expect("disc sequence");
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            pending_disc = true;
+        } else if let Some(x) = line.strip_prefix("#EXTINF:") {
+            pending_duration = Some(x.split(',').next().unwrap_or("").parse::<f64>().expect("EXTINF"));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let d = pending_duration.take().expect("URI without EXTINF");
+            v.segments.push((d, line.trim().to_string(), std::mem::take(&mut pending_disc)));
+        }
+    }
+    v
+}
+
+/// Attribute map of each EXT-X-STREAM-INF line with its URI.
+pub fn parse_master(text: &str) -> Vec<(std::collections::HashMap<String, String>, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            let mut map = std::collections::HashMap::new();
+            let mut rest = attrs;
+            while !rest.is_empty() {
+                let (k, after) = rest.split_once('=').expect("attr");
+                let (val, next) = if let Some(q) = after.strip_prefix('"') {
+                    let end = q.find('"').expect("closing quote");
+                    (&q[..end], q[end + 1..].trim_start_matches(','))
+                } else {
+                    match after.split_once(',') {
+                        Some((v, n)) => (v, n),
+                        None => (after, ""),
+                    }
+                };
+                map.insert(k.to_string(), val.to_string());
+                rest = next;
+            }
+            let uri = lines.next().expect("URI after STREAM-INF").trim().to_string();
+            out.push((map, uri));
+        }
+    }
+    out
+}
