@@ -288,34 +288,55 @@ pub enum SegmentFormat {
     Cmaf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, tag = "source", rename_all = "kebab-case")]
+/// Where a configured stream's media comes from (derived from [`StreamConfig`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum StreamSource {
     /// Built-in moving test pattern with a tone.
-    TestPattern {
-        #[serde(default = "default_pattern_width")]
-        width: u32,
-        #[serde(default = "default_pattern_height")]
-        height: u32,
-    },
+    TestPattern { width: u32, height: u32 },
     /// MPEG-TS over RTP on a UDP port (`ffmpeg -f rtp_mpegts`).
     RtpMpegts { listen: SocketAddr },
 }
 
-fn default_pattern_width() -> u32 {
-    1280
-}
-fn default_pattern_height() -> u32 {
-    720
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    TestPattern,
+    RtpMpegts,
 }
 
-/// A stream that exists without an RTMP publisher.
+/// A stream that exists without an RTMP publisher (`[[streams]]`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,
-    #[serde(flatten)]
-    pub source: StreamSource,
+    /// `test-pattern` or `rtp-mpegts`.
+    pub source: SourceKind,
+    /// test-pattern: picture size (default 1280x720).
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// rtp-mpegts: UDP address to receive on.
+    pub listen: Option<SocketAddr>,
+}
+
+impl StreamConfig {
+    /// The typed source, or the key that is missing or wrong.
+    pub fn source(&self, index: usize) -> Result<StreamSource, ConfigError> {
+        match self.source {
+            SourceKind::TestPattern => {
+                let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
+                for (k, v) in [("width", width), ("height", height)] {
+                    if !(16..=7680).contains(&v) || v % 2 != 0 {
+                        return Err(ConfigError::invalid(format!("streams[{index}].{k}"), v, "must be even and 16..=7680"));
+                    }
+                }
+                Ok(StreamSource::TestPattern { width, height })
+            }
+            SourceKind::RtpMpegts => match self.listen {
+                Some(listen) => Ok(StreamSource::RtpMpegts { listen }),
+                None => Err(ConfigError::invalid(format!("streams[{index}].listen"), "", "rtp-mpegts needs listen = \"HOST:PORT\"")),
+            },
+        }
+    }
 }
 
 impl Config {
@@ -422,6 +443,7 @@ impl Config {
             if !names.insert(s.name.clone()) {
                 return Err(ConfigError::invalid(format!("streams[{i}].name"), &s.name, "duplicate stream name"));
             }
+            s.source(i)?;
         }
         self.bus.validate()?;
         self.edge.validate()?;

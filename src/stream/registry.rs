@@ -139,7 +139,14 @@ impl StreamRegistry {
         self.tasks.spawn(async move {
             while !me.shutdown.is_cancelled() {
                 let Some(guard) = me.try_go_live(&sc.name) else { return };
-                let source = match &sc.source {
+                let source = match sc.source(0) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(stream = %sc.name, error = %e, "bad source; stream disabled");
+                        return;
+                    }
+                };
+                let source = match &source {
                     StreamSource::TestPattern { width, height } => me.templates.render(
                         "source-test-pattern",
                         &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.ladder.frame_rate.to_string())],

@@ -255,7 +255,7 @@ fn arm_codec_probes(bin: &gst::Bin, planned: &[PlannedRendition]) {
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let Some(buffer) = info.buffer() else { return gst::PadProbeReturn::Ok };
             let Ok(map) = buffer.map_readable() else { return gst::PadProbeReturn::Ok };
-            let Some(codec) = codecs_shim::h264_codec_from_annexb(map.as_slice()) else {
+            let Some(codec) = crate::packaging::codecs::h264_codec_from_annexb(map.as_slice()) else {
                 return gst::PadProbeReturn::Ok; // not a keyframe with SPS yet
             };
             let s = gst::Structure::builder(MSG_VIDEO_CODEC).field("rendition", rendition.as_str()).field("codec", codec).build();
@@ -271,7 +271,7 @@ fn arm_codec_probes(bin: &gst::Bin, planned: &[PlannedRendition]) {
                 .caps()
                 .structure(0)
                 .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
-                .and_then(|b| b.map_readable().ok().and_then(|m| codecs_shim::aac_codec_from_audio_specific_config(m.as_slice())));
+                .and_then(|b| b.map_readable().ok().and_then(|m| crate::packaging::codecs::aac_codec_from_audio_specific_config(m.as_slice())));
             if let Some(codec) = codec {
                 let s = gst::Structure::builder(MSG_AUDIO_CODEC).field("codec", codec).build();
                 let _ = pad.post_message(gst::message::Application::builder(s).src(pad).build());
@@ -373,8 +373,3 @@ pub fn staging_dir(stream_dir: &Path, session_id: u64) -> PathBuf {
     stream_dir.join(".staging").join(session_id.to_string())
 }
 
-// Temporary until packaging::codecs lands.
-mod codecs_shim {
-    pub fn h264_codec_from_annexb(_: &[u8]) -> Option<String> { None }
-    pub fn aac_codec_from_audio_specific_config(_: &[u8]) -> Option<String> { None }
-}

@@ -14,6 +14,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("audio-voaac", include_str!("../../pipelines/audio-voaac.pipeline")),
     ("source-test-pattern", include_str!("../../pipelines/source-test-pattern.pipeline")),
     ("source-rtmp", include_str!("../../pipelines/source-rtmp.pipeline")),
+    ("source-rtp-mpegts", include_str!("../../pipelines/source-rtp-mpegts.pipeline")),
 ];
 
 /// Where templates are looked up: the operator's directory first, then the embedded set.
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn every_embedded_template_renders_with_the_documented_placeholders() {
-        let vars: Vec<(&str, String)> = ["bitrate_kbps", "bitrate_bps", "gop_frames", "fps", "width", "height", "name", "port", "location"]
+        let vars: Vec<(&str, String)> = ["bitrate_kbps", "bitrate_bps", "gop_frames", "fps", "width", "height", "name", "port", "address", "location"]
             .iter()
             .map(|k| (*k, "1".to_string()))
             .collect();

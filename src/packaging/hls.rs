@@ -1,0 +1,354 @@
+//! HLS media playlists (RFC 8216 / draft-pantos-hls-rfc8216bis), live sliding window and VOD.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+/// One listed media segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub sequence: u64,
+    pub duration_ms: u64,
+    /// URI relative to the playlist.
+    pub uri: String,
+    pub byte_size: u64,
+    /// Wall-clock time of the first frame, milliseconds since the Unix epoch.
+    pub program_date_time_ms: i64,
+    /// Starts a new encoding session: EXT-X-DISCONTINUITY precedes it.
+    pub discontinuity: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaylistKind {
+    /// Sliding window, no playlist type.
+    Live,
+    /// Grows only (`EXT-X-PLAYLIST-TYPE:EVENT`).
+    Event,
+    /// Complete and immutable (`EXT-X-PLAYLIST-TYPE:VOD`, ends with `EXT-X-ENDLIST`).
+    Vod,
+}
+
+/// A media playlist's state; `render` produces the text.
+#[derive(Debug, Clone)]
+pub struct MediaPlaylist {
+    kind: PlaylistKind,
+    target_duration_s: u64,
+    /// 0 = unbounded.
+    window_segments: usize,
+    segments: VecDeque<Segment>,
+    next_sequence: u64,
+    /// Sequence of the first listed segment when the window is empty.
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    init_uri: Option<String>,
+    ended: bool,
+}
+
+impl MediaPlaylist {
+    pub fn new(kind: PlaylistKind, target_duration_s: u64, window_segments: usize) -> MediaPlaylist {
+        MediaPlaylist {
+            kind,
+            target_duration_s: target_duration_s.max(1),
+            window_segments: if kind == PlaylistKind::Live { window_segments } else { 0 },
+            segments: VecDeque::new(),
+            next_sequence: 0,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            init_uri: None,
+            ended: false,
+        }
+    }
+
+    /// fMP4/CMAF: every segment needs this init segment (`EXT-X-MAP`, version 6+).
+    pub fn with_init_segment(mut self, uri: String) -> MediaPlaylist {
+        self.init_uri = Some(uri);
+        self
+    }
+
+    /// Continue a timeline: the next pushed segment gets `next_sequence`. Never moves backwards
+    /// (RFC 8216bis 6.2.2: the media sequence number never decreases).
+    pub fn resume_from(&mut self, next_sequence: u64, discontinuity_sequence: u64) {
+        self.next_sequence = self.next_sequence.max(next_sequence);
+        if self.segments.is_empty() {
+            self.media_sequence = self.next_sequence;
+        }
+        self.discontinuity_sequence = self.discontinuity_sequence.max(discontinuity_sequence);
+    }
+
+    /// Appends a segment (its sequence is the playlist's next one) and returns what slid out.
+    pub fn push(&mut self, mut seg: Segment) -> Vec<Segment> {
+        seg.sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.segments.push_back(seg);
+        let mut evicted = Vec::new();
+        while self.window_segments > 0 && self.segments.len() > self.window_segments {
+            if let Some(old) = self.segments.pop_front() {
+                // 8216bis 4.4.3.3: the discontinuity sequence counts discontinuities that left.
+                if old.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+                evicted.push(old);
+            }
+        }
+        self.media_sequence = self.segments.front().map(|s| s.sequence).unwrap_or(self.next_sequence);
+        evicted
+    }
+
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+    pub fn media_sequence(&self) -> u64 {
+        self.media_sequence
+    }
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
+    }
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter()
+    }
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+    pub fn target_duration_s(&self) -> u64 {
+        self.target_duration_s
+    }
+
+    /// The playlist text.
+    ///
+    /// EXT-X-TARGETDURATION is fixed at construction (8216bis 4.4.3.1: it must not change while
+    /// live); callers choose `ceil(segment duration)` so every rounded EXTINF fits.
+    /// EXT-X-PROGRAM-DATE-TIME is written on every segment: players and edges can map any
+    /// segment to wall-clock time without walking back to the first one.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(128 + self.segments.len() * 96);
+        let version = if self.init_uri.is_some() { 6 } else { 3 };
+        let _ = writeln!(out, "#EXTM3U");
+        let _ = writeln!(out, "#EXT-X-VERSION:{version}");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration_s);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
+        match self.kind {
+            PlaylistKind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+            PlaylistKind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+            PlaylistKind::Live => {}
+        }
+        out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        if let Some(init) = &self.init_uri {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
+        }
+        for s in &self.segments {
+            if s.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+                if let Some(init) = &self.init_uri {
+                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
+                }
+            }
+            if s.program_date_time_ms > 0 {
+                let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(s.program_date_time_ms));
+            }
+            let _ = writeln!(out, "#EXTINF:{}.{:03},", s.duration_ms / 1000, s.duration_ms % 1000);
+            let _ = writeln!(out, "{}", s.uri);
+        }
+        if self.ended || self.kind == PlaylistKind::Vod {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+}
+
+/// Timeline state recovered from a playlist this module wrote (worker restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeState {
+    pub next_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// Parses what [`MediaPlaylist::render`] writes. Anything unexpected → `None`; never panics.
+pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "#EXTM3U" {
+        return None;
+    }
+    let mut media_sequence = None;
+    let mut discontinuity_sequence = 0;
+    let mut segments = Vec::new();
+    let (mut duration, mut pdt, mut disc) = (None, 0i64, false);
+    for line in lines {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            media_sequence = Some(v.parse::<u64>().ok()?);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            discontinuity_sequence = v.parse().ok()?;
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            disc = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = parse_rfc3339_millis(v)?;
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            let secs = v.split(',').next()?;
+            let (whole, frac) = secs.split_once('.').unwrap_or((secs, "0"));
+            let frac = format!("{frac:0<3}");
+            let ms = whole.parse::<u64>().ok()?.checked_mul(1000)?.checked_add(frac.get(..3)?.parse::<u64>().ok()?)?;
+            duration = Some(ms);
+        } else if line.is_empty() || line.starts_with('#') {
+            continue;
+        } else {
+            let seq = media_sequence?.checked_add(segments.len() as u64)?;
+            segments.push(Segment {
+                sequence: seq,
+                duration_ms: duration.take()?,
+                uri: line.to_string(),
+                byte_size: 0,
+                program_date_time_ms: std::mem::take(&mut pdt),
+                discontinuity: std::mem::take(&mut disc),
+            });
+        }
+    }
+    let media_sequence = media_sequence?;
+    Some(ResumeState { next_sequence: media_sequence.checked_add(segments.len() as u64)?, discontinuity_sequence, segments })
+}
+
+/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's civil_from_days).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `2026-11-24T21:30:00.123Z`.
+pub fn rfc3339_millis(epoch_ms: i64) -> String {
+    let secs = epoch_ms.div_euclid(1000);
+    let ms = epoch_ms.rem_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+}
+
+/// Inverse of [`rfc3339_millis`] (UTC `Z` form only).
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
+    let s = s.trim().strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut dp = date.split('-');
+    let (y, mo, d) = (dp.next()?.parse::<i64>().ok()?, dp.next()?.parse::<u32>().ok()?, dp.next()?.parse::<u32>().ok()?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut tp = hms.split(':');
+    let (h, mi, se) = (tp.next()?.parse::<i64>().ok()?, tp.next()?.parse::<i64>().ok()?, tp.next()?.parse::<i64>().ok()?);
+    let frac = format!("{frac:0<3}");
+    let ms = frac.get(..3)?.parse::<i64>().ok()?;
+    Some(((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(ms: u64, uri: &str, disc: bool) -> Segment {
+        Segment { sequence: 0, duration_ms: ms, uri: uri.into(), byte_size: 1000, program_date_time_ms: 1_700_000_000_000, discontinuity: disc }
+    }
+
+    #[test]
+    fn live_window_slides_and_media_sequence_follows() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 3);
+        for i in 0..5 {
+            let evicted = p.push(seg(2000, &format!("{i}.ts"), false));
+            assert_eq!(evicted.len(), if i >= 3 { 1 } else { 0 });
+        }
+        assert_eq!(p.media_sequence(), 2);
+        assert_eq!(p.next_sequence(), 5);
+        let text = p.render();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE"));
+        assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+        assert!(!text.contains("ENDLIST") && !text.contains("PLAYLIST-TYPE"));
+        assert_eq!(text.matches("#EXTINF:2.000,").count(), 3);
+        assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"), "{text}");
+    }
+
+    #[test]
+    fn discontinuity_sequence_counts_discontinuities_that_left() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 2);
+        p.push(seg(2000, "0.ts", false));
+        p.push(seg(2000, "1.ts", true));
+        assert!(p.render().contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        p.push(seg(2000, "2.ts", false));
+        assert_eq!(p.discontinuity_sequence(), 0);
+        p.push(seg(2000, "3.ts", false));
+        assert_eq!(p.discontinuity_sequence(), 1);
+        assert!(!p.render().contains("#EXT-X-DISCONTINUITY\n"));
+        assert!(p.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"));
+    }
+
+    #[test]
+    fn resume_never_moves_backwards() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 3);
+        p.resume_from(100, 4);
+        p.push(seg(2000, "100.ts", true));
+        p.resume_from(50, 1);
+        assert_eq!(p.next_sequence(), 101);
+        assert_eq!(p.media_sequence(), 100);
+        assert_eq!(p.discontinuity_sequence(), 4);
+    }
+
+    #[test]
+    fn vod_with_init_segment() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Vod, 2, 3).with_init_segment("init.mp4".into());
+        for i in 0..5 {
+            p.push(seg(1999, &format!("{i}.m4s"), false));
+        }
+        let t = p.render();
+        assert!(t.contains("#EXT-X-VERSION:6") && t.contains("#EXT-X-MAP:URI=\"init.mp4\""));
+        assert!(t.contains("#EXT-X-PLAYLIST-TYPE:VOD") && t.ends_with("#EXT-X-ENDLIST\n"));
+        assert_eq!(t.matches("#EXTINF:1.999,").count(), 5, "VOD keeps every segment");
+    }
+
+    #[test]
+    fn rendered_state_parses_back() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 4);
+        p.resume_from(10, 2);
+        p.push(seg(2000, "10.ts", true));
+        p.push(seg(1500, "11.ts", false));
+        let st = parse_media_playlist_state(&p.render()).unwrap();
+        assert_eq!(st.next_sequence, 12);
+        assert_eq!(st.discontinuity_sequence, 2);
+        assert_eq!(st.segments.len(), 2);
+        assert_eq!((st.segments[1].sequence, st.segments[1].duration_ms), (11, 1500));
+        assert!(st.segments[0].discontinuity);
+        assert_eq!(st.segments[0].program_date_time_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn garbage_does_not_parse_or_panic() {
+        for g in ["", "#EXTM3U", "hello", "#EXTM3U\n#EXTINF:abc,\nx.ts", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1.0,\na\n#EXTINF:1.0,\nb", "#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:2020-13-45T99Z\n"] {
+            assert!(parse_media_playlist_state(g).is_none(), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for ms in [0i64, 951_782_400_000, 1_764_019_800_123, 4_102_444_800_999] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms));
+        }
+        assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
