@@ -16,7 +16,7 @@
 //! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits).
 //! - [`app`]       — wires the roles together and owns the one shutdown signal.
 
-// pub mod app;
+pub mod app;
 pub mod bus;
 pub mod config;
 pub mod edge;

@@ -1,4 +1,6 @@
 //! HTTP pieces shared by the origin and the edge.
 
+pub mod headers;
+pub mod paths;
 pub mod server;
 pub use server::{Body, serve};

@@ -1,1 +1,193 @@
-//! TODO
+//! The origin: serves the store (live streams and VOD assets) over HTTP/1.1.
+//!
+//! Request path: parse + validate the path (400/404 before touching the disk) → read the file
+//! → answer with the shared HTTP semantics (`http::headers`). Everything on disk is complete:
+//! the store only ever renames finished files into place.
+
+use crate::Shutdown;
+use crate::config::{Config, HttpLimits};
+use crate::http::Body;
+use crate::http::headers::{self, Representation};
+use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::net::TcpListener;
+
+/// Largest file the origin reads into memory for one response.
+const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Request counters for `/metrics` (atomics: the hot path takes no lock).
+#[derive(Default)]
+pub struct OriginMetrics {
+    by_kind_status: [[AtomicU64; 5]; 6],
+    segment_requests: AtomicU64,
+}
+
+const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
+const STATUSES: [u16; 5] = [200, 206, 304, 404, 400];
+
+impl OriginMetrics {
+    fn record(&self, kind: Option<ResourceKind>, status: StatusCode) {
+        let k = kind.map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5)).unwrap_or(5);
+        if let Some(s) = STATUSES.iter().position(|s| *s == status.as_u16()) {
+            self.by_kind_status[k][s].fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(kind, Some(ResourceKind::Segment | ResourceKind::InitSegment)) {
+            self.segment_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP zoomate_origin_http_requests_total Origin HTTP requests by resource kind and status.\n\
+             # TYPE zoomate_origin_http_requests_total counter\n",
+        );
+        for (k, kind) in KINDS.iter().enumerate() {
+            for (s, status) in STATUSES.iter().enumerate() {
+                let v = self.by_kind_status[k][s].load(Ordering::Relaxed);
+                if v > 0 {
+                    out.push_str(&format!("zoomate_origin_http_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}\n"));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "# HELP zoomate_origin_segment_requests_total Segment and init segment requests (any status).\n\
+             # TYPE zoomate_origin_segment_requests_total counter\nzoomate_origin_segment_requests_total {}\n",
+            self.segment_requests.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+struct OriginState {
+    live_dir: PathBuf,
+    vod_dir: PathBuf,
+    live_playlist_max_age_s: u64,
+    metrics: OriginMetrics,
+}
+
+/// A bound, not yet running origin server.
+pub struct OriginServer {
+    listener: TcpListener,
+    limits: HttpLimits,
+    state: Arc<OriginState>,
+}
+
+impl OriginServer {
+    pub async fn bind(config: &Config) -> std::io::Result<OriginServer> {
+        let listener = TcpListener::bind(config.origin.http_listen).await?;
+        Ok(OriginServer {
+            listener,
+            limits: config.origin.limits.clone(),
+            state: Arc::new(OriginState {
+                live_dir: config.store.dir.join("live"),
+                vod_dir: config.vod.dir.clone(),
+                // Live playlists: at most half a target duration (whole seconds, at least 1).
+                live_playlist_max_age_s: (config.ladder.segment_duration_ms / 2000).max(1),
+                metrics: OriginMetrics::default(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub async fn run(self, shutdown: Shutdown) {
+        let state = self.state;
+        crate::http::serve(self.listener, self.limits, move |req| handle(state.clone(), req), shutdown).await;
+    }
+}
+
+async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (&method, path.as_str()) {
+        (&Method::OPTIONS, _) => return headers::preflight(),
+        (&Method::GET | &Method::HEAD, "/healthz") => return headers::text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => {
+            let mut r = headers::text(StatusCode::OK, state.metrics.render().trim_end());
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
+        (&Method::GET | &Method::HEAD, _) => {}
+        _ => {
+            let mut r = headers::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            return r;
+        }
+    }
+    let (file, kind, live) = match locate(&state, &path) {
+        Ok(found) => found,
+        Err(PathError::Malformed(why)) => {
+            state.metrics.record(None, StatusCode::BAD_REQUEST);
+            tracing::debug!(path = %path, why, "rejected path");
+            return headers::text(StatusCode::BAD_REQUEST, "bad request");
+        }
+        Err(PathError::NotFound) => {
+            state.metrics.record(None, StatusCode::NOT_FOUND);
+            return headers::text(StatusCode::NOT_FOUND, "not found");
+        }
+    };
+    let response = match read_file(&file).await {
+        Ok((body, mtime)) => {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let rep = Representation::new(
+                body,
+                kind.content_type(name),
+                headers::cache_control(kind, live, state.live_playlist_max_age_s),
+                mtime,
+            );
+            headers::respond(&method, req.headers(), &rep)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => headers::text(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "read failed");
+            headers::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    };
+    state.metrics.record(Some(kind), response.status());
+    response
+}
+
+/// Maps a request path to a file under the store, or why not.
+fn locate(state: &OriginState, path: &str) -> Result<(PathBuf, ResourceKind, bool), PathError> {
+    let (base, rest, live) = match parse_media_path(path)? {
+        MediaPath::Live { stream, rest } => (state.live_dir.join(stream), rest, true),
+        MediaPath::Vod { asset, rest } => (state.vod_dir.join(asset), rest, false),
+    };
+    let name = rest.last().ok_or(PathError::NotFound)?;
+    let kind = ResourceKind::from_file_name(name).ok_or(PathError::NotFound)?;
+    // `/{stream}/master.m3u8` | `/{stream}/manifest.mpd` | `/{stream}/{rendition}/{file}`.
+    let shape_ok = match (kind, rest.len()) {
+        (ResourceKind::MasterPlaylist | ResourceKind::DashManifest, 1) => true,
+        (ResourceKind::MediaPlaylist | ResourceKind::Segment | ResourceKind::InitSegment, 2) => true,
+        _ => false,
+    };
+    if !shape_ok {
+        return Err(PathError::NotFound);
+    }
+    let mut file = base;
+    for part in &rest {
+        file.push(part);
+    }
+    Ok((file, kind, live))
+}
+
+async fn read_file(path: &std::path::Path) -> std::io::Result<(Bytes, std::time::SystemTime)> {
+    let meta = tokio::fs::metadata(path).await?;
+    if !meta.is_file() {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other("file exceeds the origin's response size limit"));
+    }
+    let body = tokio::fs::read(path).await?;
+    Ok((Bytes::from(body), meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)))
+}

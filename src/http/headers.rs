@@ -1,0 +1,237 @@
+//! Response semantics shared by the origin and the edge, over an in-memory body: Cache-Control
+//! per resource kind, CORS, ETag/If-None-Match → 304, Last-Modified, single Range → 206, HEAD.
+
+use super::Body;
+use super::paths::ResourceKind;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use std::hash::{Hash, Hasher};
+use std::time::SystemTime;
+
+/// One representation of a resource, ready to answer any GET/HEAD for it.
+#[derive(Debug, Clone)]
+pub struct Representation {
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub cache_control: String,
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
+impl Representation {
+    pub fn new(body: Bytes, content_type: &'static str, cache_control: String, last_modified: SystemTime) -> Representation {
+        let etag = strong_etag(&body);
+        Representation { body, content_type, cache_control, etag, last_modified }
+    }
+}
+
+/// A strong validator from the content itself: identical bytes on any origin → same ETag, so
+/// an edge can revalidate against whichever origin it picks.
+pub fn strong_etag(body: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:x}-{:016x}\"", body.len(), h.finish())
+}
+
+/// Cache-Control for a kind. Segment names are never reused, so they are immutable; live
+/// playlists change every segment, so at most half a target duration (`live_max_age_s`).
+pub fn cache_control(kind: ResourceKind, live: bool, live_max_age_s: u64) -> String {
+    match (kind.is_playlist(), live) {
+        (true, true) => format!("public, max-age={}", live_max_age_s.max(1)),
+        (true, false) => "public, max-age=86400".into(),
+        (false, _) => "public, max-age=31536000, immutable".into(),
+    }
+}
+
+pub fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Adds the CORS headers browser players (hls.js, dash.js, shaka) need.
+pub fn add_cors(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges, ETag, Age, X-Cache"),
+    );
+}
+
+/// A plain-text response (errors, health), never cached.
+pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_cors(r.headers_mut());
+    r
+}
+
+/// CORS preflight.
+pub fn preflight() -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    add_cors(h);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    r
+}
+
+/// A single satisfiable byte range, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    None,
+    Satisfiable(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses `Range: bytes=a-b | a- | -n`. Multiple ranges → `None` (serve the whole body: allowed
+/// by RFC 9110 14.2, and players never ask for them).
+pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return RangeRequest::None };
+    if spec.contains(',') {
+        return RangeRequest::None;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::None };
+    let (a, b) = (a.trim(), b.trim());
+    let range = match (a.is_empty(), b.is_empty()) {
+        (true, false) => match b.parse::<u64>() {
+            Ok(0) => return RangeRequest::Unsatisfiable,
+            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+            Err(_) => return RangeRequest::None,
+        },
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else { return RangeRequest::None };
+            let end = if b.is_empty() { len.saturating_sub(1) } else { match b.parse::<u64>() { Ok(e) => e.min(len.saturating_sub(1)), Err(_) => return RangeRequest::None } };
+            if !b.is_empty() && b.parse::<u64>().map(|e| e < start).unwrap_or(true) {
+                return RangeRequest::None; // syntactically invalid: ignore the header
+            }
+            (start, end)
+        }
+        (true, true) => return RangeRequest::None,
+    };
+    if len == 0 || range.0 >= len {
+        RangeRequest::Unsatisfiable
+    } else {
+        RangeRequest::Satisfiable(range.0, range.1)
+    }
+}
+
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match.trim() == "*" || if_none_match.split(',').any(|t| t.trim().trim_start_matches("W/") == etag)
+}
+
+/// Answers GET/HEAD for `rep`, honouring conditional and range headers.
+pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Response<Body> {
+    let mut r = Response::new(empty());
+    {
+        let h = r.headers_mut();
+        add_cors(h);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(rep.content_type));
+        if let Ok(v) = HeaderValue::from_str(&rep.cache_control) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&rep.etag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(rep.last_modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    let inm = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let not_modified = match inm {
+        Some(v) => etag_matches(v, &rep.etag),
+        None => req
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .map(|since| {
+                let lm = rep.last_modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let since = since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                lm <= since
+            })
+            .unwrap_or(false),
+    };
+    if not_modified {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        return r;
+    }
+    let len = rep.body.len() as u64;
+    let (status, body) = match parse_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), len) {
+        RangeRequest::None => (StatusCode::OK, rep.body.clone()),
+        RangeRequest::Satisfiable(a, b) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, rep.body.slice(a as usize..=b as usize))
+        }
+        RangeRequest::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+    };
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if method != Method::HEAD {
+        *r.body_mut() = full(body);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep() -> Representation {
+        Representation::new(Bytes::from_static(b"0123456789"), "video/mp2t", "public".into(), SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+    }
+
+    fn req(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(Some("bytes=2-4"), 10), RangeRequest::Satisfiable(2, 4));
+        assert_eq!(parse_range(Some("bytes=8-"), 10), RangeRequest::Satisfiable(8, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Satisfiable(7, 9));
+        assert_eq!(parse_range(Some("bytes=5-100"), 10), RangeRequest::Satisfiable(5, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=1-2,4-5"), 10), RangeRequest::None);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::None);
+        assert_eq!(parse_range(Some("items=1-2"), 10), RangeRequest::None);
+        assert_eq!(parse_range(Some("bytes=x-y"), 10), RangeRequest::None);
+    }
+
+    #[test]
+    fn conditional_range_and_head() {
+        let r = rep();
+        let ok = respond(&Method::GET, &HeaderMap::new(), &r);
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.headers()[header::CONTENT_LENGTH], "10");
+        let etag = ok.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_eq!(respond(&Method::GET, &req(&[(header::IF_NONE_MATCH, &etag)]), &r).status(), 304);
+        assert_eq!(respond(&Method::GET, &req(&[(header::IF_NONE_MATCH, "\"other\"")]), &r).status(), 200);
+        let partial = respond(&Method::GET, &req(&[(header::RANGE, "bytes=2-4")]), &r);
+        assert_eq!(partial.status(), 206);
+        assert_eq!(partial.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
+        assert_eq!(partial.headers()[header::CONTENT_LENGTH], "3");
+        assert_eq!(respond(&Method::GET, &req(&[(header::RANGE, "bytes=20-")]), &r).status(), 416);
+        let head = respond(&Method::HEAD, &HeaderMap::new(), &r);
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "10");
+        assert_eq!(head.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+}
