@@ -57,10 +57,12 @@ impl Zoomate {
 
     pub fn start_in(dir: tempfile::TempDir, subcommand: &str, extra_toml: &str) -> Zoomate {
         let config = format!(
-            "[store]\ndir = \"{store}\"\n[vod]\ndir = \"{store}/vod\"\n[origin]\nhttp_listen = \"127.0.0.1:0\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            "[store]\ndir = \"{store}\"\n[vod]\ndir = \"{store}/vod\"\n{extra}\n",
             store = dir.path().join("store").display(),
             extra = extra_toml,
         );
+        let config = ensure_section_value(&config, "origin", "http_listen = \"127.0.0.1:0\"");
+        let config = ensure_section_value(&config, "rtmp", "listen = \"127.0.0.1:0\"");
         let config = ensure_section_value(&config, "edge", "listen = \"127.0.0.1:0\"");
         let config = ensure_section_value(&config, "bus", "publish_endpoint = \"tcp://127.0.0.1:0\"");
         let config_path = dir.path().join("zoomate.toml");

@@ -1,0 +1,197 @@
+//! Bad input never hurts good users: garbage on the RTMP port, hostile HTTP paths, slow
+//! clients, and a pipeline that hangs.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[test]
+fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher() {
+    let z = Zoomate::start("origin", &format!("{TEST_LADDER}\n[rtmp]\nhandshake_timeout_ms = 2000\n"));
+    let rtmp = z.rtmp.unwrap();
+    let mut good = ffmpeg_publish(&z.rtmp_url("good"), "640x360", 6, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut attackers = Vec::new();
+    // Random bytes.
+    attackers.push(std::thread::spawn(move || {
+        for seed in 0..20u32 {
+            if let Ok(mut s) = TcpStream::connect(rtmp) {
+                let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 7919) >> 13) as u8).collect();
+                let _ = s.write_all(&junk);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = s.read(&mut [0u8; 64]);
+            }
+        }
+    }));
+    // A valid C0 then a truncated C1; a C0 with a bogus version; a stalled client.
+    attackers.push(std::thread::spawn(move || {
+        let mut s = TcpStream::connect(rtmp).unwrap();
+        let _ = s.write_all(&[3u8]);
+        let _ = s.write_all(&[0u8; 700]);
+        let mut s2 = TcpStream::connect(rtmp).unwrap();
+        let _ = s2.write_all(&[0xffu8; 1537]);
+        let stalled = TcpStream::connect(rtmp).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop((s, s2, stalled));
+    }));
+    // A completed handshake followed by an absurd chunk-size message and a huge message header.
+    attackers.push(std::thread::spawn(move || {
+        let mut s = TcpStream::connect(rtmp).unwrap();
+        let mut c0c1 = vec![3u8];
+        c0c1.extend(std::iter::repeat_n(0u8, 1536));
+        let _ = s.write_all(&c0c1);
+        let mut s0s1s2 = vec![0u8; 1 + 1536 * 2];
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.read_exact(&mut s0s1s2).is_ok() {
+            let _ = s.write_all(&s0s1s2[1..1537]); // C2 echoes S1
+            // Set Chunk Size (type 1) to 0x7fffffff, then a message claiming 16 MB.
+            let _ = s.write_all(&[0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
+            let _ = s.write_all(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x09, 1, 0, 0, 0]);
+            let _ = s.write_all(&[0u8; 8192]);
+        }
+    }));
+    for a in attackers {
+        a.join().unwrap();
+    }
+    let status = good.wait().unwrap();
+    assert!(status.success(), "the good publisher failed; log:\n{}", z.log());
+    std::thread::sleep(Duration::from_secs(2));
+    let text = get(z.origin.unwrap(), "/live/good/180p/index.m3u8").text();
+    let v = parse_media_playlist(&text);
+    let total: f64 = v.segments.iter().map(|s| s.0).sum();
+    assert!(total >= 5.0, "good stream incomplete ({total} s):\n{text}");
+    assert!(z.log().contains("rtmp connection closed"), "garbage connections should be logged");
+}
+
+/// Sends a raw request line (so the path reaches the server exactly as written).
+fn raw_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn origin_http_semantics_and_traversal() {
+    let z = Zoomate::start("origin", &format!("{TEST_LADDER}\n[[streams]]\nname = \"pat\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n"));
+    let origin = z.origin.unwrap();
+    // A secret beside the store that no path may reach.
+    std::fs::write(z.dir.path().join("secret.txt"), "TOP-SECRET").unwrap();
+    std::fs::write(z.store().join("secret.txt"), "TOP-SECRET").unwrap_or(());
+    let seg = wait_for(Duration::from_secs(30), "first segment", || {
+        let r = get(origin, "/live/pat/180p/index.m3u8");
+        (r.status == 200).then(|| parse_media_playlist(&r.text())).and_then(|v| v.segments.first().map(|s| s.1.clone()))
+    });
+    for path in [
+        "/live/../secret.txt",
+        "/live/../../secret.txt",
+        "/live/pat/../../secret.txt",
+        "/live/%2e%2e/secret.txt",
+        "/live/pat/..%2f..%2fsecret.txt",
+        "/live/%252e%252e/%252e%252e/secret.txt",
+        "/live/pat/%2e%2e%5c%2e%2e%5csecret.txt",
+        "/live/pat\\..\\..\\secret.txt",
+        "//etc/passwd",
+        "/live//etc/passwd",
+        "/vod/../secret.txt",
+        "/live/pat/180p/%00.ts",
+    ] {
+        let (status, body) = raw_status(origin, path);
+        assert!(status == 400 || status == 404, "{path}: {status}");
+        assert!(!body.contains("TOP-SECRET") && !body.contains("root:"), "{path} leaked a file");
+    }
+    assert_eq!(raw_status(origin, "/live/nope/master.m3u8").0, 404);
+
+    // Content types, cache policy, CORS, HEAD, 304, Range.
+    let pl = get(origin, "/live/pat/180p/index.m3u8");
+    assert_eq!(pl.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(pl.header("cache-control"), Some("public, max-age=1"));
+    assert_eq!(pl.header("access-control-allow-origin"), Some("*"));
+    let s = get(origin, &format!("/live/pat/180p/{seg}"));
+    assert_eq!(s.header("content-type"), Some("video/mp2t"));
+    assert!(s.header("cache-control").unwrap().contains("immutable"));
+    let etag = s.header("etag").unwrap().to_string();
+    assert_eq!(get_with(origin, &format!("/live/pat/180p/{seg}"), &[("If-None-Match", &etag)]).status, 304);
+    let part = get_with(origin, &format!("/live/pat/180p/{seg}"), &[("Range", "bytes=0-187")]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, s.body[..188]);
+    let agent = ureq::AgentBuilder::new().build();
+    let head = agent.head(&format!("http://{origin}/live/pat/180p/{seg}")).call().unwrap();
+    assert_eq!(head.header("content-length"), Some(s.body.len().to_string().as_str()));
+    assert_eq!(get(origin, "/healthz").status, 200);
+    assert!(get(origin, "/metrics").text().contains("zoomate_origin_segment_requests_total"));
+}
+
+#[test]
+fn slowloris_does_not_delay_other_clients_and_is_cut_off() {
+    let z = Zoomate::start("origin", "[origin.limits]\nheader_read_timeout_ms = 800\n[rtmp]\nenabled = false\n");
+    let origin = z.origin.unwrap();
+    let mut slow = TcpStream::connect(origin).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    // Other clients are served while the slow one dribbles.
+    for _ in 0..5 {
+        assert_eq!(get(origin, "/healthz").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "the slow client should be cut off, got {text:?}");
+}
+
+#[test]
+fn a_hung_pipeline_is_torn_down_by_the_watchdog_and_other_streams_continue() {
+    // An encoder template that swallows every frame: the stream never produces a segment.
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("pipelines");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("video-blackhole.pipeline"), "valve drop=true ! x264enc bitrate={bitrate_kbps} key-int-max={gop_frames}").unwrap();
+    let extra = format!(
+        "{TEST_LADDER}\n[pipelines]\ndir = \"{}\"\nstall_timeout_ms = 2500\n[[streams]]\nname = \"ok\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n",
+        templates.display()
+    );
+    let z = Zoomate::start_in(dir, "origin", &extra);
+    // The healthy configured stream works...
+    wait_for(Duration::from_secs(30), "healthy stream", || (get(z.origin.unwrap(), "/live/ok/180p/index.m3u8").status == 200).then_some(()));
+    drop(z);
+
+    // ...and with the black-hole encoder, the watchdog reports and restarts, the process lives.
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("pipelines");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("video-blackhole.pipeline"), "valve drop=true ! x264enc bitrate={bitrate_kbps} key-int-max={gop_frames}").unwrap();
+    let extra = format!(
+        "{}\n[pipelines]\ndir = \"{}\"\nstall_timeout_ms = 2000\n[[streams]]\nname = \"stuck\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n",
+        TEST_LADDER.replace("frame_rate = 30", "frame_rate = 30\nvideo_encoder = \"blackhole\""),
+        templates.display()
+    );
+    let mut z = Zoomate::start_in(dir, "origin", &extra);
+    wait_for(Duration::from_secs(20), "watchdog report", || z.log().contains("watchdog").then_some(()));
+    assert_eq!(get(z.origin.unwrap(), "/healthz").status, 200, "the process must survive a hung pipeline");
+    let status = z.terminate(Duration::from_secs(20));
+    assert!(status.success(), "log:\n{}", z.log());
+}
+
+#[test]
+fn gstreamer_rtmp2sink_can_publish() {
+    require_tool("gst-launch-1.0");
+    let z = Zoomate::start("origin", TEST_LADDER);
+    let url = format!("rtmp://{}/live/gst", z.rtmp.unwrap());
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "is-live=true", "num-buffers=120", "!", "video/x-raw,width=640,height=360,framerate=30/1", "!", "x264enc", "tune=zerolatency", "key-int-max=30", "!", "h264parse", "!", "flvmux", "name=m", "streamable=true", "!", "rtmp2sink"])
+        .arg(format!("location={url}"))
+        .args(["audiotestsrc", "is-live=true", "num-buffers=190", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(Duration::from_secs(20), "segments from rtmp2sink", || {
+        let r = get(z.origin.unwrap(), "/live/gst/180p/index.m3u8");
+        (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 3).then_some(())
+    });
+}
