@@ -117,7 +117,7 @@ pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Resu
                 edge_config.edge.bus_connect.push(b.clone());
             }
         }
-        let _ = edge_config;
+        let _ = edge_config; // EDGE-PENDING
     }
 
     Ok(RunningApp { addrs, registry, tasks })
@@ -137,7 +137,40 @@ pub fn silent_announcer() -> Announce {
     Arc::new(|_: BusEvent| {})
 }
 
-async fn bus_announcer(_config: &Config, _addrs: &mut BoundAddrs, _shutdown: Shutdown) -> Result<(Announce, Option<Arc<()>>), AppError> {
-    Ok((silent_announcer(), None))
+/// The origin's announcer: the bus publisher when the bus is enabled, else nothing.
+async fn bus_announcer(
+    config: &Config,
+    addrs: &mut BoundAddrs,
+    shutdown: Shutdown,
+) -> Result<(Announce, Option<Arc<crate::bus::publisher::BusPublisher>>), AppError> {
+    if !config.bus.enabled {
+        return Ok((silent_announcer(), None));
+    }
+    let publisher = crate::bus::publisher::BusPublisher::start(&config.bus, shutdown).await.map_err(|e| AppError::Bus(e.to_string()))?;
+    addrs.bus = Some(publisher.local_endpoint());
+    let publisher = Arc::new(publisher);
+    let p = publisher.clone();
+    Ok((Arc::new(move |ev: BusEvent| p.publish(ev)), Some(publisher)))
 }
-fn spawn_heartbeat(_: &Config, _: Arc<StreamRegistry>, _: Arc<()>, _: Shutdown) {}
+
+/// Heartbeats: which streams this origin serves and how loaded it is, every interval.
+fn spawn_heartbeat(config: &Config, registry: Arc<StreamRegistry>, publisher: Arc<crate::bus::publisher::BusPublisher>, shutdown: Shutdown) {
+    let origin_id = config.origin.id.clone();
+    let base_url = config.origin.public_url.clone();
+    let interval_ms = config.bus.heartbeat_interval_ms;
+    publisher.spawn_heartbeat(
+        std::time::Duration::from_millis(interval_ms),
+        move || {
+            let streams = registry.live_streams();
+            BusEvent::OriginHeartbeat {
+                origin_id: origin_id.clone(),
+                http_base_url: base_url.clone(),
+                load_streams: streams.len() as u32,
+                streams,
+                load_encoder_speed: 0.0,
+                interval_ms: interval_ms as u32,
+            }
+        },
+        shutdown,
+    );
+}

@@ -138,10 +138,12 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         Command::Edge => zoomate::app::Roles::Edge,
         Command::Bus { command: BusCommand::Tail { connect, topic } } => {
             let stdout = std::io::stdout();
-            let _ = (connect, topic, stdout, shutdown); anyhow::bail!("x")
+            return zoomate::bus::tail::run_tail(connect.clone(), topic.clone(), stdout.lock(), shutdown)
+                .await
+                .context("bus tail");
         }
         Command::Bus { command: BusCommand::Proxy { frontend, backend } } => {
-            let _ = (frontend, backend); anyhow::bail!("x")
+            return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown).await.context("bus proxy");
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };

@@ -1,4 +1,28 @@
 //! The segment bus: Cap'n Proto messages over ZeroMQ pub/sub.
+//!
+//! Origins publish (`publisher`), edges and tools subscribe (`subscriber`), `proxy` joins many
+//! of each at one address, `tail` prints messages for operators. Every message is two frames,
+//! `[topic, payload]`; see `schema/zoomate_bus.capnp` for the payload.
 
+pub mod codec;
 pub mod event;
+pub mod proxy;
+pub mod publisher;
+pub mod subscriber;
+pub mod tail;
+
 pub use event::{BusEvent, RenditionInfo};
+
+#[allow(clippy::all, dead_code, unused_parens)]
+pub mod zoomate_bus_capnp {
+    include!(concat!(env!("OUT_DIR"), "/zoomate_bus_capnp.rs"));
+}
+
+/// Bus errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("zeromq {endpoint}: {source}")]
+    Zmq { endpoint: String, source: zeromq::ZmqError },
+    #[error("output: {0}")]
+    Io(#[from] std::io::Error),
+}
