@@ -219,6 +219,15 @@ mod tests {
     }
 
     #[test]
+    fn payload_at_an_unaligned_address_decodes() {
+        // ZeroMQ frames forwarded by a proxy arrive at arbitrary offsets.
+        let e = samples().remove(0);
+        let mut buf = vec![0u8];
+        buf.extend(encode(&e));
+        assert_eq!(decode(&buf[1..]).unwrap(), e);
+    }
+
+    #[test]
     fn unknown_version_is_rejected() {
         let mut bytes = encode(&samples()[0]);
         // Root struct data section starts after the 8-byte segment table and 8-byte root pointer.

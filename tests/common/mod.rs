@@ -68,20 +68,7 @@ impl Zoomate {
         let config_path = dir.path().join("zoomate.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("zoomate.log");
-        let stderr = std::fs::File::create(&stderr_log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
-            .args(["--config", config_path.to_str().expect("utf8"), "--print-ready", subcommand])
-            .env("ZOOMATE_LOG", "zoomate=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn zoomate");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let mut reader = BufReader::new(stdout);
-        let n = reader.read_line(&mut line).unwrap_or(0);
-        assert!(n > 0, "zoomate exited before ready; log:\n{}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
-        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
+        let (child, v, mut reader) = spawn_ready(&config_path, subcommand, &stderr_log);
         let addr = |k: &str| v["addrs"][k].as_str().and_then(|s| s.parse().ok());
         let z = Zoomate {
             rtmp: addr("rtmp"),
@@ -98,6 +85,35 @@ impl Zoomate {
             let _ = reader.read_to_end(&mut sink);
         });
         z
+    }
+
+    /// Stops (SIGTERM) and starts again on the same config, with the ports it had bound, so
+    /// peers see "the same origin restarted". Returns the stopped run's log.
+    pub fn restart_same_ports(&mut self, subcommand: &str) -> String {
+        let status = self.terminate(Duration::from_secs(20));
+        assert!(status.success(), "exit before restart: {status:?}");
+        let old_log = self.log();
+        let config_path = self.dir.path().join("zoomate.toml");
+        let mut config = std::fs::read_to_string(&config_path).expect("config");
+        if let Some(a) = self.origin {
+            config = config.replacen("http_listen = \"127.0.0.1:0\"", &format!("http_listen = \"{a}\""), 1);
+        }
+        if let Some(a) = self.rtmp {
+            config = config.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{a}\""), 1);
+        }
+        if let Some(b) = &self.bus {
+            config = config.replacen("publish_endpoint = \"tcp://127.0.0.1:0\"", &format!("publish_endpoint = \"{b}\""), 1);
+        }
+        std::fs::write(&config_path, config).expect("write config");
+        let (child, ready, reader) = spawn_ready(&config_path, subcommand, &self.stderr_log);
+        self.child = child;
+        let _ = ready;
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        old_log
     }
 
     pub fn store(&self) -> PathBuf {
@@ -134,6 +150,31 @@ impl Drop for Zoomate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns the binary and waits for its ready line.
+fn spawn_ready(config_path: &Path, subcommand: &str, stderr_log: &Path) -> (Child, serde_json::Value, BufReader<std::process::ChildStdout>) {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(stderr_log).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+        .args(["--config", config_path.to_str().expect("utf8"), "--print-ready", subcommand])
+        .env("ZOOMATE_LOG", "zoomate=debug,info")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn zoomate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    let n = reader.read_line(&mut line).unwrap_or(0);
+    assert!(n > 0, "zoomate exited before ready; log:\n{}", std::fs::read_to_string(stderr_log).unwrap_or_default());
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
+    (child, v, reader)
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released: only for processes that need a port
+/// number in their command line).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Adds `line` to `[section]` unless the extra config already sets that key there.
