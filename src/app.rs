@@ -117,7 +117,11 @@ pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Resu
                 edge_config.edge.bus_connect.push(b.clone());
             }
         }
-        let _ = edge_config; // EDGE-PENDING
+        let edge = crate::edge::EdgeServer::bind(&edge_config)
+            .await
+            .map_err(|source| AppError::Bind { what: "edge HTTP", addr: config.edge.listen.to_string(), source })?;
+        addrs.edge_http = Some(edge.local_addr());
+        tasks.spawn(edge.run(shutdown.clone()));
     }
 
     Ok(RunningApp { addrs, registry, tasks })

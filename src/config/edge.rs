@@ -26,6 +26,23 @@ pub struct EdgeConfig {
     pub balance: BalancePolicy,
     /// Cache capacity, in bytes (segments and playlists, weighed by body size).
     pub cache_bytes: u64,
+    /// Playlist freshness when the bus is silent, in milliseconds (bus announcements refresh
+    /// playlists immediately).
+    pub playlist_ttl_ms: u64,
+    /// Pull each announced segment into the cache before any viewer asks.
+    pub prefetch: bool,
+    /// Active health check interval, in milliseconds (`GET /healthz` on every origin).
+    pub health_check_interval_ms: u64,
+    /// Consecutive successful checks before an origin is used again.
+    pub health_rise: u32,
+    /// Consecutive failures (checks or requests) before an origin is ejected.
+    pub health_fall: u32,
+    /// Connect + response-headers timeout for an origin fetch, in milliseconds.
+    pub origin_timeout_ms: u64,
+    /// Largest origin response accepted, in bytes.
+    pub max_object_bytes: u64,
+    /// Bus events queued for the edge before new ones are dropped (and counted).
+    pub bus_queue_capacity: usize,
     pub limits: HttpLimits,
 }
 
@@ -38,6 +55,14 @@ impl Default for EdgeConfig {
             bus_connect: Vec::new(),
             balance: BalancePolicy::ConsistentHash,
             cache_bytes: 512 * 1024 * 1024,
+            playlist_ttl_ms: 1_000,
+            prefetch: true,
+            health_check_interval_ms: 1_000,
+            health_rise: 2,
+            health_fall: 2,
+            origin_timeout_ms: 5_000,
+            max_object_bytes: 64 * 1024 * 1024,
+            bus_queue_capacity: 4_096,
             limits: HttpLimits::default(),
         }
     }
@@ -52,6 +77,22 @@ impl EdgeConfig {
         }
         if self.cache_bytes < 1024 * 1024 {
             return Err(ConfigError::invalid("edge.cache_bytes", self.cache_bytes, "must be at least 1048576"));
+        }
+        for (key, v, lo, hi) in [
+            ("edge.playlist_ttl_ms", self.playlist_ttl_ms, 100, 600_000),
+            ("edge.health_check_interval_ms", self.health_check_interval_ms, 100, 600_000),
+            ("edge.origin_timeout_ms", self.origin_timeout_ms, 100, 120_000),
+            ("edge.max_object_bytes", self.max_object_bytes, 1024, 4 * 1024 * 1024 * 1024),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
+            }
+        }
+        if self.health_rise == 0 || self.health_fall == 0 {
+            return Err(ConfigError::invalid("edge.health_rise/health_fall", 0, "must be at least 1"));
+        }
+        if !(16..=1_000_000).contains(&self.bus_queue_capacity) {
+            return Err(ConfigError::invalid("edge.bus_queue_capacity", self.bus_queue_capacity, "must be 16..=1000000"));
         }
         super::validate_limits("edge.limits", &self.limits)
     }

@@ -1,1 +1,403 @@
-//! TODO
+//! The edge: viewers' HTTP server in front of origin workers.
+//!
+//! Request path, in order (pingora-style phases):
+//! 1. **route** — health/metrics, CORS preflight, or a media path (400/404 before anything else);
+//! 2. **cache lookup** — segments are immutable; playlists are fresh until the bus announces a
+//!    newer segment (or, if the bus is silent, a short TTL passes);
+//! 3. **pick origin** — [`balancer`]: origins serving the stream first, by policy, healthy first;
+//! 4. **fetch, coalesced** — concurrent misses for one key share one origin fetch (moka's
+//!    `try_get_with`), waiters are woken when it completes; failures are not cached;
+//! 5. **respond** — ETag/304, Range/206, HEAD, CORS, gzip for playlists, `Age`, `X-Cache`.
+//!
+//! Background services: the bus listener (origin discovery, freshness, prefetch) and the
+//! active health checker.
+
+pub mod balancer;
+pub mod upstream;
+
+use crate::Shutdown;
+use crate::bus::BusEvent;
+use crate::config::{Config, EdgeConfig};
+use crate::http::Body;
+use crate::http::headers::{self, Representation};
+use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
+use balancer::OriginSet;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use upstream::{FetchError, Upstream};
+
+/// Prefetches running at once; beyond this, announcements are skipped (viewers still fetch).
+const MAX_CONCURRENT_PREFETCHES: usize = 32;
+/// Playlists whose latest announced sequence is remembered.
+const MAX_TRACKED_PLAYLISTS: u64 = 100_000;
+
+/// One cached response body and what is needed to answer any request for it.
+pub struct CachedObject {
+    rep: Representation,
+    kind: ResourceKind,
+    fetched_at: Instant,
+    /// Media playlists: sequence of the newest listed segment.
+    newest_sequence: Option<u64>,
+    gzipped: OnceLock<Option<Representation>>,
+}
+
+/// Newest segment's sequence in a media playlist (media sequence + segments − 1).
+pub fn newest_sequence(playlist: &str) -> Option<u64> {
+    let ms: u64 = playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?.trim().parse().ok()?;
+    let n = playlist.lines().filter(|l| l.starts_with("#EXTINF:")).count() as u64;
+    (ms + n).checked_sub(1)
+}
+
+#[derive(Default)]
+struct EdgeMetrics {
+    requests: [[AtomicU64; 6]; 6],
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced_waiters: AtomicU64,
+    evictions: Arc<AtomicU64>,
+    prefetches: AtomicU64,
+    prefetch_skipped: AtomicU64,
+    stale_playlist_refreshes: AtomicU64,
+}
+
+const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
+const STATUSES: [u16; 6] = [200, 206, 304, 404, 400, 502];
+
+struct Edge {
+    config: EdgeConfig,
+    cache: moka::future::Cache<String, Arc<CachedObject>>,
+    announced: moka::sync::Cache<String, u64>,
+    upstream: Upstream,
+    metrics: EdgeMetrics,
+    prefetch_permits: Arc<tokio::sync::Semaphore>,
+    bus_stats: OnceLock<crate::bus::subscriber::BusSubscriber>,
+}
+
+/// A bound, not yet running edge.
+pub struct EdgeServer {
+    listener: TcpListener,
+    edge: Arc<Edge>,
+}
+
+impl EdgeServer {
+    pub async fn bind(config: &Config) -> std::io::Result<EdgeServer> {
+        let listener = TcpListener::bind(config.edge.listen).await?;
+        let ec = config.edge.clone();
+        let metrics = EdgeMetrics::default();
+        let evictions = metrics.evictions.clone();
+        let cache = moka::future::Cache::builder()
+            .max_capacity(ec.cache_bytes)
+            .weigher(|k: &String, v: &Arc<CachedObject>| (k.len() + v.rep.body.len() + 256).min(u32::MAX as usize) as u32)
+            .eviction_listener(move |_k, _v, cause| {
+                if cause.was_evicted() {
+                    evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        let origins = Arc::new(OriginSet::new(&ec.origins, ec.balance));
+        let timeout = Duration::from_millis(ec.origin_timeout_ms);
+        let upstream = Upstream {
+            client: upstream::client(timeout),
+            origins,
+            timeout,
+            max_object_bytes: ec.max_object_bytes as usize,
+            fall: ec.health_fall,
+            rise: ec.health_rise,
+            fetches: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+        };
+        Ok(EdgeServer {
+            listener,
+            edge: Arc::new(Edge {
+                cache,
+                announced: moka::sync::Cache::new(MAX_TRACKED_PLAYLISTS),
+                upstream,
+                metrics,
+                prefetch_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PREFETCHES)),
+                bus_stats: OnceLock::new(),
+                config: ec,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves viewers and runs the background services until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        let edge = self.edge;
+        if !edge.config.bus_connect.is_empty() {
+            tokio::spawn(bus_listener(edge.clone(), shutdown.clone()));
+        }
+        tokio::spawn(health_checker(edge.clone(), shutdown.clone()));
+        let limits = edge.config.limits.clone();
+        let e = edge.clone();
+        crate::http::serve(self.listener, limits, move |req| handle(e.clone(), req), shutdown).await;
+    }
+}
+
+async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
+    // 1. route
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match (&method, path.as_str()) {
+        (&Method::OPTIONS, _) => return headers::preflight(),
+        (&Method::GET | &Method::HEAD, "/healthz") => return headers::text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => {
+            let mut r = headers::text(StatusCode::OK, render_metrics(&edge).trim_end());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
+        (&Method::GET | &Method::HEAD, _) => {}
+        _ => return headers::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    }
+    let (stream, kind, live) = match route(&path) {
+        Ok(r) => r,
+        Err(PathError::Malformed(_)) => return count(&edge, None, headers::text(StatusCode::BAD_REQUEST, "bad request")),
+        Err(PathError::NotFound) => return count(&edge, None, headers::text(StatusCode::NOT_FOUND, "not found")),
+    };
+    // 2. cache lookup (3 + 4 inside `lookup_or_fetch` on a miss)
+    let (object, hit) = match lookup_or_fetch(&edge, &stream, &path, kind, live).await {
+        Ok(found) => found,
+        Err(FetchError::NotFound) => return count(&edge, Some(kind), headers::text(StatusCode::NOT_FOUND, "not found")),
+        Err(FetchError::Unavailable(why)) => {
+            tracing::warn!(path, why, "no origin could serve the request");
+            return count(&edge, Some(kind), headers::text(StatusCode::BAD_GATEWAY, "origin unavailable"));
+        }
+    };
+    // 5. respond
+    let wants_gzip = kind.is_playlist()
+        && !req.headers().contains_key(header::RANGE)
+        && req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.contains("gzip")).unwrap_or(false);
+    let rep = if wants_gzip { object.gzipped.get_or_init(|| gzip(&object.rep)).as_ref().unwrap_or(&object.rep) } else { &object.rep };
+    let mut resp = headers::respond(&method, req.headers(), rep);
+    let h = resp.headers_mut();
+    if std::ptr::eq(rep, &object.rep) {
+        if kind.is_playlist() {
+            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+    } else {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    h.insert(header::AGE, HeaderValue::from(object.fetched_at.elapsed().as_secs()));
+    h.insert("x-cache", HeaderValue::from_static(if hit { "HIT" } else { "MISS" }));
+    count(&edge, Some(kind), resp)
+}
+
+fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
+    let (stream, rest, live) = match parse_media_path(path)? {
+        MediaPath::Live { stream, rest } => (stream, rest, true),
+        MediaPath::Vod { asset, rest } => (asset, rest, false),
+    };
+    let name = rest.last().ok_or(PathError::NotFound)?;
+    let kind = ResourceKind::from_file_name(name).ok_or(PathError::NotFound)?;
+    Ok((stream, kind, live))
+}
+
+fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {
+    let k = kind.map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5)).unwrap_or(5);
+    if let Some(s) = STATUSES.iter().position(|s| *s == resp.status().as_u16()) {
+        edge.metrics.requests[k][s].fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+fn is_fresh(edge: &Edge, path: &str, obj: &CachedObject, live: bool) -> bool {
+    if !obj.kind.is_playlist() || !live {
+        return true; // segment names are never reused; VOD playlists never change
+    }
+    if let (Some(newest), Some(announced)) = (obj.newest_sequence, edge.announced.get(path)) {
+        if newest < announced {
+            return false; // the bus says there is a newer segment: never serve an older list
+        }
+    }
+    obj.fetched_at.elapsed() < Duration::from_millis(edge.config.playlist_ttl_ms)
+}
+
+/// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).
+async fn lookup_or_fetch(edge: &Arc<Edge>, stream: &str, path: &str, kind: ResourceKind, live: bool) -> Result<(Arc<CachedObject>, bool), FetchError> {
+    if let Some(obj) = edge.cache.get(path).await {
+        if is_fresh(edge, path, &obj, live) {
+            edge.metrics.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((obj, true));
+        }
+        edge.metrics.stale_playlist_refreshes.fetch_add(1, Ordering::Relaxed);
+        edge.cache.invalidate(path).await;
+    }
+    edge.metrics.misses.fetch_add(1, Ordering::Relaxed);
+    let ran = Arc::new(AtomicBool::new(false));
+    let result = fetch_into_cache(edge, stream, path, kind, live, ran.clone()).await;
+    if !ran.load(Ordering::Relaxed) {
+        edge.metrics.coalesced_waiters.fetch_add(1, Ordering::Relaxed);
+    }
+    result.map(|o| (o, false))
+}
+
+/// `try_get_with`: the first caller runs the fetch, concurrent callers for the same key wait on
+/// it and are woken when it completes. An `Err` is returned to all of them and not cached.
+async fn fetch_into_cache(edge: &Arc<Edge>, stream: &str, path: &str, kind: ResourceKind, live: bool, ran: Arc<AtomicBool>) -> Result<Arc<CachedObject>, FetchError> {
+    let e = edge.clone();
+    let (stream_owned, path_owned) = (stream.to_string(), path.to_string());
+    edge.cache
+        .try_get_with(path.to_string(), async move {
+            ran.store(true, Ordering::Relaxed);
+            let f = e.upstream.fetch(&stream_owned, &path_owned).await?;
+            let name = path_owned.rsplit('/').next().unwrap_or("");
+            let last_modified = f.last_modified.as_deref().and_then(|v| httpdate::parse_http_date(v).ok()).unwrap_or_else(SystemTime::now);
+            let max_age = (e.config.playlist_ttl_ms / 1000).max(1);
+            let mut rep = Representation::new(f.body, kind.content_type(name), headers::cache_control(kind, live, max_age), last_modified);
+            if let Some(etag) = f.etag {
+                rep.etag = etag; // keep the origin's validator so 304s agree across tiers
+            }
+            let newest_sequence = if kind == ResourceKind::MediaPlaylist { std::str::from_utf8(&rep.body).ok().and_then(newest_sequence) } else { None };
+            Ok::<_, FetchError>(Arc::new(CachedObject { rep, kind, fetched_at: Instant::now(), newest_sequence, gzipped: OnceLock::new() }))
+        })
+        .await
+        .map_err(|e: Arc<FetchError>| (*e).clone())
+}
+
+fn gzip(rep: &Representation) -> Option<Representation> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&rep.body).ok()?;
+    let body = Bytes::from(enc.finish().ok()?);
+    let etag = format!("{}-gz\"", rep.etag.trim_end_matches('"'));
+    Some(Representation { body, content_type: rep.content_type, cache_control: rep.cache_control.clone(), etag, last_modified: rep.last_modified })
+}
+
+/// Bus events → origin discovery, playlist freshness, prefetch.
+async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
+    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn(edge.config.bus_connect.clone(), vec![], edge.config.bus_queue_capacity, shutdown.clone());
+    let _ = edge.bus_stats.set(sub);
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+        };
+        match ev {
+            BusEvent::OriginHeartbeat { origin_id, http_base_url, streams, interval_ms, .. } => {
+                edge.upstream.origins.heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+            }
+            BusEvent::SegmentReady { stream, rendition, media_sequence, uri, .. } => {
+                let playlist = format!("/live/{stream}/{rendition}/index.m3u8");
+                announce(&edge, &playlist, media_sequence);
+                if edge.config.prefetch {
+                    prefetch(&edge, stream, uri);
+                }
+            }
+            BusEvent::PlaylistUpdated { uri, media_sequence, .. } => announce(&edge, &uri, media_sequence),
+            BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
+                edge.cache.invalidate(&format!("/live/{stream}/master.m3u8")).await;
+            }
+        }
+    }
+}
+
+fn announce(edge: &Edge, playlist: &str, seq: u64) {
+    let newer = edge.announced.get(playlist).map(|s| seq > s).unwrap_or(true);
+    if newer {
+        edge.announced.insert(playlist.to_string(), seq);
+    }
+}
+
+fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
+    let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
+        edge.metrics.prefetch_skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let e = edge.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else { return };
+        if e.cache.contains_key(&uri) {
+            return;
+        }
+        e.metrics.prefetches.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = fetch_into_cache(&e, &stream, &uri, kind, live, Arc::new(AtomicBool::new(false))).await {
+            tracing::debug!(uri, error = %err, "prefetch failed");
+        }
+    });
+}
+
+/// Active health checks: `GET /healthz` on every origin each interval.
+async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for origin in edge.upstream.origins.snapshot().iter() {
+            let uri: Result<http::Uri, _> = format!("{}/healthz", origin.base_url).parse();
+            let Ok(uri) = uri else { continue };
+            let Ok(req) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new()) else { continue };
+            let ok = matches!(
+                tokio::time::timeout(edge.upstream.timeout, edge.upstream.client.request(req)).await,
+                Ok(Ok(r)) if r.status().is_success()
+            );
+            if ok { origin.record_success(edge.config.health_rise) } else { origin.record_failure(edge.config.health_fall) }
+        }
+    }
+}
+
+fn render_metrics(edge: &Edge) -> String {
+    use std::fmt::Write;
+    let m = &edge.metrics;
+    let mut out = String::new();
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    };
+    out.push_str("# HELP zoomate_edge_requests_total Edge requests by resource kind and status.\n# TYPE zoomate_edge_requests_total counter\n");
+    for (k, kind) in KINDS.iter().enumerate() {
+        for (s, status) in STATUSES.iter().enumerate() {
+            let v = m.requests[k][s].load(Ordering::Relaxed);
+            if v > 0 {
+                let _ = writeln!(out, "zoomate_edge_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}");
+            }
+        }
+    }
+    counter(&mut out, "zoomate_edge_cache_hits_total", "Requests answered from the cache.", m.hits.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_cache_misses_total", "Requests that needed an origin fetch (own or joined).", m.misses.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_coalesced_waiters_total", "Misses that waited on another request's origin fetch.", m.coalesced_waiters.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_cache_evictions_total", "Objects evicted for space.", m.evictions.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_origin_fetches_total", "Origin GETs, retries included.", edge.upstream.fetches.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_origin_failovers_total", "Fetches retried on another origin.", edge.upstream.failovers.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_prefetches_total", "Segments pulled into the cache on a bus announcement.", m.prefetches.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_prefetches_skipped_total", "Announcements not prefetched (concurrency limit).", m.prefetch_skipped.load(Ordering::Relaxed));
+    counter(&mut out, "zoomate_edge_playlist_refreshes_total", "Cached playlists refetched as stale (bus announcement or TTL).", m.stale_playlist_refreshes.load(Ordering::Relaxed));
+    let _ = write!(out, "# HELP zoomate_edge_cache_bytes Bytes held in the cache.\n# TYPE zoomate_edge_cache_bytes gauge\nzoomate_edge_cache_bytes {}\n", edge.cache.weighted_size());
+    if let Some(sub) = edge.bus_stats.get() {
+        let s = sub.stats();
+        counter(&mut out, "zoomate_edge_bus_messages_total", "Bus messages received.", s.received);
+        counter(&mut out, "zoomate_edge_bus_dropped_total", "Bus messages dropped: queue full.", s.dropped_full);
+        counter(&mut out, "zoomate_edge_bus_malformed_total", "Bus messages dropped: malformed.", s.malformed);
+    }
+    out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    for o in edge.upstream.origins.snapshot().iter() {
+        let _ = writeln!(out, "zoomate_edge_origin_up{{origin=\"{}\"}} {}", o.id.replace('"', ""), u8::from(o.usable(now)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_sequence_of_a_playlist() {
+        let p = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:2.000,\n10.ts\n#EXTINF:2.000,\n11.ts\n";
+        assert_eq!(newest_sequence(p), Some(11));
+        assert_eq!(newest_sequence("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"), None);
+        assert_eq!(newest_sequence("garbage"), None);
+    }
+}

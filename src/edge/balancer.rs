@@ -1,0 +1,264 @@
+//! Which origin serves a request: the origin set (read without locks: `ArcSwap`), what each
+//! origin serves (learned from bus heartbeats), its health, and the selection policy.
+
+use crate::config::BalancePolicy;
+use arc_swap::ArcSwap;
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// One origin worker as the edge sees it.
+#[derive(Debug)]
+pub struct Origin {
+    /// Bus origin id, or the URL for static origins.
+    pub id: String,
+    /// `http://host:port`, no trailing slash.
+    pub base_url: String,
+    /// Streams it announced in its last heartbeat (empty for static origins).
+    pub streams: BTreeSet<String>,
+    /// From config (true) or discovered on the bus (false).
+    pub is_static: bool,
+    pub healthy: AtomicBool,
+    pub consecutive_ok: AtomicU32,
+    pub consecutive_fail: AtomicU32,
+    pub in_flight: AtomicUsize,
+    /// Last heartbeat (ms since epoch) and its promised interval; 0 = never (static).
+    pub last_heartbeat_ms: AtomicI64,
+    pub heartbeat_interval_ms: AtomicU64,
+}
+
+impl Origin {
+    pub fn new(id: String, base_url: String, is_static: bool) -> Origin {
+        Origin {
+            id,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            streams: BTreeSet::new(),
+            is_static,
+            healthy: AtomicBool::new(true),
+            consecutive_ok: AtomicU32::new(0),
+            consecutive_fail: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_heartbeat_ms: AtomicI64::new(0),
+            heartbeat_interval_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Heartbeats missed for 3 intervals → treated as gone, whatever /healthz says.
+    pub fn heartbeat_lost(&self, now_ms: i64) -> bool {
+        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
+        let interval = self.heartbeat_interval_ms.load(Ordering::Relaxed) as i64;
+        last > 0 && interval > 0 && now_ms - last > 3 * interval
+    }
+
+    pub fn usable(&self, now_ms: i64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.heartbeat_lost(now_ms)
+    }
+
+    /// A success (health check or request); `rise` in a row brings an ejected origin back.
+    pub fn record_success(&self, rise: u32) {
+        self.consecutive_fail.store(0, Ordering::Relaxed);
+        let ok = self.consecutive_ok.fetch_add(1, Ordering::Relaxed) + 1;
+        if ok >= rise && !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(origin = %self.id, "origin healthy again");
+        }
+    }
+
+    /// A failure; `fall` in a row ejects the origin.
+    pub fn record_failure(&self, fall: u32) {
+        self.consecutive_ok.store(0, Ordering::Relaxed);
+        let failed = self.consecutive_fail.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed >= fall && self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(origin = %self.id, "origin ejected");
+        }
+    }
+}
+
+/// The current origin set; replaced whole (copy-on-write) when discovery changes it.
+pub struct OriginSet {
+    origins: ArcSwap<Vec<Arc<Origin>>>,
+    round_robin: AtomicUsize,
+    policy: BalancePolicy,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl OriginSet {
+    pub fn new(static_origins: &[String], policy: BalancePolicy) -> OriginSet {
+        let list = static_origins.iter().map(|u| Arc::new(Origin::new(u.trim_end_matches('/').to_string(), u.clone(), true))).collect();
+        OriginSet { origins: ArcSwap::from_pointee(list), round_robin: AtomicUsize::new(0), policy }
+    }
+
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Origin>>> {
+        self.origins.load_full()
+    }
+
+    /// Applies a heartbeat: adds a new origin, or refreshes its streams and liveness. A static
+    /// origin with the same base URL adopts the heartbeat (same worker, now known by id).
+    pub fn heartbeat(&self, id: &str, base_url: &str, streams: &[String], interval_ms: u32) {
+        let base = base_url.trim_end_matches('/');
+        let current = self.origins.load();
+        let existing = current.iter().find(|o| o.id == id || o.base_url == base);
+        let same_streams = existing.map(|o| o.streams.iter().eq(streams.iter().collect::<BTreeSet<_>>().into_iter())).unwrap_or(false);
+        if let (Some(o), true) = (existing, same_streams) {
+            o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            o.heartbeat_interval_ms.store(interval_ms as u64, Ordering::Relaxed);
+            return;
+        }
+        // Membership or streams changed: rebuild (rare; the request path never waits on it).
+        self.origins.rcu(|list| {
+            let mut next: Vec<Arc<Origin>> = list.iter().filter(|o| !(o.id == id || o.base_url == base)).cloned().collect();
+            let prev = list.iter().find(|o| o.id == id || o.base_url == base);
+            let mut o = Origin::new(id.to_string(), base.to_string(), prev.map(|p| p.is_static).unwrap_or(false));
+            o.streams = streams.iter().cloned().collect();
+            if let Some(p) = prev {
+                o.healthy.store(p.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+                o.in_flight.store(p.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            o.heartbeat_interval_ms.store(interval_ms as u64, Ordering::Relaxed);
+            next.push(Arc::new(o));
+            next
+        });
+    }
+
+    /// Origins to try for `stream`, best first: the policy's pick among usable origins that
+    /// serve the stream (all usable origins if none claims it), then the other usable ones, then
+    /// the unusable ones as a last resort.
+    pub fn candidates(&self, stream: &str) -> Vec<Arc<Origin>> {
+        let snapshot = self.snapshot();
+        let now = now_ms();
+        let views: Vec<OriginView> = snapshot
+            .iter()
+            .map(|o| OriginView {
+                id: &o.id,
+                usable: o.usable(now),
+                serves: o.streams.contains(stream),
+                in_flight: o.in_flight.load(Ordering::Relaxed),
+            })
+            .collect();
+        let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        order(self.policy, stream, &views, rr).into_iter().map(|i| snapshot[i].clone()).collect()
+    }
+}
+
+/// What selection needs to know of an origin (pure, for tests).
+#[derive(Debug, Clone)]
+pub struct OriginView<'a> {
+    pub id: &'a str,
+    pub usable: bool,
+    pub serves: bool,
+    pub in_flight: usize,
+}
+
+fn rendezvous_score(stream: &str, id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stream.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// Indices into `origins` in the order to try them. Pure.
+///
+/// Consistent hashing is rendezvous (highest random weight) hashing on (stream, origin id):
+/// each stream sticks to one origin, and losing an origin moves only its streams.
+pub fn order(policy: BalancePolicy, stream: &str, origins: &[OriginView<'_>], round_robin: usize) -> Vec<usize> {
+    let any_serves = origins.iter().any(|o| o.serves && o.usable);
+    let tier = |o: &OriginView<'_>| -> u8 {
+        match (o.usable, o.serves || !any_serves) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 2,
+        }
+    };
+    let mut idx: Vec<usize> = (0..origins.len()).collect();
+    match policy {
+        BalancePolicy::ConsistentHash => {
+            idx.sort_by_key(|&i| (tier(&origins[i]), std::cmp::Reverse(rendezvous_score(stream, origins[i].id))));
+        }
+        BalancePolicy::LeastConnections => {
+            idx.sort_by_key(|&i| (tier(&origins[i]), origins[i].in_flight, rendezvous_score(stream, origins[i].id)));
+        }
+        BalancePolicy::RoundRobin => {
+            let n = origins.len().max(1);
+            idx.sort_by_key(|&i| (tier(&origins[i]), (i + n - round_robin % n) % n));
+        }
+    }
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v<'a>(id: &'a str, usable: bool, serves: bool, in_flight: usize) -> OriginView<'a> {
+        OriginView { id, usable, serves, in_flight }
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_moves_only_the_lost_origins_streams() {
+        let all = [v("a", true, false, 0), v("b", true, false, 0), v("c", true, false, 0)];
+        let streams: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
+        let first: Vec<usize> = streams.iter().map(|s| order(BalancePolicy::ConsistentHash, s, &all, 0)[0]).collect();
+        let again: Vec<usize> = streams.iter().map(|s| order(BalancePolicy::ConsistentHash, s, &all, 7)[0]).collect();
+        assert_eq!(first, again, "sticky");
+        for k in 0..3 {
+            assert!(first.iter().filter(|&&i| i == k).count() > 30, "spread across origins");
+        }
+        let b_down = [v("a", true, false, 0), v("b", false, false, 0), v("c", true, false, 0)];
+        for (s, before) in streams.iter().zip(&first) {
+            let after = order(BalancePolicy::ConsistentHash, s, &b_down, 0)[0];
+            if *before != 1 {
+                assert_eq!(after, *before, "{s} moved although its origin is up");
+            } else {
+                assert_ne!(after, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn origins_serving_the_stream_come_first_and_unusable_last() {
+        let o = [v("a", true, false, 0), v("b", false, true, 0), v("c", true, true, 0)];
+        for p in [BalancePolicy::ConsistentHash, BalancePolicy::RoundRobin, BalancePolicy::LeastConnections] {
+            assert_eq!(order(p, "s", &o, 3), vec![2, 0, 1], "{p:?}");
+        }
+    }
+
+    #[test]
+    fn least_connections_and_round_robin() {
+        let o = [v("a", true, false, 5), v("b", true, false, 1), v("c", true, false, 3)];
+        assert_eq!(order(BalancePolicy::LeastConnections, "s", &o, 0), vec![1, 2, 0]);
+        let firsts: Vec<usize> = (0..3).map(|rr| order(BalancePolicy::RoundRobin, "s", &o, rr)[0]).collect();
+        assert_eq!(firsts, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn heartbeats_discover_origins_and_their_streams() {
+        let set = OriginSet::new(&["http://127.0.0.1:1".into()], BalancePolicy::ConsistentHash);
+        set.heartbeat("w2", "http://127.0.0.1:2", &["cam".into()], 1000);
+        assert_eq!(set.snapshot().len(), 2);
+        assert_eq!(set.candidates("cam")[0].id, "w2");
+        // The static origin announces itself: adopted, not duplicated.
+        set.heartbeat("w1", "http://127.0.0.1:1/", &["other".into()], 1000);
+        assert_eq!(set.snapshot().len(), 2);
+        assert_eq!(set.candidates("other")[0].id, "w1");
+        let w1 = set.candidates("other")[0].clone();
+        w1.last_heartbeat_ms.store(1, Ordering::Relaxed);
+        assert!(!w1.usable(now_ms()), "heartbeat loss makes an origin unusable");
+    }
+
+    #[test]
+    fn passive_ejection_and_rise() {
+        let o = Origin::new("a".into(), "http://x".into(), true);
+        o.record_failure(2);
+        assert!(o.healthy.load(Ordering::Relaxed));
+        o.record_failure(2);
+        assert!(!o.healthy.load(Ordering::Relaxed));
+        o.record_success(2);
+        assert!(!o.healthy.load(Ordering::Relaxed));
+        o.record_success(2);
+        assert!(o.healthy.load(Ordering::Relaxed));
+    }
+}

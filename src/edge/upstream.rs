@@ -1,0 +1,122 @@
+//! Fetching from origins: one GET, tried on the balancer's candidates in order. A failure
+//! before response headers (connect error, timeout, 5xx) is retried on the next origin and
+//! counted against the one that failed (passive ejection). A 404 is an answer, not a failure.
+
+use super::balancer::{Origin, OriginSet};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// An origin's successful answer.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub origin: String,
+}
+
+/// Why a fetch produced nothing cacheable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// The origin that has the stream says there is no such object (not cached; retried next time).
+    #[error("not found at origin")]
+    NotFound,
+    #[error("no origin answered: {0}")]
+    Unavailable(String),
+}
+
+pub fn client(timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeout));
+    connector.set_nodelay(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+/// Decrements an origin's in-flight count however the fetch ends.
+struct InFlight(Arc<Origin>);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Upstream {
+    pub client: HttpClient,
+    pub origins: Arc<OriginSet>,
+    pub timeout: Duration,
+    pub max_object_bytes: usize,
+    pub fall: u32,
+    pub rise: u32,
+    pub fetches: std::sync::atomic::AtomicU64,
+    pub failovers: std::sync::atomic::AtomicU64,
+}
+
+impl Upstream {
+    /// GETs `path` for `stream` from the best origin that answers.
+    pub async fn fetch(&self, stream: &str, path: &str) -> Result<Fetched, FetchError> {
+        let candidates = self.origins.candidates(stream);
+        if candidates.is_empty() {
+            return Err(FetchError::Unavailable("no origins configured or discovered".into()));
+        }
+        let mut last_error = String::new();
+        let mut not_found = false;
+        for (attempt, origin) in candidates.into_iter().enumerate() {
+            if attempt > 0 {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            origin.in_flight.fetch_add(1, Ordering::Relaxed);
+            let _guard = InFlight(origin.clone());
+            match self.fetch_one(&origin, path).await {
+                Ok(Some(f)) => {
+                    origin.record_success(self.rise);
+                    return Ok(f);
+                }
+                Ok(None) => {
+                    // 404 from a healthy origin: another origin may have it (a stream that just
+                    // moved), but it is not a failure of this one.
+                    not_found = true;
+                }
+                Err(e) => {
+                    tracing::warn!(origin = %origin.id, path, error = %e, "origin fetch failed; trying the next origin");
+                    origin.record_failure(self.fall);
+                    last_error = e;
+                }
+            }
+        }
+        if not_found { Err(FetchError::NotFound) } else { Err(FetchError::Unavailable(last_error)) }
+    }
+
+    /// Ok(None) = 404.
+    async fn fetch_one(&self, origin: &Origin, path: &str) -> Result<Option<Fetched>, String> {
+        let uri: http::Uri = format!("{}{}", origin.base_url, path).parse().map_err(|e| format!("bad origin URL: {e}"))?;
+        let req = http::Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| format!("no response headers within {:?}", self.timeout))?
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status();
+        if status == http::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(format!("status {status}"));
+        }
+        let header = |n: http::HeaderName| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (etag, last_modified) = (header(http::header::ETAG), header(http::header::LAST_MODIFIED));
+        // The body has its own (longer) bound: a segment may take a while on a slow link.
+        let body = tokio::time::timeout(self.timeout * 4, Limited::new(resp.into_body(), self.max_object_bytes).collect())
+            .await
+            .map_err(|_| "body timed out".to_string())?
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Some(Fetched { body, etag, last_modified, origin: origin.id.clone() }))
+    }
+}
