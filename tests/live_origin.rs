@@ -166,3 +166,19 @@ fn second_publisher_to_a_live_stream_is_rejected() {
     assert!(!second.wait().unwrap().success(), "second publisher was accepted");
     assert!(first.wait().unwrap().success(), "first publisher was disturbed");
 }
+
+#[test]
+fn a_faster_than_realtime_publisher_is_drained_completely_not_cut_by_the_watchdog() {
+    // EOS watchdog of 1 s; the publisher sends 8 s of 720p in far less time, leaving a backlog
+    // that takes longer than 1 s to encode after the publisher has gone.
+    let z = Zoomate::start("origin", &format!("{TEST_LADDER}\n[pipelines]\neos_timeout_ms = 1000\n[hls]\nwindow_segments = 100\n"));
+    let mut ff = ffmpeg_publish_paced(&z.rtmp_url("fast"), "1280x720", 8, 30, false);
+    assert!(ff.wait().unwrap().success());
+    let total = wait_for(Duration::from_secs(60), "all 8 s listed", || {
+        let r = get(z.origin.unwrap(), "/live/fast/360p/index.m3u8");
+        let total: f64 = parse_media_playlist(&r.text()).segments.iter().map(|s| s.0).sum();
+        (r.status == 200 && total >= 7.5).then_some(total)
+    });
+    assert!(total <= 8.5, "{total}");
+    assert!(!z.log().contains("EOS did not complete"), "watchdog cut a draining pipeline");
+}

@@ -118,7 +118,14 @@ pub async fn run_session(
                 match ev {
                     PipelineEvent::Eos => break Ok(()),
                     PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
-                    PipelineEvent::FragmentClosed { .. } => last_progress = Instant::now(),
+                    PipelineEvent::FragmentClosed { .. } => {
+                        last_progress = Instant::now();
+                        // Still draining (a publisher that sent faster than realtime leaves a
+                        // backlog): the EOS watchdog measures silence, not total drain time.
+                        if let Some(deadline) = eos_deadline.as_mut() {
+                            *deadline = last_progress + eos_timeout;
+                        }
+                    }
                     _ => {}
                 }
                 let eos_pending = eos_deadline.is_some() || !input_open;

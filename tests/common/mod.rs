@@ -248,9 +248,15 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// Starts ffmpeg publishing a test pattern + tone over RTMP for `seconds`.
 pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32, gop: u32) -> Child {
+    ffmpeg_publish_paced(url, size, seconds, gop, true)
+}
+
+/// `realtime = false` pushes as fast as ffmpeg can encode (a backlog for the server).
+pub fn ffmpeg_publish_paced(url: &str, size: &str, seconds: u32, gop: u32, realtime: bool) -> Child {
     require_tool("ffmpeg");
     Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(if realtime { &["-re"][..] } else { &[][..] })
         .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
