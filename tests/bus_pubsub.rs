@@ -97,10 +97,10 @@ async fn sync(publish: impl Fn(), rx: &mut Receiver<BusEvent>, is_marker: impl F
     loop {
         assert!(tokio::time::Instant::now() < deadline, "no message got through within {WAIT:?}");
         publish();
-        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-            if is_marker(&ev) {
-                return;
-            }
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+            && is_marker(&ev)
+        {
+            return;
         }
     }
 }

@@ -41,11 +41,21 @@ struct Queue {
 
 impl Queue {
     fn push(&self, event: BusEvent) {
-        if self.tx.try_send(event).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            // Rate-limited: the 1st, 2nd, 4th, 8th… drop is logged.
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "bus queue full; dropping announcements");
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Rate-limited: the 1st, 2nd, 4th, 8th… drop is logged.
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "bus queue full; dropping announcements");
+                }
+            }
+            // After shutdown the sender task is gone: announcements made while draining go nowhere.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::debug!(dropped = n, "bus publisher stopped; announcement dropped");
+                }
             }
         }
     }
