@@ -77,6 +77,7 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status:?}; log:\n{}", log());
+    assert!(!log().contains("watchdog") && !log().contains("restarting"), "the demo stream was restarted; log:\n{}", log());
     // Open segments were closed and listed; nothing half-written remains.
     let stream_dir = dir.path().join("store/live/demo");
     let final_view = parse_media_playlist(&std::fs::read_to_string(stream_dir.join("720p/index.m3u8")).unwrap());

@@ -36,6 +36,11 @@ fn test_pattern_ladder_writes_aligned_segments_and_announces_them_in_order() {
     let events = events.lock().unwrap().clone();
     assert!(matches!(events.iter().find(|e| matches!(e, BusEvent::StreamStarted { .. })), Some(BusEvent::StreamStarted { renditions, .. }) if renditions.len() == 3));
     assert!(matches!(events.last(), Some(BusEvent::StreamEnded { .. })), "last event: {:?}", events.last());
+    // One continuous session: nothing was restarted by a watchdog along the way.
+    assert!(
+        events.iter().all(|e| !matches!(e, BusEvent::SegmentReady { discontinuity: true, .. })),
+        "a discontinuity within one session means the pipeline was restarted"
+    );
     for r in ["360p", "240p", "180p"] {
         let seqs: Vec<u64> = events
             .iter()

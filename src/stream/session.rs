@@ -74,6 +74,8 @@ pub async fn run_session(
     // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
     // appsrc's push blocks when its queue is full (backpressure onto the publisher's TCP).
     let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<()>();
+    // Only a pushed source (RTMP) can "end" by itself; self-timed sources end on shutdown.
+    let mut input_open = input.is_some();
     if let (Some(mut rx), Some(appsrc)) = (input, pipeline.appsrc()) {
         tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
@@ -93,16 +95,17 @@ pub async fn run_session(
     let frame_ns = 1_000_000_000 / ctx.config.ladder.frame_rate.max(1) as u64;
     let mut last_progress = Instant::now();
     let mut eos_deadline: Option<Instant> = None;
-    let mut input_open = true;
+    let mut eos_sent = false;
     let mut state = SessionState { opened: HashMap::new(), anchor_wall_ms: None, started_announced: false, stream_dir };
     let result = loop {
         let stall_at = last_progress + stall;
         let eos_at = eos_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
-            _ = shutdown.cancelled(), if eos_deadline.is_none() => {
+            _ = shutdown.cancelled(), if !eos_sent => {
                 tracing::info!(stream = %ctx.stream, "shutdown: finishing open segments");
                 pipeline.send_eos();
-                eos_deadline = Some(Instant::now() + eos_timeout);
+                eos_sent = true;
+                eos_deadline.get_or_insert_with(|| Instant::now() + eos_timeout);
             }
             _ = &mut input_done, if input_open => {
                 input_open = false;
