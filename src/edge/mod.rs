@@ -23,7 +23,7 @@ use crate::http::headers::{self, Representation};
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use balancer::OriginSet;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -147,16 +147,8 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     // 1. route
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    match (&method, path.as_str()) {
-        (&Method::OPTIONS, _) => return headers::preflight(),
-        (&Method::GET | &Method::HEAD, "/healthz") => return headers::text(StatusCode::OK, "ok"),
-        (&Method::GET, "/metrics") => {
-            let mut r = headers::text(StatusCode::OK, render_metrics(&edge).trim_end());
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            return r;
-        }
-        (&Method::GET | &Method::HEAD, _) => {}
-        _ => return headers::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    if let Some(r) = headers::common_routes(&method, &path, || render_metrics(&edge)) {
+        return r;
     }
     let (stream, kind, live) = match route(&path) {
         Ok(r) => r,

@@ -71,6 +71,27 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
+/// The routes every zoomate HTTP listener shares, answered before media routing: CORS
+/// preflight, `/healthz`, `/metrics` (text from `metrics`), and 405 for methods other than
+/// GET/HEAD. `None` means: a GET/HEAD for the caller to route.
+pub fn common_routes(method: &Method, path: &str, metrics: impl FnOnce() -> String) -> Option<Response<Body>> {
+    match (method, path) {
+        (&Method::OPTIONS, _) => Some(preflight()),
+        (&Method::GET | &Method::HEAD, "/healthz") => Some(text(StatusCode::OK, "ok")),
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, metrics().trim_end());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            Some(r)
+        }
+        (&Method::GET | &Method::HEAD, _) => None,
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            Some(r)
+        }
+    }
+}
+
 /// CORS preflight.
 pub fn preflight() -> Response<Body> {
     let mut r = Response::new(empty());

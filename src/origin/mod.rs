@@ -10,7 +10,7 @@ use crate::http::Body;
 use crate::http::headers::{self, Representation};
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,20 +108,8 @@ impl OriginServer {
 async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    match (&method, path.as_str()) {
-        (&Method::OPTIONS, _) => return headers::preflight(),
-        (&Method::GET | &Method::HEAD, "/healthz") => return headers::text(StatusCode::OK, "ok"),
-        (&Method::GET, "/metrics") => {
-            let mut r = headers::text(StatusCode::OK, state.metrics.render().trim_end());
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
-            return r;
-        }
-        (&Method::GET | &Method::HEAD, _) => {}
-        _ => {
-            let mut r = headers::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD, OPTIONS"));
-            return r;
-        }
+    if let Some(r) = headers::common_routes(&method, &path, || state.metrics.render()) {
+        return r;
     }
     let (file, kind, live) = match locate(&state, &path) {
         Ok(found) => found,
