@@ -69,3 +69,32 @@ fn test_pattern_ladder_writes_aligned_segments_and_announces_them_in_order() {
     assert_eq!(parse_master(&master).len(), 3, "{master}");
     assert!(!stream_dir.join(".staging").exists() || std::fs::read_dir(stream_dir.join(".staging")).unwrap().all(|e| e.unwrap().path().read_dir().map(|mut d| d.next().is_none()).unwrap_or(true)));
 }
+
+#[test]
+fn segments_leaving_the_window_stay_downloadable_for_the_retention_time_then_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(&format!(
+        "[ladder]\nsegment_duration_ms = 1000\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n[hls]\nwindow_segments = 3\nretain_after_window_ms = 1500\n"
+    ))
+    .unwrap();
+    config.store.dir = dir.path().to_path_buf();
+    config.streams = Config::parse("[[streams]]\nname = \"ret\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n").unwrap().streams;
+    config.validate().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = zoomate::Shutdown::new();
+    let registry = rt.block_on(async {
+        let r = zoomate::stream::StreamRegistry::new(Arc::new(config.clone()), zoomate::app::silent_announcer(), shutdown.clone());
+        r.start_configured(config.streams[0].clone());
+        r
+    });
+    let seg = |n: u64| dir.path().join(format!("live/ret/180p/{n}.ts"));
+    // 0.ts leaves the window when 3.ts is listed, and must still be there right after...
+    wait_for(Duration::from_secs(30), "segment 3", || seg(3).exists().then_some(()));
+    assert!(seg(0).exists(), "deleted as soon as it left the window");
+    // ...and gone once the retention time has passed; disk use stays bounded.
+    wait_for(Duration::from_secs(15), "expired segment deleted", || (!seg(0).exists()).then_some(()));
+    let files = std::fs::read_dir(dir.path().join("live/ret/180p")).unwrap().count();
+    shutdown.cancel();
+    rt.block_on(registry.drain());
+    assert!(files <= 3 + 3 + 1, "{files} files: window + retention + playlist");
+}

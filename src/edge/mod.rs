@@ -34,6 +34,8 @@ use upstream::{FetchError, Upstream};
 
 /// Prefetches running at once; beyond this, announcements are skipped (viewers still fetch).
 const MAX_CONCURRENT_PREFETCHES: usize = 32;
+/// Bus silence after which the edge's subscriber reconnects (origins heartbeat every ~1 s).
+const BUS_IDLE_RECONNECT: Duration = Duration::from_secs(10);
 /// Playlists whose latest announced sequence is remembered.
 const MAX_TRACKED_PLAYLISTS: u64 = 100_000;
 
@@ -267,7 +269,11 @@ fn gzip(rep: &Representation) -> Option<Representation> {
 
 /// Bus events → origin discovery, playlist freshness, prefetch.
 async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
-    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn(edge.config.bus_connect.clone(), vec![], edge.config.bus_queue_capacity, shutdown.clone());
+    // The edge hears every origin's heartbeat, so a long silence means a dead link (a vanished
+    // peer without FIN looks idle forever): reconnect after 10 s of it.
+    let mut options = crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
+    options.idle_reconnect = Some(BUS_IDLE_RECONNECT);
+    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_with(edge.config.bus_connect.clone(), vec![], options, shutdown.clone());
     let _ = edge.bus_stats.set(sub);
     loop {
         let ev = tokio::select! {
