@@ -88,6 +88,10 @@ fn rtmp_publish_yields_aligned_abr_ladder_over_http() {
             assert!(d.round() as u64 <= v.target_duration, "{r}/{uri}: EXTINF {d} > {}", v.target_duration);
         }
         assert!(v.segments.len() >= 5, "{r}: only {} segments:\n{text}", v.segments.len());
+        // Every segment but the last is exactly one segment duration (IDRs at each boundary).
+        for (d, uri, _) in &v.segments[..v.segments.len() - 1] {
+            assert!((d - 1.0).abs() <= 1.0 / 30.0 + 1e-6, "{r}/{uri}: EXTINF {d}, expected 1.000:\n{text}");
+        }
         for (seq, path) in download_segments(&z, "cam", r, tmp.path()) {
             let probe = ffprobe(&path, &[]);
             let kinds: Vec<&str> = probe["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_type"].as_str()).collect();

@@ -96,7 +96,7 @@ pub async fn run_session(
     let mut last_progress = Instant::now();
     let mut eos_deadline: Option<Instant> = None;
     let mut eos_sent = false;
-    let mut state = SessionState { opened: HashMap::new(), anchor_wall_ms: None, started_announced: false, stream_dir };
+    let mut state = SessionState { opened: HashMap::new(), pending: HashMap::new(), anchor_wall_ms: None, started_announced: false, stream_dir };
     let result = loop {
         let stall_at = last_progress + stall;
         let eos_at = eos_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
@@ -131,13 +131,16 @@ pub async fn run_session(
                     }
                     _ => {}
                 }
-                let eos_pending = eos_deadline.is_some() || !input_open;
-                if let Err(e) = handle_event(&ctx, &mut state, ev, eos_pending, frame_ns).await {
+                if let Err(e) = handle_event(&ctx, &mut state, ev).await {
                     break Err(e);
                 }
             }
         }
     };
+    // Closed fragments are complete files: list them however the session ended.
+    if let Err(e) = flush_pending(&ctx, &mut state, frame_ns).await {
+        tracing::warn!(stream = %ctx.stream, error = %e, "could not list the final segments");
+    }
     // Tear down off the runtime: set_state(Null) joins GStreamer threads.
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;
@@ -147,14 +150,23 @@ pub async fn run_session(
     result
 }
 
+/// A closed fragment waiting for the next one to open: its exact duration is the distance
+/// between the two starts (splitmuxsink's close time can run ahead with audio).
+struct PendingSegment {
+    location: PathBuf,
+    start_ns: u64,
+    closed_ns: u64,
+}
+
 struct SessionState {
     opened: HashMap<String, u64>,
+    pending: HashMap<String, PendingSegment>,
     anchor_wall_ms: Option<i64>,
     started_announced: bool,
     stream_dir: PathBuf,
 }
 
-async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineEvent, eos_pending: bool, frame_ns: u64) -> Result<(), SessionError> {
+async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineEvent) -> Result<(), SessionError> {
     match ev {
         PipelineEvent::LadderPlanned { renditions, source_width, source_height, .. } => {
             tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"),
@@ -167,21 +179,42 @@ async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineE
             if st.anchor_wall_ms.is_none() {
                 st.anchor_wall_ms = Some(now_ms() - (running_time_ns / 1_000_000) as i64);
             }
+            if let Some(p) = st.pending.remove(&rendition) {
+                let duration_ns = running_time_ns.saturating_sub(p.start_ns);
+                publish_pending(ctx, st, &rendition, p, duration_ns).await?;
+            }
             st.opened.insert(rendition, running_time_ns);
         }
         PipelineEvent::FragmentClosed { rendition, location, running_time_ns } => {
-            let start = st.opened.get(&rendition).copied().unwrap_or(0);
-            let mut duration_ns = running_time_ns.saturating_sub(start);
-            if eos_pending {
-                // At EOS splitmuxsink reports the last frame's start; the frame itself still plays.
-                duration_ns += frame_ns;
+            let start_ns = st.opened.get(&rendition).copied().unwrap_or(0);
+            if let Some(prev) = st.pending.remove(&rendition) {
+                let duration_ns = prev.closed_ns.saturating_sub(prev.start_ns);
+                publish_pending(ctx, st, &rendition, prev, duration_ns).await?;
             }
-            let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (start / 1_000_000) as i64;
-            publish_segment(ctx, st, &rendition, &location, duration_ns / 1_000_000, pdt).await?;
+            st.pending.insert(rendition, PendingSegment { location, start_ns, closed_ns: running_time_ns });
         }
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
     Ok(())
+}
+
+/// Lists the last fragment of each rendition. At EOS splitmuxsink reports the last frame's
+/// start as the close time; that frame still plays for one frame duration.
+async fn flush_pending(ctx: &SessionContext, st: &mut SessionState, frame_ns: u64) -> Result<(), SessionError> {
+    let mut renditions: Vec<String> = st.pending.keys().cloned().collect();
+    renditions.sort();
+    for r in renditions {
+        if let Some(p) = st.pending.remove(&r) {
+            let duration_ns = p.closed_ns.saturating_sub(p.start_ns) + frame_ns;
+            publish_pending(ctx, st, &r, p, duration_ns).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn publish_pending(ctx: &SessionContext, st: &mut SessionState, rendition: &str, p: PendingSegment, duration_ns: u64) -> Result<(), SessionError> {
+    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (p.start_ns / 1_000_000) as i64;
+    publish_segment(ctx, st, rendition, &p.location, duration_ns / 1_000_000, pdt).await
 }
 
 fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
