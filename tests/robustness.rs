@@ -146,22 +146,9 @@ fn slowloris_does_not_delay_other_clients_and_is_cut_off() {
 }
 
 #[test]
-fn a_hung_pipeline_is_torn_down_by_the_watchdog_and_other_streams_continue() {
+fn a_hung_pipeline_is_torn_down_by_the_watchdog_and_the_process_keeps_serving() {
     // An encoder template that swallows every frame: the stream never produces a segment.
-    let dir = tempfile::tempdir().unwrap();
-    let templates = dir.path().join("pipelines");
-    std::fs::create_dir_all(&templates).unwrap();
-    std::fs::write(templates.join("video-blackhole.pipeline"), "valve drop=true ! x264enc bitrate={bitrate_kbps} key-int-max={gop_frames}").unwrap();
-    let extra = format!(
-        "{TEST_LADDER}\n[pipelines]\ndir = \"{}\"\nstall_timeout_ms = 2500\n[[streams]]\nname = \"ok\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n",
-        templates.display()
-    );
-    let z = Zoomate::start_in(dir, "origin", &extra);
-    // The healthy configured stream works...
-    wait_for(Duration::from_secs(30), "healthy stream", || (get(z.origin.unwrap(), "/live/ok/180p/index.m3u8").status == 200).then_some(()));
-    drop(z);
-
-    // ...and with the black-hole encoder, the watchdog reports and restarts, the process lives.
+    // The watchdog reports it and restarts the source; the process keeps serving.
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("pipelines");
     std::fs::create_dir_all(&templates).unwrap();
