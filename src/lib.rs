@@ -14,6 +14,7 @@
 //! - [`origin`]    — serves the store over HTTP.
 //! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch.
 //! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits).
+//! - [`vod`]       — files in, complete HLS assets out (same aligned ladder as live).
 //! - [`app`]       — wires the roles together and owns the one shutdown signal.
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod packaging;
 pub mod store;
 pub mod stream;
 pub mod transcode;
+pub mod vod;
 
 /// The one shutdown signal every task receives.
 pub type Shutdown = tokio_util::sync::CancellationToken;

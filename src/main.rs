@@ -35,6 +35,24 @@ enum Command {
         /// File to check (defaults to --config, else the embedded default).
         file: Option<PathBuf>,
     },
+    /// Publish a media file as a VOD HLS asset (same aligned ladder as live).
+    Vod {
+        /// Input media file.
+        input: PathBuf,
+        /// Directory the asset is created in (default: [vod] dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Asset name (default: the input's file stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// What GStreamer's Discoverer sees in a media file.
+    Probe {
+        input: PathBuf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Segment bus tools.
     Bus {
         #[command(subcommand)]
@@ -144,6 +162,45 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         }
         Command::Bus { command: BusCommand::Proxy { frontend, backend } } => {
             return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown).await.context("bus proxy");
+        }
+        Command::Vod { input, out, name } => {
+            let out = out.clone().unwrap_or_else(|| config.vod.dir.clone());
+            let name = match name {
+                Some(n) => n.clone(),
+                None => input.file_stem().and_then(|s| s.to_str()).unwrap_or("asset").to_string(),
+            };
+            let started = std::time::Instant::now();
+            let job = zoomate::vod::publish(&config, input, &out, &name);
+            let summary = tokio::select! {
+                r = job => r?,
+                _ = shutdown.cancelled() => anyhow::bail!("interrupted; no asset was written"),
+            };
+            println!(
+                "published {} ({} renditions, {} segments, {:.1} s of media in {:.1} s)",
+                summary.asset_dir.display(),
+                summary.renditions.len(),
+                summary.segments,
+                summary.duration_ms as f64 / 1000.0,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        Command::Probe { input, json } => {
+            let input = input.clone();
+            let info = tokio::task::spawn_blocking(move || zoomate::vod::probe(&input)).await??;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("file:       {}", info.path.display());
+                println!("container:  {}", info.container.as_deref().unwrap_or("?"));
+                println!("duration:   {:.3} s", info.duration_ms as f64 / 1000.0);
+                println!("video:      {} {}x{} @ {:.3} fps, {} bit/s", info.video_codec.as_deref().unwrap_or("?"), info.width, info.height, info.frame_rate, info.video_bitrate_bps);
+                match &info.audio_codec {
+                    Some(a) => println!("audio:      {a} {} ch @ {} Hz, {} bit/s", info.audio_channels, info.audio_sample_rate, info.audio_bitrate_bps),
+                    None => println!("audio:      none"),
+                }
+            }
+            return Ok(());
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };

@@ -15,6 +15,8 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("source-test-pattern", include_str!("../../pipelines/source-test-pattern.pipeline")),
     ("source-rtmp", include_str!("../../pipelines/source-rtmp.pipeline")),
     ("source-rtp-mpegts", include_str!("../../pipelines/source-rtp-mpegts.pipeline")),
+    ("source-file", include_str!("../../pipelines/source-file.pipeline")),
+    ("source-file-video-only", include_str!("../../pipelines/source-file-video-only.pipeline")),
 ];
 
 /// Where templates are looked up: the operator's directory first, then the embedded set.

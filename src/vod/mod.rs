@@ -1,0 +1,280 @@
+//! VOD publishing: a file in, an HLS asset out (`{vod.dir}/{asset}/master.m3u8`,
+//! `{rendition}/index.m3u8`, `{rendition}/{n}.ts`), with the live path's aligned ladder.
+//!
+//! The asset is built in a hidden directory beside its final place and renamed into place only
+//! when complete: a failed or interrupted job leaves nothing half-written.
+
+use crate::config::Config;
+use crate::packaging::{BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream, render_multivariant};
+use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
+use gst_pbutils::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// No pipeline event for this long means the job is stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VodError {
+    #[error("{path}: no such file")]
+    Missing { path: PathBuf },
+    #[error("{path}: not a media file GStreamer can read ({reason})")]
+    NotMedia { path: PathBuf, reason: String },
+    #[error("{path}: has no video stream")]
+    NoVideo { path: PathBuf },
+    #[error("{path}: transcoding failed: {reason}")]
+    Transcode { path: PathBuf, reason: String },
+    #[error("invalid asset name {0:?}: use 1-64 characters of A-Z a-z 0-9 _ -")]
+    BadName(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What the Discoverer sees in a file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MediaInfo {
+    pub path: PathBuf,
+    pub container: Option<String>,
+    pub duration_ms: u64,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+    pub video_codec: Option<String>,
+    pub video_bitrate_bps: u32,
+    pub audio_codec: Option<String>,
+    pub audio_channels: u32,
+    pub audio_sample_rate: u32,
+    pub audio_bitrate_bps: u32,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VodError + '_ {
+    move |source| VodError::Io { path: path.to_path_buf(), source }
+}
+
+/// Probes `path` with gstreamer-pbutils' Discoverer. Blocking.
+pub fn probe(path: &Path) -> Result<MediaInfo, VodError> {
+    if !path.is_file() {
+        return Err(VodError::Missing { path: path.to_path_buf() });
+    }
+    crate::transcode::init().map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    let abs = std::fs::canonicalize(path).map_err(io(path))?;
+    let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(15)).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    let info = discoverer.discover_uri(&uri).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    if info.result() != gst_pbutils::DiscovererResult::Ok {
+        return Err(VodError::NotMedia { path: path.into(), reason: format!("{:?}", info.result()) });
+    }
+    let video = info.video_streams().into_iter().next().ok_or_else(|| VodError::NoVideo { path: path.into() })?;
+    let audio = info.audio_streams().into_iter().next();
+    let caps_name = |s: &gst_pbutils::DiscovererStreamInfo| s.caps().and_then(|c| c.structure(0).map(|st| st.name().to_string()));
+    let fr = video.framerate();
+    Ok(MediaInfo {
+        path: path.to_path_buf(),
+        container: info.stream_info().and_then(|s| caps_name(&s)),
+        duration_ms: info.duration().map(|d| d.mseconds()).unwrap_or(0),
+        width: video.width(),
+        height: video.height(),
+        frame_rate: if fr.denom() > 0 { fr.numer() as f64 / fr.denom() as f64 } else { 0.0 },
+        video_codec: caps_name(video.upcast_ref()),
+        video_bitrate_bps: video.bitrate(),
+        audio_codec: audio.as_ref().and_then(|a| caps_name(a.upcast_ref())),
+        audio_channels: audio.as_ref().map(|a| a.channels()).unwrap_or(0),
+        audio_sample_rate: audio.as_ref().map(|a| a.sample_rate()).unwrap_or(0),
+        audio_bitrate_bps: audio.as_ref().map(|a| a.bitrate()).unwrap_or(0),
+    })
+}
+
+/// What a finished job produced.
+#[derive(Debug, Clone)]
+pub struct VodSummary {
+    pub asset_dir: PathBuf,
+    pub renditions: Vec<String>,
+    pub segments: usize,
+    pub duration_ms: u64,
+    pub elapsed: Duration,
+}
+
+struct Fragment {
+    location: PathBuf,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// Reports progress: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total_ms: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(total_ms: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total_ms.max(1));
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} ETA {eta}") {
+                b.set_style(style);
+            }
+            b
+        });
+        Progress { bar, total_ms: total_ms.max(1), started: Instant::now(), last_line: Instant::now() }
+    }
+
+    fn update(&mut self, done_ms: u64) {
+        let speed = done_ms as f64 / 1000.0 / self.started.elapsed().as_secs_f64().max(0.001);
+        match &self.bar {
+            Some(b) => {
+                b.set_position(done_ms.min(self.total_ms));
+                b.set_message(format!("{speed:.2}x realtime"));
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(1) => {
+                self.last_line = Instant::now();
+                let pct = (done_ms * 100 / self.total_ms).min(100);
+                let eta = if speed > 0.0 { (self.total_ms.saturating_sub(done_ms)) as f64 / 1000.0 / speed } else { 0.0 };
+                eprintln!("progress: {pct}% ({speed:.2}x realtime, ETA {eta:.0}s)");
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Publishes `input` as asset `name` under `out_dir`.
+pub async fn publish(config: &Config, input: &Path, out_dir: &Path, name: &str) -> Result<VodSummary, VodError> {
+    if !crate::config::is_valid_name(name) {
+        return Err(VodError::BadName(name.to_string()));
+    }
+    let input_owned = input.to_path_buf();
+    let info = tokio::task::spawn_blocking(move || probe(&input_owned))
+        .await
+        .map_err(|e| VodError::NotMedia { path: input.into(), reason: e.to_string() })??;
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let work = out_dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(io(&work))?;
+    let result = build(config, &info, &work).await;
+    match result {
+        Ok((renditions, segments)) => {
+            let final_dir = out_dir.join(name);
+            if final_dir.exists() {
+                let old = out_dir.join(format!(".{name}.old-{}", std::process::id()));
+                std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
+                std::fs::rename(&work, &final_dir).map_err(io(&final_dir))?;
+                let _ = std::fs::remove_dir_all(&old);
+            } else {
+                std::fs::rename(&work, &final_dir).map_err(io(&final_dir))?;
+            }
+            Ok(VodSummary { asset_dir: final_dir, renditions, segments, duration_ms: info.duration_ms, elapsed: Duration::ZERO })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            Err(e)
+        }
+    }
+}
+
+/// Transcodes into `work` and writes the playlists; returns (renditions, segment count).
+async fn build(config: &Config, info: &MediaInfo, work: &Path) -> Result<(Vec<String>, usize), VodError> {
+    let path = info.path.clone();
+    let fail = |reason: String| VodError::Transcode { path: path.clone(), reason };
+    let templates = Templates::new(&config.pipelines.dir);
+    let location = std::fs::canonicalize(&info.path).map_err(io(&info.path))?;
+    let location = location.to_str().ok_or_else(|| fail("path is not UTF-8".into()))?.replace('"', "\\\"");
+    let template = if info.audio_codec.is_some() { "source-file" } else { "source-file-video-only" };
+    let source = templates.render(template, &[("location", location)]).map_err(|e| fail(e.to_string()))?;
+    let spec = LadderSpec {
+        stream: "vod".into(),
+        source_description: source,
+        ladder: config.ladder.clone(),
+        templates,
+        staging_dir: work.join(".staging"),
+    };
+    let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let frame_ns = 1_000_000_000 / config.ladder.frame_rate.max(1) as u64;
+    let mut planned = Vec::new();
+    let mut video_codecs: BTreeMap<String, String> = BTreeMap::new();
+    let mut audio_codec = None;
+    let mut opened: BTreeMap<String, u64> = BTreeMap::new();
+    let mut fragments: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
+    let mut progress = Progress::new(info.duration_ms);
+    let outcome = loop {
+        let ev = match tokio::time::timeout(STALL_TIMEOUT, events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break Err(fail("pipeline ended without EOS".into())),
+            Err(_) => break Err(fail(format!("no progress for {STALL_TIMEOUT:?}"))),
+        };
+        match ev {
+            PipelineEvent::LadderPlanned { renditions, .. } => planned = renditions,
+            PipelineEvent::VideoCodec { rendition, codec } => {
+                video_codecs.insert(rendition, codec);
+            }
+            PipelineEvent::AudioCodec { codec } => audio_codec = Some(codec),
+            PipelineEvent::FragmentOpened { rendition, running_time_ns } => {
+                // The previous fragment of this rendition ends exactly where this one starts.
+                if let Some(last) = fragments.get_mut(&rendition).and_then(|f| f.last_mut()) {
+                    last.end_ns = running_time_ns;
+                }
+                opened.insert(rendition, running_time_ns);
+            }
+            PipelineEvent::FragmentClosed { rendition, location, running_time_ns } => {
+                let start_ns = opened.get(&rendition).copied().unwrap_or(0);
+                progress.update(running_time_ns / 1_000_000);
+                fragments.entry(rendition).or_default().push(Fragment { location, start_ns, end_ns: running_time_ns + frame_ns });
+            }
+            PipelineEvent::Eos => break Ok(()),
+            PipelineEvent::Failed(reason) => break Err(fail(reason)),
+        }
+    };
+    progress.finish();
+    let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
+    outcome?;
+    if planned.is_empty() || fragments.is_empty() {
+        return Err(fail("no segments were produced (truncated or corrupt file?)".into()));
+    }
+    // Playlists: VOD type, ENDLIST, every segment kept.
+    let target_s = config.ladder.segment_duration_ms.div_ceil(1000);
+    let mut variants = Vec::new();
+    let mut count = 0;
+    for r in &planned {
+        let Some(frags) = fragments.get(&r.name) else { continue };
+        let dir = work.join(&r.name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut playlist = MediaPlaylist::new(PlaylistKind::Vod, target_s, 0);
+        let mut meter = BandwidthMeter::with_estimate(r.video_bitrate_kbps as u64 * 1000);
+        for (i, f) in frags.iter().enumerate() {
+            let public = dir.join(format!("{i}.ts"));
+            let bytes = crate::store::promote(&f.location, &public).map_err(io(&public))?;
+            let duration_ms = f.end_ns.saturating_sub(f.start_ns) / 1_000_000;
+            meter.record(bytes, duration_ms);
+            playlist.push(Segment { sequence: 0, duration_ms, uri: format!("{i}.ts"), byte_size: bytes, program_date_time_ms: 0, discontinuity: false });
+            count += 1;
+        }
+        crate::store::write_atomic(&dir.join("index.m3u8"), playlist.render().as_bytes()).map_err(io(&dir))?;
+        let video = video_codecs.get(&r.name).cloned().unwrap_or_else(|| "avc1.640028".into());
+        variants.push(VariantStream {
+            uri: format!("{}/index.m3u8", r.name),
+            bandwidth_bps: meter.peak_bps(),
+            average_bandwidth_bps: meter.average_bps(),
+            codecs: match &audio_codec {
+                Some(a) => format!("{video},{a}"),
+                None => video,
+            },
+            width: r.width,
+            height: r.height,
+            frame_rate: config.ladder.frame_rate as f64,
+        });
+    }
+    crate::store::write_atomic(&work.join("master.m3u8"), render_multivariant(&variants, true).as_bytes()).map_err(io(work))?;
+    let _ = std::fs::remove_dir_all(work.join(".staging"));
+    Ok((planned.iter().map(|r| r.name.clone()).collect(), count))
+}
