@@ -186,3 +186,28 @@ fn a_faster_than_realtime_publisher_is_drained_completely_not_cut_by_the_watchdo
     assert!(total <= 8.5, "{total}");
     assert!(!z.log().contains("EOS did not complete"), "watchdog cut a draining pipeline");
 }
+
+#[test]
+fn a_publisher_without_audio_gets_a_video_only_ladder() {
+    let z = Zoomate::start("origin", TEST_LADDER);
+    let mut ff = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "5"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p", "-an", "-f", "flv"])
+        .arg(z.rtmp_url("mute"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(ff.wait().unwrap().success());
+    let master = wait_for(Duration::from_secs(20), "video-only master", || {
+        let r = get(z.origin.unwrap(), "/live/mute/master.m3u8");
+        (r.status == 200).then(|| r.text())
+    });
+    for (attrs, _) in parse_master(&master) {
+        assert!(attrs["CODECS"].starts_with("avc1.") && !attrs["CODECS"].contains("mp4a"), "{master}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let v = parse_media_playlist(&get(z.origin.unwrap(), "/live/mute/180p/index.m3u8").text());
+    let total: f64 = v.segments.iter().map(|s| s.0).sum();
+    assert!(total >= 4.5, "only {total} s listed");
+    assert!(!z.log().contains("watchdog"), "the ladder stalled");
+}

@@ -53,10 +53,20 @@ fn now_ms() -> i64 {
 /// `input` feeds an `appsrc name=src` source (RTMP); `None` for self-timed sources.
 pub async fn run_session(
     ctx: SessionContext,
-    source_description: String,
-    input: Option<mpsc::Receiver<Bytes>>,
+    mut source_description: String,
+    mut input: Option<mpsc::Receiver<Bytes>>,
     shutdown: Shutdown,
 ) -> Result<(), SessionError> {
+    // A pushed FLV stream may carry no audio at all; a ladder waiting for audio would stall.
+    let mut prebuffer = Vec::new();
+    if let Some(rx) = input.as_mut() {
+        let (has_audio, chunks) = sniff_flv_audio(rx).await;
+        prebuffer = chunks;
+        if !has_audio {
+            tracing::info!(stream = %ctx.stream, "publisher sends no audio; video-only ladder");
+            source_description = ctx.templates.render("source-rtmp-video-only", &[])?;
+        }
+    }
     let stream_dir = crate::store::live_stream_dir(&ctx.config.store.dir, &ctx.stream);
     let staging = crate::transcode::pipeline::staging_dir(&stream_dir, ctx.session_id);
     let spec = LadderSpec {
@@ -78,6 +88,11 @@ pub async fn run_session(
     let mut input_open = input.is_some();
     if let (Some(mut rx), Some(appsrc)) = (input, pipeline.appsrc()) {
         tokio::task::spawn_blocking(move || {
+            for chunk in prebuffer {
+                if appsrc.push_buffer(gst::Buffer::from_slice(chunk)).is_err() {
+                    break;
+                }
+            }
             while let Some(chunk) = rx.blocking_recv() {
                 if appsrc.push_buffer(gst::Buffer::from_slice(chunk)).is_err() {
                     break; // flushing: the pipeline is going down
@@ -156,6 +171,37 @@ struct PendingSegment {
     location: PathBuf,
     start_ns: u64,
     closed_ns: u64,
+}
+
+/// FLV tags to look at before deciding a stream has no audio (about 2 s of 30 fps video).
+const SNIFF_MAX_VIDEO_TAGS: usize = 60;
+/// Longest wait for the first tags.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reads the start of an FLV byte stream (one header, then one tag per chunk, as the RTMP
+/// ingest sends it) until an audio tag appears, enough video has passed without one, or the
+/// timeout. Returns whether audio was seen and the chunks read (to be pushed first).
+async fn sniff_flv_audio(rx: &mut mpsc::Receiver<Bytes>) -> (bool, Vec<Bytes>) {
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let mut chunks = Vec::new();
+    let mut video_tags = 0;
+    while video_tags < SNIFF_MAX_VIDEO_TAGS {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(chunk)) => {
+                let kind = chunk.first().copied();
+                chunks.push(chunk);
+                match kind {
+                    Some(crate::ingest::flv::TAG_AUDIO) => return (true, chunks),
+                    Some(crate::ingest::flv::TAG_VIDEO) => video_tags += 1,
+                    _ => {}
+                }
+            }
+            // Publisher gone or silent: keep the default (audio) layout; nothing to lose.
+            Ok(None) => return (true, chunks),
+            Err(_) => return (video_tags == 0, chunks),
+        }
+    }
+    (false, chunks)
 }
 
 struct SessionState {

@@ -14,6 +14,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("audio-voaac", include_str!("../../pipelines/audio-voaac.pipeline")),
     ("source-test-pattern", include_str!("../../pipelines/source-test-pattern.pipeline")),
     ("source-rtmp", include_str!("../../pipelines/source-rtmp.pipeline")),
+    ("source-rtmp-video-only", include_str!("../../pipelines/source-rtmp-video-only.pipeline")),
     ("source-rtp-mpegts", include_str!("../../pipelines/source-rtp-mpegts.pipeline")),
     ("source-file", include_str!("../../pipelines/source-file.pipeline")),
     ("source-file-video-only", include_str!("../../pipelines/source-file-video-only.pipeline")),
