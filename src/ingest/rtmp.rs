@@ -96,6 +96,8 @@ enum ConnectionError {
     Rejected(String),
     #[error("stream consumer went away")]
     ConsumerGone,
+    #[error("stream consumer accepted nothing for {0:?}")]
+    ConsumerStalled(Duration),
     #[error("message of {0} bytes exceeds rtmp.max_message_bytes")]
     MessageTooLarge(usize),
     #[error("{0} bytes received without a complete RTMP message")]
@@ -403,19 +405,20 @@ impl Connection {
                 if self.publishing.is_some() {
                     return self.reject(session, request_id, "NetStream.Publish.BadName", "second publish on one connection".into()).await;
                 }
+                // The bare name only: the query may hold the key.
+                let (requested, _) = split_query(&stream_key);
+                if crate::config::is_valid_name(requested) {
+                    tracing::Span::current().record("stream", tracing::field::display(requested));
+                }
                 let authorized = authorize_publish(&self.config, &self.app_query, &stream_key)
                     .and_then(|name| self.handler.on_publish(&name).map(|sink| (name, sink)).map_err(PublishRejection::Handler));
-                let (name, sink) = match authorized {
-                    Ok(ok) => ok,
+                let sink = match authorized {
+                    Ok((_, sink)) => sink,
                     Err(rejection) => {
-                        // The bare name only: the query may hold the key.
-                        let (name, _) = split_query(&stream_key);
-                        let shown = if crate::config::is_valid_name(name) { name } else { "<invalid>" };
-                        let reason = format!("publish of {shown:?} rejected: {rejection}");
+                        let reason = format!("publish rejected: {rejection}");
                         return self.reject(session, request_id, "NetStream.Publish.BadName", reason).await;
                     }
                 };
-                tracing::Span::current().record("stream", name.as_str());
                 self.send(&sink, flv::header()).await?;
                 self.publishing = Some(Publishing { sink });
                 tracing::info!("publish started");
@@ -452,7 +455,7 @@ impl Connection {
         match tokio::time::timeout(limit, sink.send(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(ConnectionError::ConsumerGone),
-            Err(_) => Err(ConnectionError::Idle(limit)),
+            Err(_) => Err(ConnectionError::ConsumerStalled(limit)),
         }
     }
 
