@@ -28,10 +28,14 @@ fn bench(c: &mut Criterion) {
     config.edge.playlist_ttl_ms = 600_000; // measure hits, not refreshes
     let shutdown = zoomate::Shutdown::new();
     let edge_addr = rt.block_on(async {
-        let origin = zoomate::origin::OriginServer::bind(&config).await.expect("origin");
+        let origin = zoomate::origin::OriginServer::bind(&config)
+            .await
+            .expect("origin");
         config.edge.origins = vec![format!("http://{}", origin.local_addr())];
         tokio::spawn(origin.run(shutdown.clone()));
-        let edge = zoomate::edge::EdgeServer::bind(&config).await.expect("edge");
+        let edge = zoomate::edge::EdgeServer::bind(&config)
+            .await
+            .expect("edge");
         let addr = edge.local_addr();
         tokio::spawn(edge.run(shutdown.clone()));
         addr
@@ -55,9 +59,13 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("edge_cache_hit");
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Bytes(segment.len() as u64));
-    group.bench_function("segment_1MiB", |b| b.to_async(&rt).iter(|| get("/live/bench/720p/1.ts")));
+    group.bench_function("segment_1MiB", |b| {
+        b.to_async(&rt).iter(|| get("/live/bench/720p/1.ts"))
+    });
     group.throughput(Throughput::Elements(1));
-    group.bench_function("playlist", |b| b.to_async(&rt).iter(|| get("/live/bench/720p/index.m3u8")));
+    group.bench_function("playlist", |b| {
+        b.to_async(&rt).iter(|| get("/live/bench/720p/index.m3u8"))
+    });
     group.finish();
     shutdown.cancel();
 }

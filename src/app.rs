@@ -32,7 +32,11 @@ impl Roles {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot bind {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: String, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("bus: {0}")]
     Bus(String),
     #[error("media framework: {0}")]
@@ -65,16 +69,29 @@ impl RunningApp {
 }
 
 /// Binds every listener, then starts every service. Returns once all are running.
-pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Result<RunningApp, AppError> {
+pub async fn start(
+    mut config: Config,
+    roles: Roles,
+    shutdown: Shutdown,
+) -> Result<RunningApp, AppError> {
     let mut tasks = JoinSet::new();
-    let mut addrs = BoundAddrs { rtmp: None, origin_http: None, edge_http: None, bus: None };
+    let mut addrs = BoundAddrs {
+        rtmp: None,
+        origin_http: None,
+        edge_http: None,
+        bus: None,
+    };
     let mut registry = None;
 
     if roles.origin() {
         crate::transcode::init()?;
         let origin = crate::origin::OriginServer::bind(&config)
             .await
-            .map_err(|source| AppError::Bind { what: "origin HTTP", addr: config.origin.http_listen.to_string(), source })?;
+            .map_err(|source| AppError::Bind {
+                what: "origin HTTP",
+                addr: config.origin.http_listen.to_string(),
+                source,
+            })?;
         let origin_addr = origin.local_addr();
         addrs.origin_http = Some(origin_addr);
         if config.origin.public_url.is_empty() {
@@ -83,7 +100,11 @@ pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Resu
         let rtmp = if config.rtmp.enabled {
             let server = crate::ingest::rtmp::RtmpServer::bind(&config.rtmp)
                 .await
-                .map_err(|source| AppError::Bind { what: "RTMP", addr: config.rtmp.listen.to_string(), source })?;
+                .map_err(|source| AppError::Bind {
+                    what: "RTMP",
+                    addr: config.rtmp.listen.to_string(),
+                    source,
+                })?;
             addrs.rtmp = Some(server.local_addr());
             Some(server)
         } else {
@@ -96,7 +117,8 @@ pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Resu
             reg.start_configured(sc);
         }
         if let Some(server) = rtmp {
-            let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> = Arc::new(RegistryPublishHandler(reg.clone()));
+            let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
+                Arc::new(RegistryPublishHandler(reg.clone()));
             tasks.spawn(server.run(handler, shutdown.clone()));
         }
         if let Some(publisher) = publisher {
@@ -119,12 +141,20 @@ pub async fn start(mut config: Config, roles: Roles, shutdown: Shutdown) -> Resu
         }
         let edge = crate::edge::EdgeServer::bind(&edge_config)
             .await
-            .map_err(|source| AppError::Bind { what: "edge HTTP", addr: config.edge.listen.to_string(), source })?;
+            .map_err(|source| AppError::Bind {
+                what: "edge HTTP",
+                addr: config.edge.listen.to_string(),
+                source,
+            })?;
         addrs.edge_http = Some(edge.local_addr());
         tasks.spawn(edge.run(shutdown.clone()));
     }
 
-    Ok(RunningApp { addrs, registry, tasks })
+    Ok(RunningApp {
+        addrs,
+        registry,
+        tasks,
+    })
 }
 
 /// RTMP publishes go to the stream registry.
@@ -150,7 +180,9 @@ async fn bus_announcer(
     if !config.bus.enabled {
         return Ok((silent_announcer(), None));
     }
-    let publisher = crate::bus::publisher::BusPublisher::start(&config.bus, shutdown).await.map_err(|e| AppError::Bus(e.to_string()))?;
+    let publisher = crate::bus::publisher::BusPublisher::start(&config.bus, shutdown)
+        .await
+        .map_err(|e| AppError::Bus(e.to_string()))?;
     addrs.bus = Some(publisher.local_endpoint());
     let publisher = Arc::new(publisher);
     let p = publisher.clone();
@@ -158,7 +190,12 @@ async fn bus_announcer(
 }
 
 /// Heartbeats: which streams this origin serves and how loaded it is, every interval.
-fn spawn_heartbeat(config: &Config, registry: Arc<StreamRegistry>, publisher: Arc<crate::bus::publisher::BusPublisher>, shutdown: Shutdown) {
+fn spawn_heartbeat(
+    config: &Config,
+    registry: Arc<StreamRegistry>,
+    publisher: Arc<crate::bus::publisher::BusPublisher>,
+    shutdown: Shutdown,
+) {
     let origin_id = config.origin.id.clone();
     let base_url = config.origin.public_url.clone();
     let interval_ms = config.bus.heartbeat_interval_ms;

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use zoomate::config::{Config, LogFormat, apply_env_overrides};
 
 #[derive(Parser)]
-#[command(name = "zoomate", version, about = "HLS/DASH transcoding origin and live-aware edge cache")]
+#[command(
+    name = "zoomate",
+    version,
+    about = "HLS/DASH transcoding origin and live-aware edge cache"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it the embedded default is used.
     #[arg(long, short, global = true, env = "ZOOMATE_CONFIG")]
@@ -45,6 +49,10 @@ enum Command {
         /// Asset name (default: the input's file stem).
         #[arg(long)]
         name: Option<String>,
+        /// Segment format: ts (HLS) or cmaf (fMP4: HLS and DASH from the same files).
+        /// Default: [ladder] format.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ts", "cmaf"]))]
+        format: Option<String>,
     },
     /// What GStreamer's Discoverer sees in a media file.
     Probe {
@@ -90,7 +98,13 @@ fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, zoomate::con
         config.log.format = match f.as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
-            other => return Err(zoomate::config::ConfigError::invalid("--log-format", other, "must be text or json")),
+            other => {
+                return Err(zoomate::config::ConfigError::invalid(
+                    "--log-format",
+                    other,
+                    "must be text or json",
+                ));
+            }
         };
     }
     config.validate()?;
@@ -98,8 +112,11 @@ fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, zoomate::con
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -130,7 +147,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("zoomate: cannot start runtime: {e}");
@@ -154,23 +174,49 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         Command::Run => zoomate::app::Roles::All,
         Command::Origin => zoomate::app::Roles::Origin,
         Command::Edge => zoomate::app::Roles::Edge,
-        Command::Bus { command: BusCommand::Tail { connect, topic } } => {
+        Command::Bus {
+            command: BusCommand::Tail { connect, topic },
+        } => {
             let stdout = std::io::stdout();
-            return zoomate::bus::tail::run_tail(connect.clone(), topic.clone(), stdout.lock(), shutdown)
+            return zoomate::bus::tail::run_tail(
+                connect.clone(),
+                topic.clone(),
+                stdout.lock(),
+                shutdown,
+            )
+            .await
+            .context("bus tail");
+        }
+        Command::Bus {
+            command: BusCommand::Proxy { frontend, backend },
+        } => {
+            return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown)
                 .await
-                .context("bus tail");
+                .context("bus proxy");
         }
-        Command::Bus { command: BusCommand::Proxy { frontend, backend } } => {
-            return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown).await.context("bus proxy");
-        }
-        Command::Vod { input, out, name } => {
+        Command::Vod {
+            input,
+            out,
+            name,
+            format,
+        } => {
+            let format = match format {
+                Some(f) => f
+                    .parse::<zoomate::config::SegmentFormat>()
+                    .map_err(anyhow::Error::msg)?,
+                None => config.ladder.format,
+            };
             let out = out.clone().unwrap_or_else(|| config.vod.dir.clone());
             let name = match name {
                 Some(n) => n.clone(),
-                None => input.file_stem().and_then(|s| s.to_str()).unwrap_or("asset").to_string(),
+                None => input
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("asset")
+                    .to_string(),
             };
             let started = std::time::Instant::now();
-            let job = zoomate::vod::publish(&config, input, &out, &name);
+            let job = zoomate::vod::publish(&config, input, &out, &name, format);
             let summary = tokio::select! {
                 r = job => r?,
                 _ = shutdown.cancelled() => anyhow::bail!("interrupted; no asset was written"),
@@ -194,9 +240,19 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
                 println!("file:       {}", info.path.display());
                 println!("container:  {}", info.container.as_deref().unwrap_or("?"));
                 println!("duration:   {:.3} s", info.duration_ms as f64 / 1000.0);
-                println!("video:      {} {}x{} @ {:.3} fps, {} bit/s", info.video_codec.as_deref().unwrap_or("?"), info.width, info.height, info.frame_rate, info.video_bitrate_bps);
+                println!(
+                    "video:      {} {}x{} @ {:.3} fps, {} bit/s",
+                    info.video_codec.as_deref().unwrap_or("?"),
+                    info.width,
+                    info.height,
+                    info.frame_rate,
+                    info.video_bitrate_bps
+                );
                 match &info.audio_codec {
-                    Some(a) => println!("audio:      {a} {} ch @ {} Hz, {} bit/s", info.audio_channels, info.audio_sample_rate, info.audio_bitrate_bps),
+                    Some(a) => println!(
+                        "audio:      {a} {} ch @ {} Hz, {} bit/s",
+                        info.audio_channels, info.audio_sample_rate, info.audio_bitrate_bps
+                    ),
                     None => println!("audio:      none"),
                 }
             }
@@ -204,10 +260,15 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };
-    let app = zoomate::app::start(config, roles, shutdown.clone()).await.context("starting zoomate")?;
+    let app = zoomate::app::start(config, roles, shutdown.clone())
+        .await
+        .context("starting zoomate")?;
     tracing::info!(rtmp = ?app.addrs.rtmp, origin_http = ?app.addrs.origin_http, edge_http = ?app.addrs.edge_http, bus = ?app.addrs.bus, "zoomate ready");
     if print_ready {
-        println!("{}", serde_json::json!({ "event": "ready", "addrs": app.addrs }));
+        println!(
+            "{}",
+            serde_json::json!({ "event": "ready", "addrs": app.addrs })
+        );
     }
     app.wait().await;
     tracing::info!("shutdown complete");
@@ -217,13 +278,14 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
 /// SIGINT/SIGTERM → the one shutdown signal. A second signal exits at once.
 fn spawn_signal_handler(shutdown: zoomate::Shutdown) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install SIGTERM handler");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install SIGTERM handler");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

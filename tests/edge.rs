@@ -11,13 +11,21 @@ const ONE_RENDITION: &str = "[ladder]\nsegment_duration_ms = 1000\n[[ladder.rend
 fn origin(id: &str) -> Zoomate {
     Zoomate::start(
         "origin",
-        &format!("{ONE_RENDITION}\n[origin]\nid = \"{id}\"\n[rtmp]\nenabled = false\n[bus]\nheartbeat_interval_ms = 300\n[[streams]]\nname = \"live\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n"),
+        &format!(
+            "{ONE_RENDITION}\n[origin]\nid = \"{id}\"\n[rtmp]\nenabled = false\n[bus]\nheartbeat_interval_ms = 300\n[[streams]]\nname = \"live\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n"
+        ),
     )
 }
 
 fn edge(origins: &[&Zoomate], extra: &str) -> Zoomate {
-    let list: Vec<String> = origins.iter().map(|o| format!("\"http://{}\"", o.origin.unwrap())).collect();
-    let bus: Vec<String> = origins.iter().map(|o| format!("\"{}\"", o.bus.as_deref().unwrap())).collect();
+    let list: Vec<String> = origins
+        .iter()
+        .map(|o| format!("\"http://{}\"", o.origin.unwrap()))
+        .collect();
+    let bus: Vec<String> = origins
+        .iter()
+        .map(|o| format!("\"{}\"", o.bus.as_deref().unwrap()))
+        .collect();
     Zoomate::start(
         "edge",
         &format!(
@@ -41,7 +49,9 @@ fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 fn wait_playlist(addr: std::net::SocketAddr, min_segments: usize) -> MediaPlaylistView {
     wait_for(Duration::from_secs(40), "playlist through the edge", || {
         let r = get(addr, "/live/live/180p/index.m3u8");
-        (r.status == 200).then(|| parse_media_playlist(&r.text())).filter(|v| v.segments.len() >= min_segments)
+        (r.status == 200)
+            .then(|| parse_media_playlist(&r.text()))
+            .filter(|v| v.segments.len() >= min_segments)
     })
 }
 
@@ -53,8 +63,16 @@ fn player_follows_through_the_edge_and_survives_an_origin_crash() {
     let edge_addr = e.edge.unwrap();
     wait_playlist(edge_addr, 2);
     // Which origin is the edge using for `live`? Kill that one, hard.
-    let used_a = metric(a.origin.unwrap(), "zoomate_origin_segment_requests_total") + get(a.origin.unwrap(), "/metrics").text().matches("kind=\"playlist\"").count() as u64;
-    let used_b = metric(b.origin.unwrap(), "zoomate_origin_segment_requests_total") + get(b.origin.unwrap(), "/metrics").text().matches("kind=\"playlist\"").count() as u64;
+    let used_a = metric(a.origin.unwrap(), "zoomate_origin_segment_requests_total")
+        + get(a.origin.unwrap(), "/metrics")
+            .text()
+            .matches("kind=\"playlist\"")
+            .count() as u64;
+    let used_b = metric(b.origin.unwrap(), "zoomate_origin_segment_requests_total")
+        + get(b.origin.unwrap(), "/metrics")
+            .text()
+            .matches("kind=\"playlist\"")
+            .count() as u64;
     let start = Instant::now();
     let mut killed = false;
     let mut requests = 0;
@@ -67,25 +85,50 @@ fn player_follows_through_the_edge_and_survives_an_origin_crash() {
             killed = true;
         }
         let master = get(edge_addr, "/live/live/master.m3u8");
-        assert_eq!(master.status, 200, "master failed after {:?}", start.elapsed());
+        assert_eq!(
+            master.status,
+            200,
+            "master failed after {:?}",
+            start.elapsed()
+        );
         requests += 1;
         let pl = get(edge_addr, "/live/live/180p/index.m3u8");
-        assert_eq!(pl.status, 200, "playlist failed after {:?}: {}", start.elapsed(), pl.text());
+        assert_eq!(
+            pl.status,
+            200,
+            "playlist failed after {:?}: {}",
+            start.elapsed(),
+            pl.text()
+        );
         requests += 1;
         let view = parse_media_playlist(&pl.text());
         // A player fetches the newest segments it has not played yet.
         for (_, uri, _) in view.segments.iter().rev().take(2) {
             if seen_segments.insert(uri.clone()) {
                 let s = get(edge_addr, &format!("/live/live/180p/{uri}"));
-                assert_eq!(s.status, 200, "segment {uri} failed after {:?}", start.elapsed());
+                assert_eq!(
+                    s.status,
+                    200,
+                    "segment {uri} failed after {:?}",
+                    start.elapsed()
+                );
                 assert_eq!(s.body.first(), Some(&0x47), "not MPEG-TS");
                 requests += 1;
             }
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(killed && requests > 20 && seen_segments.len() >= 5, "requests {requests}, segments {}", seen_segments.len());
-    assert!(get(edge_addr, "/metrics").text().contains("zoomate_edge_origin_up"), "metrics list origin health");
+    assert!(
+        killed && requests > 20 && seen_segments.len() >= 5,
+        "requests {requests}, segments {}",
+        seen_segments.len()
+    );
+    assert!(
+        get(edge_addr, "/metrics")
+            .text()
+            .contains("zoomate_edge_origin_up"),
+        "metrics list origin health"
+    );
 }
 
 #[test]
@@ -103,14 +146,27 @@ fn two_hundred_concurrent_misses_make_exactly_one_origin_fetch() {
             std::thread::spawn(move || {
                 barrier.wait();
                 let r = get(edge_addr, &uri);
-                (r.status, r.body.len(), r.header("x-cache").map(str::to_string))
+                (
+                    r.status,
+                    r.body.len(),
+                    r.header("x-cache").map(str::to_string),
+                )
             })
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let after = metric(o.origin.unwrap(), "zoomate_origin_segment_requests_total");
-    assert!(results.iter().all(|(s, len, _)| *s == 200 && *len == results[0].1), "all 200 with the same body");
-    assert_eq!(after - before, 1, "origin fetches for one new segment under a 200-request stampede");
+    assert!(
+        results
+            .iter()
+            .all(|(s, len, _)| *s == 200 && *len == results[0].1),
+        "all 200 with the same body"
+    );
+    assert_eq!(
+        after - before,
+        1,
+        "origin fetches for one new segment under a 200-request stampede"
+    );
     assert!(metric(edge_addr, "zoomate_edge_coalesced_waiters_total") >= 1);
     // The next request is a hit.
     assert_eq!(get(edge_addr, &uri).header("x-cache"), Some("HIT"));
@@ -125,13 +181,21 @@ fn a_segment_announcement_refreshes_the_playlist_without_waiting_for_the_ttl() {
     let first = wait_playlist(edge_addr, 2);
     let newest_before = first.media_sequence + first.segments.len() as u64 - 1;
     let cached = get(edge_addr, "/live/live/180p/index.m3u8");
-    assert_eq!(cached.header("x-cache"), Some("HIT"), "second request within the TTL is a hit");
+    assert_eq!(
+        cached.header("x-cache"),
+        Some("HIT"),
+        "second request within the TTL is a hit"
+    );
     // Within a few segment durations (far less than the TTL) the edge serves newer playlists.
-    let fresher = wait_for(Duration::from_secs(10), "a newer playlist from the edge", || {
-        let v = parse_media_playlist(&get(edge_addr, "/live/live/180p/index.m3u8").text());
-        let newest = v.media_sequence + v.segments.len() as u64 - 1;
-        (newest > newest_before).then_some(newest)
-    });
+    let fresher = wait_for(
+        Duration::from_secs(10),
+        "a newer playlist from the edge",
+        || {
+            let v = parse_media_playlist(&get(edge_addr, "/live/live/180p/index.m3u8").text());
+            let newest = v.media_sequence + v.segments.len() as u64 - 1;
+            (newest > newest_before).then_some(newest)
+        },
+    );
     assert!(fresher > newest_before);
     assert!(metric(edge_addr, "zoomate_edge_playlist_refreshes_total") >= 1);
     // And the announced segment was prefetched: the first viewer request is a hit.
@@ -139,7 +203,11 @@ fn a_segment_announcement_refreshes_the_playlist_without_waiting_for_the_ttl() {
     let newest = &v.segments.last().unwrap().1;
     let seg = get(edge_addr, &format!("/live/live/180p/{newest}"));
     assert_eq!(seg.status, 200);
-    assert_eq!(seg.header("x-cache"), Some("HIT"), "prefetched on SegmentReady");
+    assert_eq!(
+        seg.header("x-cache"),
+        Some("HIT"),
+        "prefetched on SegmentReady"
+    );
 }
 
 #[test]
@@ -153,41 +221,74 @@ fn edge_http_semantics() {
     assert_eq!(full.status, 200);
     assert_eq!(full.header("access-control-allow-origin"), Some("*"));
     assert!(full.header("cache-control").unwrap().contains("immutable"));
-    assert!(full.header("age").is_some() && full.header("x-cache").is_some() && full.header("last-modified").is_some());
+    assert!(
+        full.header("age").is_some()
+            && full.header("x-cache").is_some()
+            && full.header("last-modified").is_some()
+    );
     let etag = full.header("etag").unwrap().to_string();
-    assert_eq!(get_with(edge_addr, &uri, &[("If-None-Match", &etag)]).status, 304);
+    assert_eq!(
+        get_with(edge_addr, &uri, &[("If-None-Match", &etag)]).status,
+        304
+    );
     let part = get_with(edge_addr, &uri, &[("Range", "bytes=188-375")]);
     assert_eq!(part.status, 206);
     assert_eq!(part.body, full.body[188..376]);
-    assert_eq!(get_with(edge_addr, &uri, &[("Range", "bytes=99999999-")]).status, 416);
+    assert_eq!(
+        get_with(edge_addr, &uri, &[("Range", "bytes=99999999-")]).status,
+        416
+    );
     let agent = ureq::AgentBuilder::new().build();
-    let head = agent.head(&format!("http://{edge_addr}{uri}")).call().unwrap();
-    assert_eq!(head.header("content-length"), Some(full.body.len().to_string().as_str()));
+    let head = agent
+        .head(&format!("http://{edge_addr}{uri}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        head.header("content-length"),
+        Some(full.body.len().to_string().as_str())
+    );
     // gzip for playlists when accepted (ureq does not decode: the raw bytes are gzip).
-    let gz = get_with(edge_addr, "/live/live/180p/index.m3u8", &[("Accept-Encoding", "gzip")]);
+    let gz = get_with(
+        edge_addr,
+        "/live/live/180p/index.m3u8",
+        &[("Accept-Encoding", "gzip")],
+    );
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(&gz.body[..2], &[0x1f, 0x8b]);
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text).unwrap();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text)
+        .unwrap();
     assert!(text.starts_with("#EXTM3U"));
     // 404s are answered and not cached; bad paths are refused.
     assert_eq!(get(edge_addr, "/live/live/180p/999999.ts").status, 404);
-    assert_eq!(get(edge_addr, "/live/live/180p/999999.ts").header("x-cache"), None);
+    assert_eq!(
+        get(edge_addr, "/live/live/180p/999999.ts").header("x-cache"),
+        None
+    );
     let bad = get(edge_addr, "/live/%2e%2e/%2e%2e/etc/passwd").status; // (the client may normalise the path)
     assert!(bad == 400 || bad == 404, "{bad}");
     // Preflight.
-    let pre = agent.request("OPTIONS", &format!("http://{edge_addr}{uri}")).call().unwrap();
+    let pre = agent
+        .request("OPTIONS", &format!("http://{edge_addr}{uri}"))
+        .call()
+        .unwrap();
     assert_eq!(pre.status(), 204);
 }
 
 #[test]
 fn slowloris_on_the_edge_does_not_delay_other_clients() {
     use std::io::{Read, Write};
-    let e = Zoomate::start("edge", "[edge]\norigins = [\"http://127.0.0.1:9\"]\n[edge.limits]\nheader_read_timeout_ms = 800\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n");
+    let e = Zoomate::start(
+        "edge",
+        "[edge]\norigins = [\"http://127.0.0.1:9\"]\n[edge.limits]\nheader_read_timeout_ms = 800\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+    );
     let addr = e.edge.unwrap();
-    let mut slow: Vec<_> = (0..20).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let mut slow: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
     for s in &mut slow {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
     }
     let t = Instant::now();
     for _ in 0..10 {
@@ -196,7 +297,12 @@ fn slowloris_on_the_edge_does_not_delay_other_clients() {
     let _ = t;
     std::thread::sleep(Duration::from_millis(1500));
     let mut buf = Vec::new();
-    slow[0].set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    slow[0]
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let _ = slow[0].read_to_end(&mut buf);
-    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "slow client must be cut off");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "slow client must be cut off"
+    );
 }

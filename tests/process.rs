@@ -12,23 +12,48 @@ fn bad_config_exits_nonzero_naming_key_and_value_before_binding() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let cases = [
-        (format!("[origin]\nhttp_listen = \"127.0.0.1:{port}\"\n[ladder]\nsegment_duration_ms = 7\n"), "ladder.segment_duration_ms", "7"),
-        ("[hls]\nwindow_segments = 1\n".to_string(), "hls.window_segments", "1"),
+        (
+            format!(
+                "[origin]\nhttp_listen = \"127.0.0.1:{port}\"\n[ladder]\nsegment_duration_ms = 7\n"
+            ),
+            "ladder.segment_duration_ms",
+            "7",
+        ),
+        (
+            "[hls]\nwindow_segments = 1\n".to_string(),
+            "hls.window_segments",
+            "1",
+        ),
         ("[ladder]\nframe_rat = 30\n".to_string(), "frame_rat", ""),
-        ("[rtmp]\nlisten = \"not-an-address\"\n".to_string(), "listen", "not-an-address"),
+        (
+            "[rtmp]\nlisten = \"not-an-address\"\n".to_string(),
+            "listen",
+            "not-an-address",
+        ),
     ];
     for (toml, key, value) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, &toml).unwrap();
         for sub in [vec!["run"], vec!["check-config"]] {
-            let out = Command::new(env!("CARGO_BIN_EXE_zoomate")).arg("--config").arg(&path).args(&sub).output().unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+                .arg("--config")
+                .arg(&path)
+                .args(&sub)
+                .output()
+                .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{sub:?} {toml}: {stderr}");
-            assert!(stderr.contains(key) && stderr.contains(value), "{sub:?}: error should name {key} and {value}: {stderr}");
+            assert!(
+                stderr.contains(key) && stderr.contains(value),
+                "{sub:?}: error should name {key} and {value}: {stderr}"
+            );
         }
     }
     drop(held);
-    let out = Command::new(env!("CARGO_BIN_EXE_zoomate")).arg("check-config").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "embedded default must be valid");
 }
 
@@ -49,7 +74,11 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
     assert!(!line.is_empty(), "no ready line; log:\n{}", log());
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -67,22 +96,42 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
     std::fs::write(&p, &seg.body).unwrap();
     assert_eq!(ffprobe(&p, &[])["streams"].as_array().unwrap().len(), 2);
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM; log:\n{}", log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM; log:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status:?}; log:\n{}", log());
-    assert!(!log().contains("watchdog") && !log().contains("restarting"), "the demo stream was restarted; log:\n{}", log());
+    assert!(
+        !log().contains("watchdog") && !log().contains("restarting"),
+        "the demo stream was restarted; log:\n{}",
+        log()
+    );
     // Open segments were closed and listed; nothing half-written remains.
     let stream_dir = dir.path().join("store/live/demo");
-    let final_view = parse_media_playlist(&std::fs::read_to_string(stream_dir.join("720p/index.m3u8")).unwrap());
+    let final_view =
+        parse_media_playlist(&std::fs::read_to_string(stream_dir.join("720p/index.m3u8")).unwrap());
     for (_, uri, _) in &final_view.segments {
-        assert!(stream_dir.join("720p").join(uri).exists(), "listed segment {uri} missing");
+        assert!(
+            stream_dir.join("720p").join(uri).exists(),
+            "listed segment {uri} missing"
+        );
     }
-    assert!(!stream_dir.join(".staging").exists() || std::fs::read_dir(stream_dir.join(".staging")).unwrap().next().is_none());
+    assert!(
+        !stream_dir.join(".staging").exists()
+            || std::fs::read_dir(stream_dir.join(".staging"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }

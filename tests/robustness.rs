@@ -9,7 +9,10 @@ use std::time::Duration;
 
 #[test]
 fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher() {
-    let z = Zoomate::start("origin", &format!("{TEST_LADDER}\n[rtmp]\nhandshake_timeout_ms = 2000\n"));
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp]\nhandshake_timeout_ms = 2000\n"),
+    );
     let rtmp = z.rtmp.unwrap();
     let mut good = ffmpeg_publish(&z.rtmp_url("good"), "640x360", 6, 30);
     std::thread::sleep(Duration::from_millis(500));
@@ -18,7 +21,9 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
     attackers.push(std::thread::spawn(move || {
         for seed in 0..20u32 {
             if let Ok(mut s) = TcpStream::connect(rtmp) {
-                let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 7919) >> 13) as u8).collect();
+                let junk: Vec<u8> = (0..4096u32)
+                    .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 7919) >> 13) as u8)
+                    .collect();
                 let _ = s.write_all(&junk);
                 let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                 let _ = s.read(&mut [0u8; 64]);
@@ -47,7 +52,9 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         if s.read_exact(&mut s0s1s2).is_ok() {
             let _ = s.write_all(&s0s1s2[1..1537]); // C2 echoes S1
             // Set Chunk Size (type 1) to 0x7fffffff, then a message claiming 16 MB.
-            let _ = s.write_all(&[0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
+            let _ = s.write_all(&[
+                0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+            ]);
             let _ = s.write_all(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x09, 1, 0, 0, 0]);
             let _ = s.write_all(&[0u8; 8192]);
         }
@@ -56,36 +63,58 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         a.join().unwrap();
     }
     let status = good.wait().unwrap();
-    assert!(status.success(), "the good publisher failed; log:\n{}", z.log());
+    assert!(
+        status.success(),
+        "the good publisher failed; log:\n{}",
+        z.log()
+    );
     std::thread::sleep(Duration::from_secs(2));
     let text = get(z.origin.unwrap(), "/live/good/180p/index.m3u8").text();
     let v = parse_media_playlist(&text);
     let total: f64 = v.segments.iter().map(|s| s.0).sum();
     assert!(total >= 5.0, "good stream incomplete ({total} s):\n{text}");
-    assert!(z.log().contains("rtmp connection closed"), "garbage connections should be logged");
+    assert!(
+        z.log().contains("rtmp connection closed"),
+        "garbage connections should be logged"
+    );
 }
 
 /// Sends a raw request line (so the path reaches the server exactly as written).
 fn raw_status(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, out)
 }
 
 #[test]
 fn origin_http_semantics_and_traversal() {
-    let z = Zoomate::start("origin", &format!("{TEST_LADDER}\n[[streams]]\nname = \"pat\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n"));
+    let z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[[streams]]\nname = \"pat\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n"
+        ),
+    );
     let origin = z.origin.unwrap();
     // A secret beside the store that no path may reach.
     std::fs::write(z.dir.path().join("secret.txt"), "TOP-SECRET").unwrap();
     std::fs::write(z.store().join("secret.txt"), "TOP-SECRET").unwrap_or(());
     let seg = wait_for(Duration::from_secs(30), "first segment", || {
         let r = get(origin, "/live/pat/180p/index.m3u8");
-        (r.status == 200).then(|| parse_media_playlist(&r.text())).and_then(|v| v.segments.first().map(|s| s.1.clone()))
+        (r.status == 200)
+            .then(|| parse_media_playlist(&r.text()))
+            .and_then(|v| v.segments.first().map(|s| s.1.clone()))
     });
     for path in [
         "/live/../secret.txt",
@@ -103,36 +132,68 @@ fn origin_http_semantics_and_traversal() {
     ] {
         let (status, body) = raw_status(origin, path);
         assert!(status == 400 || status == 404, "{path}: {status}");
-        assert!(!body.contains("TOP-SECRET") && !body.contains("root:"), "{path} leaked a file");
+        assert!(
+            !body.contains("TOP-SECRET") && !body.contains("root:"),
+            "{path} leaked a file"
+        );
     }
     assert_eq!(raw_status(origin, "/live/nope/master.m3u8").0, 404);
 
     // Content types, cache policy, CORS, HEAD, 304, Range.
     let pl = get(origin, "/live/pat/180p/index.m3u8");
-    assert_eq!(pl.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(
+        pl.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
     assert_eq!(pl.header("cache-control"), Some("public, max-age=1"));
     assert_eq!(pl.header("access-control-allow-origin"), Some("*"));
     let s = get(origin, &format!("/live/pat/180p/{seg}"));
     assert_eq!(s.header("content-type"), Some("video/mp2t"));
     assert!(s.header("cache-control").unwrap().contains("immutable"));
     let etag = s.header("etag").unwrap().to_string();
-    assert_eq!(get_with(origin, &format!("/live/pat/180p/{seg}"), &[("If-None-Match", &etag)]).status, 304);
-    let part = get_with(origin, &format!("/live/pat/180p/{seg}"), &[("Range", "bytes=0-187")]);
+    assert_eq!(
+        get_with(
+            origin,
+            &format!("/live/pat/180p/{seg}"),
+            &[("If-None-Match", &etag)]
+        )
+        .status,
+        304
+    );
+    let part = get_with(
+        origin,
+        &format!("/live/pat/180p/{seg}"),
+        &[("Range", "bytes=0-187")],
+    );
     assert_eq!(part.status, 206);
     assert_eq!(part.body, s.body[..188]);
     let agent = ureq::AgentBuilder::new().build();
-    let head = agent.head(&format!("http://{origin}/live/pat/180p/{seg}")).call().unwrap();
-    assert_eq!(head.header("content-length"), Some(s.body.len().to_string().as_str()));
+    let head = agent
+        .head(&format!("http://{origin}/live/pat/180p/{seg}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        head.header("content-length"),
+        Some(s.body.len().to_string().as_str())
+    );
     assert_eq!(get(origin, "/healthz").status, 200);
-    assert!(get(origin, "/metrics").text().contains("zoomate_origin_segment_requests_total"));
+    assert!(
+        get(origin, "/metrics")
+            .text()
+            .contains("zoomate_origin_segment_requests_total")
+    );
 }
 
 #[test]
 fn slowloris_does_not_delay_other_clients_and_is_cut_off() {
-    let z = Zoomate::start("origin", "[origin.limits]\nheader_read_timeout_ms = 800\n[rtmp]\nenabled = false\n");
+    let z = Zoomate::start(
+        "origin",
+        "[origin.limits]\nheader_read_timeout_ms = 800\n[rtmp]\nenabled = false\n",
+    );
     let origin = z.origin.unwrap();
     let mut slow = TcpStream::connect(origin).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
     // Other clients are served while the slow one dribbles.
     for _ in 0..5 {
         assert_eq!(get(origin, "/healthz").status, 200);
@@ -142,7 +203,10 @@ fn slowloris_does_not_delay_other_clients_and_is_cut_off() {
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    assert!(!text.contains("200 OK"), "the slow client should be cut off, got {text:?}");
+    assert!(
+        !text.contains("200 OK"),
+        "the slow client should be cut off, got {text:?}"
+    );
 }
 
 #[test]
@@ -152,15 +216,28 @@ fn a_hung_pipeline_is_torn_down_by_the_watchdog_and_the_process_keeps_serving() 
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("pipelines");
     std::fs::create_dir_all(&templates).unwrap();
-    std::fs::write(templates.join("video-blackhole.pipeline"), "valve drop=true ! x264enc bitrate={bitrate_kbps} key-int-max={gop_frames}").unwrap();
+    std::fs::write(
+        templates.join("video-blackhole.pipeline"),
+        "valve drop=true ! x264enc bitrate={bitrate_kbps} key-int-max={gop_frames}",
+    )
+    .unwrap();
     let extra = format!(
         "{}\n[pipelines]\ndir = \"{}\"\nstall_timeout_ms = 2000\n[[streams]]\nname = \"stuck\"\nsource = \"test-pattern\"\nwidth = 320\nheight = 180\n",
-        TEST_LADDER.replace("frame_rate = 30", "frame_rate = 30\nvideo_encoder = \"blackhole\""),
+        TEST_LADDER.replace(
+            "frame_rate = 30",
+            "frame_rate = 30\nvideo_encoder = \"blackhole\""
+        ),
         templates.display()
     );
     let mut z = Zoomate::start_in(dir, "origin", &extra);
-    wait_for(Duration::from_secs(20), "watchdog report", || z.log().contains("watchdog").then_some(()));
-    assert_eq!(get(z.origin.unwrap(), "/healthz").status, 200, "the process must survive a hung pipeline");
+    wait_for(Duration::from_secs(20), "watchdog report", || {
+        z.log().contains("watchdog").then_some(())
+    });
+    assert_eq!(
+        get(z.origin.unwrap(), "/healthz").status,
+        200,
+        "the process must survive a hung pipeline"
+    );
     let status = z.terminate(Duration::from_secs(20));
     assert!(status.success(), "log:\n{}", z.log());
 }
@@ -171,9 +248,40 @@ fn gstreamer_rtmp2sink_can_publish() {
     let z = Zoomate::start("origin", TEST_LADDER);
     let url = format!("rtmp://{}/live/gst", z.rtmp.unwrap());
     let status = std::process::Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "is-live=true", "num-buffers=120", "!", "video/x-raw,width=640,height=360,framerate=30/1", "!", "x264enc", "tune=zerolatency", "key-int-max=30", "!", "h264parse", "!", "flvmux", "name=m", "streamable=true", "!", "rtmp2sink"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "is-live=true",
+            "num-buffers=120",
+            "!",
+            "video/x-raw,width=640,height=360,framerate=30/1",
+            "!",
+            "x264enc",
+            "tune=zerolatency",
+            "key-int-max=30",
+            "!",
+            "h264parse",
+            "!",
+            "flvmux",
+            "name=m",
+            "streamable=true",
+            "!",
+            "rtmp2sink",
+        ])
         .arg(format!("location={url}"))
-        .args(["audiotestsrc", "is-live=true", "num-buffers=190", "!", "audioconvert", "!", "avenc_aac", "!", "aacparse", "!", "m."])
+        .args([
+            "audiotestsrc",
+            "is-live=true",
+            "num-buffers=190",
+            "!",
+            "audioconvert",
+            "!",
+            "avenc_aac",
+            "!",
+            "aacparse",
+            "!",
+            "m.",
+        ])
         .status()
         .unwrap();
     assert!(status.success());

@@ -8,7 +8,9 @@ mod common;
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
 use rml_rtmp::time::RtmpTimestamp;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -74,7 +76,11 @@ impl PublishHandler for Recorder {
                 file.write_all(&chunk).await.expect("write flv");
             }
             file.flush().await.expect("flush flv");
-            let _ = ended.send(Ended { stream, path, bytes });
+            let _ = ended.send(Ended {
+                stream,
+                path,
+                bytes,
+            });
         });
         Ok(tx)
     }
@@ -92,15 +98,31 @@ struct Harness {
 impl Harness {
     async fn start(edit: impl FnOnce(&mut RtmpConfig), mode: Mode) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = RtmpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RtmpConfig::default() };
+        let mut config = RtmpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..RtmpConfig::default()
+        };
         edit(&mut config);
         let server = RtmpServer::bind(&config).await.expect("bind rtmp");
         let addr = server.local_addr();
         let (ended_tx, ended) = mpsc::unbounded_channel();
-        let recorder = Arc::new(Recorder { dir: dir.path().to_path_buf(), calls: Mutex::default(), mode, held: Mutex::default(), ended: ended_tx });
+        let recorder = Arc::new(Recorder {
+            dir: dir.path().to_path_buf(),
+            calls: Mutex::default(),
+            mode,
+            held: Mutex::default(),
+            ended: ended_tx,
+        });
         let shutdown = zoomate::Shutdown::new();
         let server = tokio::spawn(server.run(recorder.clone(), shutdown.clone()));
-        Harness { addr, shutdown, server, recorder, ended, _dir: dir }
+        Harness {
+            addr,
+            shutdown,
+            server,
+            recorder,
+            ended,
+            _dir: dir,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -112,7 +134,10 @@ impl Harness {
     }
 
     async fn next_ended(&mut self) -> Ended {
-        tokio::time::timeout(PATIENCE, self.ended.recv()).await.expect("a stream should end").expect("recorder alive")
+        tokio::time::timeout(PATIENCE, self.ended.recv())
+            .await
+            .expect("a stream should end")
+            .expect("recorder alive")
     }
 }
 
@@ -125,16 +150,42 @@ async fn ffmpeg_publish_for(url: &str, seconds: u32) -> std::process::Output {
     common::require_tool("ffmpeg");
     let child = tokio::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+        ])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "30", "-c:a", "aac", "-f", "flv", url])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            url,
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ffmpeg");
-    tokio::time::timeout(PATIENCE * 2, child.wait_with_output()).await.expect("ffmpeg should finish").expect("ffmpeg output")
+    tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
+        .await
+        .expect("ffmpeg should finish")
+        .expect("ffmpeg output")
 }
 
 /// The recorded FLV is a real H.264 + AAC stream with every video frame of `seconds` at 30 fps.
@@ -143,16 +194,27 @@ fn assert_h264_aac(path: &Path, seconds: u64) {
     assert_eq!(&data[..3], b"FLV", "FLV header first");
     let probe = common::ffprobe(path, &["-count_packets"]);
     let streams = probe["streams"].as_array().expect("streams");
-    let find = |kind: &str| streams.iter().find(|s| s["codec_type"] == kind).unwrap_or_else(|| panic!("no {kind} stream in {probe}"));
+    let find = |kind: &str| {
+        streams
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} stream in {probe}"))
+    };
     let video = find("video");
     assert_eq!(video["codec_name"], "h264");
     assert_eq!(video["width"], 320);
     assert_eq!(video["height"], 240);
-    let video_packets: u64 = video["nb_read_packets"].as_str().and_then(|s| s.parse().ok()).expect("packet count");
+    let video_packets: u64 = video["nb_read_packets"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("packet count");
     assert_eq!(video_packets, seconds * 30, "every video frame arrives");
     let audio = find("audio");
     assert_eq!(audio["codec_name"], "aac");
-    let audio_packets: u64 = audio["nb_read_packets"].as_str().and_then(|s| s.parse().ok()).expect("packet count");
+    let audio_packets: u64 = audio["nb_read_packets"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("packet count");
     assert!(audio_packets > 0);
 }
 
@@ -173,7 +235,11 @@ impl std::io::Write for LogBuf {
 impl LogBuf {
     fn install(&self) -> tracing::subscriber::DefaultGuard {
         let w = self.clone();
-        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_max_level(tracing::Level::DEBUG).with_writer(move || w.clone()).finish();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || w.clone())
+            .finish();
         tracing::subscriber::set_default(subscriber)
     }
     fn text(&self) -> String {
@@ -206,14 +272,21 @@ impl Client {
     async fn connect(addr: std::net::SocketAddr) -> Client {
         let mut sock = TcpStream::connect(addr).await.expect("connect");
         let mut handshake = Handshake::new(PeerType::Client);
-        sock.write_all(&handshake.generate_outbound_p0_and_p1().unwrap()).await.unwrap();
+        sock.write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 8192];
         let leftover = loop {
             let n = sock.read(&mut buf).await.expect("handshake read");
             assert!(n > 0, "server closed during handshake");
             match handshake.process_bytes(&buf[..n]).expect("handshake") {
-                HandshakeProcessResult::InProgress { response_bytes } => sock.write_all(&response_bytes).await.unwrap(),
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    sock.write_all(&response_bytes).await.unwrap()
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
                     sock.write_all(&response_bytes).await.unwrap();
                     break remaining_bytes;
                 }
@@ -230,7 +303,10 @@ impl Client {
     async fn send_all(&mut self, results: Vec<ClientSessionResult>) {
         for r in results {
             if let ClientSessionResult::OutboundResponse(p) = r {
-                self.sock.write_all(&p.bytes).await.expect("write to server");
+                self.sock
+                    .write_all(&p.bytes)
+                    .await
+                    .expect("write to server");
             }
         }
     }
@@ -248,7 +324,9 @@ impl Client {
                 let mut event = None;
                 for r in results {
                     match r {
-                        ClientSessionResult::OutboundResponse(p) => self.sock.write_all(&p.bytes).await.ok()?,
+                        ClientSessionResult::OutboundResponse(p) => {
+                            self.sock.write_all(&p.bytes).await.ok()?
+                        }
                         ClientSessionResult::RaisedEvent(e) if event.is_none() => event = Some(e),
                         _ => {}
                     }
@@ -275,18 +353,33 @@ impl Client {
     async fn connect_app(&mut self, app: &str) {
         let r = self.session.request_connection(app.to_string()).unwrap();
         self.send_all(vec![r]).await;
-        assert!(self.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)).await, "connect accepted");
+        assert!(
+            self.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
+                .await,
+            "connect accepted"
+        );
     }
 
     /// `true` if the publish was accepted.
     async fn publish(&mut self, name: &str) -> bool {
-        let r = self.session.request_publishing(name.to_string(), PublishRequestType::Live).unwrap();
+        let r = self
+            .session
+            .request_publishing(name.to_string(), PublishRequestType::Live)
+            .unwrap();
         self.send_all(vec![r]).await;
-        self.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)).await
+        self.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+            .await
     }
 
     async fn video(&mut self, body: &[u8], timestamp_ms: u32) {
-        let r = self.session.publish_video_data(Bytes::copy_from_slice(body), RtmpTimestamp::new(timestamp_ms), false).unwrap();
+        let r = self
+            .session
+            .publish_video_data(
+                Bytes::copy_from_slice(body),
+                RtmpTimestamp::new(timestamp_ms),
+                false,
+            )
+            .unwrap();
         self.send_all(vec![r]).await;
     }
 }
@@ -307,7 +400,11 @@ fn raw_message(type_id: u8, body: &[u8]) -> Vec<u8> {
 async fn ffmpeg_publish_is_recorded_as_h264_and_aac_flv() {
     let mut h = Harness::start(|_| {}, Mode::Record).await;
     let out = ffmpeg_publish(&h.url("live/cam")).await;
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ended = h.next_ended().await;
     assert_eq!(ended.stream, "cam");
     assert_eq!(h.calls(), ["cam"]);
@@ -318,32 +415,60 @@ async fn ffmpeg_publish_is_recorded_as_h264_and_aac_flv() {
 async fn stream_keys_admit_the_right_key_only_and_are_never_logged() {
     let logs = LogBuf::default();
     let _guard = logs.install();
-    let mut h = Harness::start(|c| drop(c.stream_keys.insert("cam".into(), "Sup3rSecret".into())), Mode::Record).await;
+    let mut h = Harness::start(
+        |c| drop(c.stream_keys.insert("cam".into(), "Sup3rSecret".into())),
+        Mode::Record,
+    )
+    .await;
 
-    for (path, what) in [("live/cam?key=WrongSecret", "wrong key"), ("live/cam", "missing key"), ("live/other?key=Sup3rSecret", "unlisted stream")] {
+    for (path, what) in [
+        ("live/cam?key=WrongSecret", "wrong key"),
+        ("live/cam", "missing key"),
+        ("live/other?key=Sup3rSecret", "unlisted stream"),
+    ] {
         let out = ffmpeg_publish_for(&h.url(path), 1).await;
         assert!(!out.status.success(), "ffmpeg should fail with a {what}");
-        assert!(h.calls().is_empty(), "handler must not be called for a {what}");
+        assert!(
+            h.calls().is_empty(),
+            "handler must not be called for a {what}"
+        );
     }
 
     let out = ffmpeg_publish(&h.url("live/cam?key=Sup3rSecret")).await;
-    assert!(out.status.success(), "ffmpeg with the right key failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg with the right key failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ended = h.next_ended().await;
     assert_eq!(h.calls(), ["cam"], "the handler gets the bare stream name");
     assert_h264_aac(&ended.path, 2);
 
     let text = logs.text();
     assert!(text.contains("stream=cam"), "logs name the stream: {text}");
-    assert!(text.contains("wrong stream key") && text.contains("missing stream key"), "rejections are logged: {text}");
-    assert!(!text.contains("Sup3rSecret") && !text.contains("WrongSecret"), "keys must never be logged: {text}");
+    assert!(
+        text.contains("wrong stream key") && text.contains("missing stream key"),
+        "rejections are logged: {text}"
+    );
+    assert!(
+        !text.contains("Sup3rSecret") && !text.contains("WrongSecret"),
+        "keys must never be logged: {text}"
+    );
 }
 
 #[tokio::test]
 async fn key_in_the_app_part_of_the_url_is_accepted() {
-    let mut h = Harness::start(|c| drop(c.stream_keys.insert("cam".into(), "k1".into())), Mode::Record).await;
+    let mut h = Harness::start(
+        |c| drop(c.stream_keys.insert("cam".into(), "k1".into())),
+        Mode::Record,
+    )
+    .await;
     let mut client = Client::connect(h.addr).await;
     client.connect_app("live?key=k1").await;
-    assert!(client.publish("cam").await, "publish with the key on the app is accepted");
+    assert!(
+        client.publish("cam").await,
+        "publish with the key on the app is accepted"
+    );
     client.video(&[0x17, 0, 0, 0, 0], 0).await;
     drop(client);
     let ended = h.next_ended().await;
@@ -354,7 +479,10 @@ async fn key_in_the_app_part_of_the_url_is_accepted() {
 async fn handler_refusal_makes_ffmpeg_fail() {
     let h = Harness::start(|_| {}, Mode::Refuse("stream already live")).await;
     let out = ffmpeg_publish_for(&h.url("live/cam"), 1).await;
-    assert!(!out.status.success(), "ffmpeg should fail when the handler refuses");
+    assert!(
+        !out.status.success(),
+        "ffmpeg should fail when the handler refuses"
+    );
     assert_eq!(h.calls(), ["cam"]);
 }
 
@@ -372,7 +500,9 @@ async fn invalid_names_wrong_app_and_play_are_refused() {
     client.connect_app("live").await;
     let r = client.session.request_playback("cam".into()).unwrap();
     client.send_all(vec![r]).await;
-    let played = client.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted)).await;
+    let played = client
+        .wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted))
+        .await;
     assert!(!played, "play must be refused and the connection closed");
     assert!(h.calls().is_empty());
 }
@@ -420,7 +550,11 @@ async fn garbage_connections_do_not_disturb_a_good_publisher() {
         // A real handshake, then `@setDataFrame` with no value: crashes rml_rtmp's parser.
         let mut client = Client::connect(addr).await;
         let amf0_set_data_frame = [&[0x02, 0x00, 13][..], b"@setDataFrame"].concat();
-        client.sock.write_all(&raw_message(18, &amf0_set_data_frame)).await.unwrap();
+        client
+            .sock
+            .write_all(&raw_message(18, &amf0_set_data_frame))
+            .await
+            .unwrap();
         expect_closed_by_server(&mut client.sock, "parser-crashing").await;
     };
     let junk = async {
@@ -432,7 +566,11 @@ async fn garbage_connections_do_not_disturb_a_good_publisher() {
     tokio::join!(random, truncated, stalled, half_closed, crash, junk);
 
     let out = good.await.unwrap();
-    assert!(out.status.success(), "good publisher failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "good publisher failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ended = h.next_ended().await;
     assert_eq!(ended.stream, "good");
     assert_eq!(h.calls(), ["good"], "garbage never reaches the handler");
@@ -441,8 +579,15 @@ async fn garbage_connections_do_not_disturb_a_good_publisher() {
     // One warning per hostile connection, each in a span naming the peer.
     let text = logs.text();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
-    assert_eq!(warnings.len(), 6, "one warning per garbage connection: {text}");
-    assert!(warnings.iter().all(|l| l.contains("rtmp{peer=127.0.0.1:")), "{text}");
+    assert_eq!(
+        warnings.len(),
+        6,
+        "one warning per garbage connection: {text}"
+    );
+    assert!(
+        warnings.iter().all(|l| l.contains("rtmp{peer=127.0.0.1:")),
+        "{text}"
+    );
     assert!(text.contains("crashed the RTMP parser"), "{text}");
 }
 
@@ -462,7 +607,9 @@ async fn oversized_message_closes_the_connection() {
     client.connect_app("live").await;
     assert!(client.publish("big").await);
     // SetChunkSize 0x7fffffff, then a video message announcing 16 MiB - 1, then an endless body.
-    let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff];
+    let mut bytes = vec![
+        0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+    ];
     bytes.extend_from_slice(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
     let _ = client.sock.write_all(&bytes).await;
     let flood = vec![0u8; 64 * 1024];
@@ -482,7 +629,10 @@ async fn oversized_message_closes_the_connection() {
         expect_closed_by_server(&mut client.sock, "oversized").await;
     }
     eprintln!("server closed after {sent} bytes were written");
-    assert!(sent < 16 * 1024 * 1024, "server should cut the connection well before the whole message");
+    assert!(
+        sent < 16 * 1024 * 1024,
+        "server should cut the connection well before the whole message"
+    );
 }
 
 #[tokio::test]
@@ -498,7 +648,12 @@ async fn idle_publisher_is_disconnected_and_its_stream_ends() {
     assert_eq!(ended.stream, "quiet");
     assert_eq!(ended.bytes, 13 + 11 + 6 + 4, "FLV header + one video tag");
     let data = std::fs::read(&ended.path).unwrap();
-    assert_eq!(&data[13..], &[9, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0x17, 0, 0, 0, 0, 0xaa, 0, 0, 0, 17]);
+    assert_eq!(
+        &data[13..],
+        &[
+            9, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0x17, 0, 0, 0, 0, 0xaa, 0, 0, 0, 17
+        ]
+    );
 }
 
 #[tokio::test]
@@ -509,12 +664,27 @@ async fn a_stuck_consumer_backpressures_until_the_idle_timeout() {
     assert!(client.publish("stuck").await);
     // The FLV header fills the one slot; the first tag waits, then the server gives up.
     for i in 0..3 {
-        client.video(&[0x27, 1, 0, 0, 0, i], u32::from(i) * 33).await;
+        client
+            .video(&[0x27, 1, 0, 0, 0, i], u32::from(i) * 33)
+            .await;
     }
     expect_closed_by_server(&mut client.sock, "backpressured").await;
-    let mut rx = h.recorder.held.lock().unwrap().pop().expect("handler was called");
-    assert_eq!(rx.recv().await.as_deref(), Some(&zoomate::ingest::flv::header()[..]));
-    assert_eq!(rx.recv().await, None, "the sender is dropped when the connection closes");
+    let mut rx = h
+        .recorder
+        .held
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("handler was called");
+    assert_eq!(
+        rx.recv().await.as_deref(),
+        Some(&zoomate::ingest::flv::header()[..])
+    );
+    assert_eq!(
+        rx.recv().await,
+        None,
+        "the sender is dropped when the connection closes"
+    );
 }
 
 #[tokio::test]
@@ -532,7 +702,9 @@ async fn connection_limit_closes_excess_connections() {
     for _ in 0..50 {
         let mut s = TcpStream::connect(h.addr).await.unwrap();
         let mut hs = Handshake::new(PeerType::Client);
-        s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).await.unwrap();
+        s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+            .await
+            .unwrap();
         let mut b = [0u8; 1];
         if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
             third = Some(s);
@@ -540,7 +712,10 @@ async fn connection_limit_closes_excess_connections() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(third.is_some(), "a new connection is served once the first has gone");
+    assert!(
+        third.is_some(),
+        "a new connection is served once the first has gone"
+    );
 }
 
 #[tokio::test]
@@ -553,7 +728,10 @@ async fn shutdown_closes_publishers_and_ends_their_streams() {
     // Wait until the video tag has been handled (the handler was called on publish).
     assert_eq!(h.calls(), ["live1"]);
     h.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, &mut h.server).await.expect("run returns after shutdown").unwrap();
+    tokio::time::timeout(PATIENCE, &mut h.server)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
     let ended = h.next_ended().await;
     assert_eq!(ended.stream, "live1");
     expect_closed_by_server(&mut client.sock, "shut down").await;
@@ -562,12 +740,40 @@ async fn shutdown_closes_publishers_and_ends_their_streams() {
 #[tokio::test]
 async fn gstreamer_rtmp2sink_publish_with_key_is_recorded() {
     common::require_tool("gst-launch-1.0");
-    let mut h = Harness::start(|c| drop(c.stream_keys.insert("gst".into(), "g5t".into())), Mode::Record).await;
+    let mut h = Harness::start(
+        |c| drop(c.stream_keys.insert("gst".into(), "g5t".into())),
+        Mode::Record,
+    )
+    .await;
     let location = format!("location={}", h.url("live/gst?key=g5t"));
     let pipeline = [
-        "videotestsrc", "num-buffers=60", "!", "video/x-raw,format=I420,width=320,height=240,framerate=30/1", "!", "x264enc", "tune=zerolatency",
-        "key-int-max=30", "!", "h264parse", "!", "flvmux", "name=m", "streamable=true", "!", "rtmp2sink", &location, "audiotestsrc", "num-buffers=94",
-        "!", "audio/x-raw,rate=48000", "!", "avenc_aac", "!", "aacparse", "!", "m.",
+        "videotestsrc",
+        "num-buffers=60",
+        "!",
+        "video/x-raw,format=I420,width=320,height=240,framerate=30/1",
+        "!",
+        "x264enc",
+        "tune=zerolatency",
+        "key-int-max=30",
+        "!",
+        "h264parse",
+        "!",
+        "flvmux",
+        "name=m",
+        "streamable=true",
+        "!",
+        "rtmp2sink",
+        &location,
+        "audiotestsrc",
+        "num-buffers=94",
+        "!",
+        "audio/x-raw,rate=48000",
+        "!",
+        "avenc_aac",
+        "!",
+        "aacparse",
+        "!",
+        "m.",
     ];
     let child = tokio::process::Command::new("gst-launch-1.0")
         .arg("-q")
@@ -577,8 +783,16 @@ async fn gstreamer_rtmp2sink_publish_with_key_is_recorded() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn gst-launch-1.0");
-    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output()).await.expect("gst-launch should finish").unwrap();
-    assert!(out.status.success(), "gst-launch failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(PATIENCE * 2, child.wait_with_output())
+        .await
+        .expect("gst-launch should finish")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gst-launch failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ended = h.next_ended().await;
     assert_eq!(ended.stream, "gst");
     assert_h264_aac(&ended.path, 2);

@@ -2,7 +2,9 @@
 //! as hostile: limits on traversal and nesting, typed errors, never a panic.
 
 use super::event::{BusEvent, RenditionInfo};
-use super::zoomate_bus_capnp::{envelope, origin_heartbeat, playlist_updated, segment_ready, stream_ended, stream_started};
+use super::zoomate_bus_capnp::{
+    envelope, origin_heartbeat, playlist_updated, segment_ready, stream_ended, stream_started,
+};
 
 /// Protocol version this build writes and understands.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -25,7 +27,10 @@ pub enum DecodeError {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Serialises one event as an `Envelope` (standard framing, unpacked).
@@ -36,7 +41,17 @@ pub fn encode(event: &BusEvent) -> Vec<u8> {
         env.set_version(PROTOCOL_VERSION);
         env.set_sent_at_ms(now_ms());
         match event {
-            BusEvent::SegmentReady { stream, rendition, media_sequence, duration_ms, uri, byte_size, program_date_time_ms, discontinuity, origin_id } => {
+            BusEvent::SegmentReady {
+                stream,
+                rendition,
+                media_sequence,
+                duration_ms,
+                uri,
+                byte_size,
+                program_date_time_ms,
+                discontinuity,
+                origin_id,
+            } => {
                 let mut m = env.init_segment_ready();
                 m.set_stream(stream.as_str());
                 m.set_rendition(rendition.as_str());
@@ -48,14 +63,23 @@ pub fn encode(event: &BusEvent) -> Vec<u8> {
                 m.set_discontinuity(*discontinuity);
                 m.set_origin_id(origin_id.as_str());
             }
-            BusEvent::PlaylistUpdated { stream, rendition, media_sequence, uri } => {
+            BusEvent::PlaylistUpdated {
+                stream,
+                rendition,
+                media_sequence,
+                uri,
+            } => {
                 let mut m = env.init_playlist_updated();
                 m.set_stream(stream.as_str());
                 m.set_rendition(rendition.as_str());
                 m.set_media_sequence(*media_sequence);
                 m.set_uri(uri.as_str());
             }
-            BusEvent::StreamStarted { stream, origin_id, renditions } => {
+            BusEvent::StreamStarted {
+                stream,
+                origin_id,
+                renditions,
+            } => {
                 let mut m = env.init_stream_started();
                 m.set_stream(stream.as_str());
                 m.set_origin_id(origin_id.as_str());
@@ -74,7 +98,14 @@ pub fn encode(event: &BusEvent) -> Vec<u8> {
                 m.set_stream(stream.as_str());
                 m.set_origin_id(origin_id.as_str());
             }
-            BusEvent::OriginHeartbeat { origin_id, http_base_url, streams, load_streams, load_encoder_speed, interval_ms } => {
+            BusEvent::OriginHeartbeat {
+                origin_id,
+                http_base_url,
+                streams,
+                load_streams,
+                load_encoder_speed,
+                interval_ms,
+            } => {
                 let mut m = env.init_origin_heartbeat();
                 m.set_origin_id(origin_id.as_str());
                 m.set_http_base_url(http_base_url.as_str());
@@ -101,7 +132,9 @@ pub fn decode(bytes: &[u8]) -> Result<BusEvent, DecodeError> {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
     let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(Some(MAX_PAYLOAD_BYTES / 8 * 2)).nesting_limit(8);
+    options
+        .traversal_limit_in_words(Some(MAX_PAYLOAD_BYTES / 8 * 2))
+        .nesting_limit(8);
     let mut slice = bytes;
     let reader = capnp::serialize::read_message_from_flat_slice(&mut slice, options)?;
     let env = reader.get_root::<envelope::Reader>()?;
@@ -153,11 +186,18 @@ fn stream_started_from(m: stream_started::Reader<'_>) -> Result<BusEvent, Decode
             codecs: text(r.get_codecs())?,
         });
     }
-    Ok(BusEvent::StreamStarted { stream: text(m.get_stream())?, origin_id: text(m.get_origin_id())?, renditions })
+    Ok(BusEvent::StreamStarted {
+        stream: text(m.get_stream())?,
+        origin_id: text(m.get_origin_id())?,
+        renditions,
+    })
 }
 
 fn stream_ended_from(m: stream_ended::Reader<'_>) -> Result<BusEvent, DecodeError> {
-    Ok(BusEvent::StreamEnded { stream: text(m.get_stream())?, origin_id: text(m.get_origin_id())? })
+    Ok(BusEvent::StreamEnded {
+        stream: text(m.get_stream())?,
+        origin_id: text(m.get_origin_id())?,
+    })
 }
 
 fn heartbeat_from(m: origin_heartbeat::Reader<'_>) -> Result<BusEvent, DecodeError> {
@@ -193,13 +233,27 @@ mod tests {
                 discontinuity: true,
                 origin_id: "origin-1".into(),
             },
-            BusEvent::PlaylistUpdated { stream: "demo".into(), rendition: "720p".into(), media_sequence: 42, uri: "/live/demo/720p/index.m3u8".into() },
+            BusEvent::PlaylistUpdated {
+                stream: "demo".into(),
+                rendition: "720p".into(),
+                media_sequence: 42,
+                uri: "/live/demo/720p/index.m3u8".into(),
+            },
             BusEvent::StreamStarted {
                 stream: "demo".into(),
                 origin_id: "o".into(),
-                renditions: vec![RenditionInfo { name: "720p".into(), bandwidth_bps: 3_000_000, width: 1280, height: 720, codecs: "avc1.64001f,mp4a.40.2".into() }],
+                renditions: vec![RenditionInfo {
+                    name: "720p".into(),
+                    bandwidth_bps: 3_000_000,
+                    width: 1280,
+                    height: 720,
+                    codecs: "avc1.64001f,mp4a.40.2".into(),
+                }],
             },
-            BusEvent::StreamEnded { stream: "demo".into(), origin_id: "o".into() },
+            BusEvent::StreamEnded {
+                stream: "demo".into(),
+                origin_id: "o".into(),
+            },
             BusEvent::OriginHeartbeat {
                 origin_id: "o".into(),
                 http_base_url: "http://127.0.0.1:8081".into(),
@@ -232,7 +286,10 @@ mod tests {
         let mut bytes = encode(&samples()[0]);
         // Root struct data section starts after the 8-byte segment table and 8-byte root pointer.
         bytes[16] = 9;
-        assert!(matches!(decode(&bytes), Err(DecodeError::UnknownVersion(9))));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::UnknownVersion(9))
+        ));
     }
 
     #[test]

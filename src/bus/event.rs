@@ -31,9 +31,21 @@ pub enum BusEvent {
         origin_id: String,
     },
     /// A media playlist was rewritten.
-    PlaylistUpdated { stream: String, rendition: String, media_sequence: u64, uri: String },
-    StreamStarted { stream: String, origin_id: String, renditions: Vec<RenditionInfo> },
-    StreamEnded { stream: String, origin_id: String },
+    PlaylistUpdated {
+        stream: String,
+        rendition: String,
+        media_sequence: u64,
+        uri: String,
+    },
+    StreamStarted {
+        stream: String,
+        origin_id: String,
+        renditions: Vec<RenditionInfo>,
+    },
+    StreamEnded {
+        stream: String,
+        origin_id: String,
+    },
     OriginHeartbeat {
         origin_id: String,
         /// Base URL edges use, e.g. `http://127.0.0.1:8081`.
@@ -52,9 +64,15 @@ impl BusEvent {
     /// The ZeroMQ topic frame: subscribers filter by prefix.
     pub fn topic(&self) -> String {
         match self {
-            BusEvent::SegmentReady { stream, rendition, .. } => format!("seg/{stream}/{rendition}"),
-            BusEvent::PlaylistUpdated { stream, rendition, .. } => format!("pl/{stream}/{rendition}"),
-            BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => format!("stream/{stream}"),
+            BusEvent::SegmentReady {
+                stream, rendition, ..
+            } => format!("seg/{stream}/{rendition}"),
+            BusEvent::PlaylistUpdated {
+                stream, rendition, ..
+            } => format!("pl/{stream}/{rendition}"),
+            BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
+                format!("stream/{stream}")
+            }
             BusEvent::OriginHeartbeat { origin_id, .. } => format!("hb/{origin_id}"),
         }
     }

@@ -22,7 +22,10 @@ pub mod zoomate_bus_capnp {
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("zeromq {endpoint}: {source}")]
-    Zmq { endpoint: String, source: zeromq::ZmqError },
+    Zmq {
+        endpoint: String,
+        source: zeromq::ZmqError,
+    },
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
 }

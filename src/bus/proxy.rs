@@ -36,7 +36,9 @@ impl SubscriptionCounts {
     /// `frame` is a ZMTP subscription frame: `0x01 prefix` subscribes, `0x00 prefix`
     /// unsubscribes (ZMTP 3.0, RFC 29 / 23). Anything else is ignored.
     pub fn apply(&mut self, frame: &[u8]) -> Upstream {
-        let Some((&kind, prefix)) = frame.split_first() else { return Upstream::Nothing };
+        let Some((&kind, prefix)) = frame.split_first() else {
+            return Upstream::Nothing;
+        };
         match kind {
             1 => {
                 if let Some(n) = self.counts.get_mut(prefix) {
@@ -48,7 +50,10 @@ impl SubscriptionCounts {
                         return Upstream::Nothing;
                     }
                     self.overflowed = true;
-                    tracing::warn!(limit = MAX_SUBSCRIPTIONS, "bus proxy subscription limit reached; subscribing upstream to everything");
+                    tracing::warn!(
+                        limit = MAX_SUBSCRIPTIONS,
+                        "bus proxy subscription limit reached; subscribing upstream to everything"
+                    );
                     return Upstream::Forward(vec![1]);
                 }
                 self.counts.insert(prefix.to_vec(), 1);
@@ -72,11 +77,22 @@ impl SubscriptionCounts {
 
 /// Binds both sides and forwards until shutdown. Sends the bound endpoints (port 0 resolved)
 /// through `ready`, for tests and for logging.
-pub async fn run_proxy_with(frontend: &str, backend: &str, shutdown: Shutdown, ready: Option<tokio::sync::oneshot::Sender<(String, String)>>) -> Result<(), BusError> {
+pub async fn run_proxy_with(
+    frontend: &str,
+    backend: &str,
+    shutdown: Shutdown,
+    ready: Option<tokio::sync::oneshot::Sender<(String, String)>>,
+) -> Result<(), BusError> {
     let mut xsub = zeromq::XSubSocket::new();
-    let front = xsub.bind(frontend).await.map_err(|source| BusError::Zmq { endpoint: frontend.into(), source })?;
+    let front = xsub.bind(frontend).await.map_err(|source| BusError::Zmq {
+        endpoint: frontend.into(),
+        source,
+    })?;
     let mut xpub = zeromq::XPubSocket::new();
-    let back = xpub.bind(backend).await.map_err(|source| BusError::Zmq { endpoint: backend.into(), source })?;
+    let back = xpub.bind(backend).await.map_err(|source| BusError::Zmq {
+        endpoint: backend.into(),
+        source,
+    })?;
     tracing::info!(frontend = %front, backend = %back, "bus proxy forwarding");
     if let Some(r) = ready {
         let _ = r.send((front.to_string(), back.to_string()));
@@ -115,11 +131,21 @@ mod tests {
     #[test]
     fn first_subscribe_and_last_unsubscribe_go_upstream() {
         let mut c = SubscriptionCounts::default();
-        assert_eq!(c.apply(b"\x01seg/"), Upstream::Forward(b"\x01seg/".to_vec()));
+        assert_eq!(
+            c.apply(b"\x01seg/"),
+            Upstream::Forward(b"\x01seg/".to_vec())
+        );
         assert_eq!(c.apply(b"\x01seg/"), Upstream::Nothing);
         assert_eq!(c.apply(b"\x00seg/"), Upstream::Nothing);
-        assert_eq!(c.apply(b"\x00seg/"), Upstream::Forward(b"\x00seg/".to_vec()));
-        assert_eq!(c.apply(b"\x00seg/"), Upstream::Nothing, "unsubscribe without subscribe");
+        assert_eq!(
+            c.apply(b"\x00seg/"),
+            Upstream::Forward(b"\x00seg/".to_vec())
+        );
+        assert_eq!(
+            c.apply(b"\x00seg/"),
+            Upstream::Nothing,
+            "unsubscribe without subscribe"
+        );
         assert_eq!(c.apply(b""), Upstream::Nothing);
         assert_eq!(c.apply(b"\x07x"), Upstream::Nothing);
     }
@@ -128,7 +154,10 @@ mod tests {
     fn too_many_prefixes_degrade_to_everything_once() {
         let mut c = SubscriptionCounts::default();
         for i in 0..MAX_SUBSCRIPTIONS {
-            assert!(matches!(c.apply(format!("\x01p{i}").as_bytes()), Upstream::Forward(_)));
+            assert!(matches!(
+                c.apply(format!("\x01p{i}").as_bytes()),
+                Upstream::Forward(_)
+            ));
         }
         assert_eq!(c.apply(b"\x01extra"), Upstream::Forward(vec![1]));
         assert_eq!(c.apply(b"\x01extra2"), Upstream::Nothing);

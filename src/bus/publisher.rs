@@ -74,22 +74,37 @@ impl BusPublisher {
     /// sender task. Errors only when binding fails.
     pub async fn start(config: &BusConfig, shutdown: Shutdown) -> Result<BusPublisher, BusError> {
         let (tx, rx) = mpsc::channel::<BusEvent>(config.queue_capacity.max(1));
-        let queue = Queue { tx, dropped: Arc::new(AtomicU64::new(0)) };
+        let queue = Queue {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
         let sent = Arc::new(AtomicU64::new(0));
         let endpoint = if config.publish_connect {
-            tokio::spawn(run_connected(config.publish_endpoint.clone(), rx, sent.clone(), shutdown));
+            tokio::spawn(run_connected(
+                config.publish_endpoint.clone(),
+                rx,
+                sent.clone(),
+                shutdown,
+            ));
             config.publish_endpoint.clone()
         } else {
             let mut socket = zeromq::PubSocket::new();
             let bound = socket
                 .bind(&config.publish_endpoint)
                 .await
-                .map_err(|source| BusError::Zmq { endpoint: config.publish_endpoint.clone(), source })?;
+                .map_err(|source| BusError::Zmq {
+                    endpoint: config.publish_endpoint.clone(),
+                    source,
+                })?;
             tracing::info!(endpoint = %bound, "bus publisher bound");
             tokio::spawn(run_bound(socket, rx, sent.clone(), shutdown));
             bound.to_string()
         };
-        Ok(BusPublisher { queue, endpoint, sent })
+        Ok(BusPublisher {
+            queue,
+            endpoint,
+            sent,
+        })
     }
 
     /// Queues an event; when the queue is full the event is dropped and counted.
@@ -114,7 +129,12 @@ impl BusPublisher {
     }
 
     /// Publishes `make()` every `interval` (first one at once) until shutdown.
-    pub fn spawn_heartbeat(&self, interval: Duration, make: impl Fn() -> BusEvent + Send + 'static, shutdown: Shutdown) {
+    pub fn spawn_heartbeat(
+        &self,
+        interval: Duration,
+        make: impl Fn() -> BusEvent + Send + 'static,
+        shutdown: Shutdown,
+    ) {
         let queue = self.queue.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
@@ -137,11 +157,21 @@ enum SendEnd {
     PeerLost,
 }
 
-async fn run_bound(mut socket: zeromq::PubSocket, mut rx: mpsc::Receiver<BusEvent>, sent: Arc<AtomicU64>, shutdown: Shutdown) {
+async fn run_bound(
+    mut socket: zeromq::PubSocket,
+    mut rx: mpsc::Receiver<BusEvent>,
+    sent: Arc<AtomicU64>,
+    shutdown: Shutdown,
+) {
     let _ = send_loop(&mut socket, &mut rx, &sent, &shutdown, None).await;
 }
 
-async fn run_connected(endpoint: String, mut rx: mpsc::Receiver<BusEvent>, sent: Arc<AtomicU64>, shutdown: Shutdown) {
+async fn run_connected(
+    endpoint: String,
+    mut rx: mpsc::Receiver<BusEvent>,
+    sent: Arc<AtomicU64>,
+    shutdown: Shutdown,
+) {
     let mut logged = false;
     loop {
         let mut options = zeromq::SocketOptions::default();

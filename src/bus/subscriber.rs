@@ -61,7 +61,12 @@ pub struct SubscriberOptions {
 
 impl SubscriberOptions {
     pub fn with_capacity(capacity: usize) -> Self {
-        SubscriberOptions { capacity, connect_timeout: DEFAULT_CONNECT_TIMEOUT, retry_delay: DEFAULT_RETRY_DELAY, idle_reconnect: None }
+        SubscriberOptions {
+            capacity,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            idle_reconnect: None,
+        }
     }
 }
 
@@ -76,17 +81,42 @@ impl BusSubscriber {
     /// Subscribes to `topic_prefixes` (empty = everything) on each endpoint; decoded events go
     /// to the returned channel of `capacity`. Connections are retried until they succeed, so
     /// the publisher may start later, and re-established when a publisher restarts.
-    pub fn spawn(endpoints: Vec<String>, topic_prefixes: Vec<String>, capacity: usize, shutdown: Shutdown) -> (BusSubscriber, mpsc::Receiver<BusEvent>) {
-        Self::spawn_with(endpoints, topic_prefixes, SubscriberOptions::with_capacity(capacity), shutdown)
+    pub fn spawn(
+        endpoints: Vec<String>,
+        topic_prefixes: Vec<String>,
+        capacity: usize,
+        shutdown: Shutdown,
+    ) -> (BusSubscriber, mpsc::Receiver<BusEvent>) {
+        Self::spawn_with(
+            endpoints,
+            topic_prefixes,
+            SubscriberOptions::with_capacity(capacity),
+            shutdown,
+        )
     }
 
     /// [`BusSubscriber::spawn`] with every knob.
-    pub fn spawn_with(endpoints: Vec<String>, topic_prefixes: Vec<String>, options: SubscriberOptions, shutdown: Shutdown) -> (BusSubscriber, mpsc::Receiver<BusEvent>) {
+    pub fn spawn_with(
+        endpoints: Vec<String>,
+        topic_prefixes: Vec<String>,
+        options: SubscriberOptions,
+        shutdown: Shutdown,
+    ) -> (BusSubscriber, mpsc::Receiver<BusEvent>) {
         let (tx, rx) = mpsc::channel(options.capacity.max(1));
         let counters = Arc::new(Counters::default());
-        let prefixes = if topic_prefixes.is_empty() { vec![String::new()] } else { topic_prefixes };
+        let prefixes = if topic_prefixes.is_empty() {
+            vec![String::new()]
+        } else {
+            topic_prefixes
+        };
         for endpoint in endpoints {
-            let worker = EndpointWorker { endpoint, prefixes: prefixes.clone(), tx: tx.clone(), counters: counters.clone(), options: options.clone() };
+            let worker = EndpointWorker {
+                endpoint,
+                prefixes: prefixes.clone(),
+                tx: tx.clone(),
+                counters: counters.clone(),
+                options: options.clone(),
+            };
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 tokio::select! {
@@ -163,7 +193,11 @@ impl EndpointWorker {
     }
 
     /// Receives until the publisher goes away (or stays silent past `idle_reconnect`).
-    async fn session(&self, socket: &mut zeromq::SubSocket, monitor: &mut futures::channel::mpsc::Receiver<SocketEvent>) -> SessionEnd {
+    async fn session(
+        &self,
+        socket: &mut zeromq::SubSocket,
+        monitor: &mut futures::channel::mpsc::Receiver<SocketEvent>,
+    ) -> SessionEnd {
         let idle = self.options.idle_reconnect;
         loop {
             let silence = async {

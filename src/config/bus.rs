@@ -32,14 +32,29 @@ impl Default for BusConfig {
 
 impl BusConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.enabled && !(self.publish_endpoint.starts_with("tcp://") || self.publish_endpoint.starts_with("ipc://")) {
-            return Err(ConfigError::invalid("bus.publish_endpoint", &self.publish_endpoint, "must be tcp://HOST:PORT or ipc://PATH"));
+        if self.enabled
+            && !(self.publish_endpoint.starts_with("tcp://")
+                || self.publish_endpoint.starts_with("ipc://"))
+        {
+            return Err(ConfigError::invalid(
+                "bus.publish_endpoint",
+                &self.publish_endpoint,
+                "must be tcp://HOST:PORT or ipc://PATH",
+            ));
         }
         if !(100..=60_000).contains(&self.heartbeat_interval_ms) {
-            return Err(ConfigError::invalid("bus.heartbeat_interval_ms", self.heartbeat_interval_ms, "must be 100..=60000"));
+            return Err(ConfigError::invalid(
+                "bus.heartbeat_interval_ms",
+                self.heartbeat_interval_ms,
+                "must be 100..=60000",
+            ));
         }
         if !(16..=1_000_000).contains(&self.queue_capacity) {
-            return Err(ConfigError::invalid("bus.queue_capacity", self.queue_capacity, "must be 16..=1000000"));
+            return Err(ConfigError::invalid(
+                "bus.queue_capacity",
+                self.queue_capacity,
+                "must be 16..=1000000",
+            ));
         }
         Ok(())
     }

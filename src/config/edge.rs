@@ -72,27 +72,58 @@ impl EdgeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, o) in self.origins.iter().enumerate() {
             if !o.starts_with("http://") {
-                return Err(ConfigError::invalid(format!("edge.origins[{i}]"), o, "must be an http:// URL"));
+                return Err(ConfigError::invalid(
+                    format!("edge.origins[{i}]"),
+                    o,
+                    "must be an http:// URL",
+                ));
             }
         }
         if self.cache_bytes < 1024 * 1024 {
-            return Err(ConfigError::invalid("edge.cache_bytes", self.cache_bytes, "must be at least 1048576"));
+            return Err(ConfigError::invalid(
+                "edge.cache_bytes",
+                self.cache_bytes,
+                "must be at least 1048576",
+            ));
         }
         for (key, v, lo, hi) in [
             ("edge.playlist_ttl_ms", self.playlist_ttl_ms, 100, 600_000),
-            ("edge.health_check_interval_ms", self.health_check_interval_ms, 100, 600_000),
-            ("edge.origin_timeout_ms", self.origin_timeout_ms, 100, 120_000),
-            ("edge.max_object_bytes", self.max_object_bytes, 1024, 4 * 1024 * 1024 * 1024),
+            (
+                "edge.health_check_interval_ms",
+                self.health_check_interval_ms,
+                100,
+                600_000,
+            ),
+            (
+                "edge.origin_timeout_ms",
+                self.origin_timeout_ms,
+                100,
+                120_000,
+            ),
+            (
+                "edge.max_object_bytes",
+                self.max_object_bytes,
+                1024,
+                4 * 1024 * 1024 * 1024,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
             }
         }
         if self.health_rise == 0 || self.health_fall == 0 {
-            return Err(ConfigError::invalid("edge.health_rise/health_fall", 0, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "edge.health_rise/health_fall",
+                0,
+                "must be at least 1",
+            ));
         }
         if !(16..=1_000_000).contains(&self.bus_queue_capacity) {
-            return Err(ConfigError::invalid("edge.bus_queue_capacity", self.bus_queue_capacity, "must be 16..=1000000"));
+            return Err(ConfigError::invalid(
+                "edge.bus_queue_capacity",
+                self.bus_queue_capacity,
+                "must be 16..=1000000",
+            ));
         }
         super::validate_limits("edge.limits", &self.limits)
     }

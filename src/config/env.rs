@@ -10,8 +10,14 @@ pub fn apply_env_overrides(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, value) in vars {
-        let Some(key) = name.strip_prefix("ZOOMATE_") else { continue };
-        let addr = |v: &str| v.parse().map_err(|_| ConfigError::invalid(name.clone(), v, "not a socket address (HOST:PORT)"));
+        let Some(key) = name.strip_prefix("ZOOMATE_") else {
+            continue;
+        };
+        let addr = |v: &str| {
+            v.parse().map_err(|_| {
+                ConfigError::invalid(name.clone(), v, "not a socket address (HOST:PORT)")
+            })
+        };
         match key {
             "LOG" | "LOG_LEVEL" => config.log.level = value,
             "LOG_FORMAT" => {
@@ -30,7 +36,13 @@ pub fn apply_env_overrides(
             "VOD_DIR" => config.vod.dir = value.into(),
             "BUS_ENDPOINT" => config.bus.publish_endpoint = value,
             "PIPELINES_DIR" => config.pipelines.dir = value.into(),
-            _ => return Err(ConfigError::invalid(name, value, "unknown ZOOMATE_* variable")),
+            _ => {
+                return Err(ConfigError::invalid(
+                    name,
+                    value,
+                    "unknown ZOOMATE_* variable",
+                ));
+            }
         }
     }
     Ok(())
@@ -43,9 +55,14 @@ mod tests {
     #[test]
     fn overrides_apply_and_bad_values_name_the_variable() {
         let mut c = Config::default();
-        apply_env_overrides(&mut c, [("ZOOMATE_RTMP_LISTEN".into(), "127.0.0.1:1936".into())]).unwrap();
+        apply_env_overrides(
+            &mut c,
+            [("ZOOMATE_RTMP_LISTEN".into(), "127.0.0.1:1936".into())],
+        )
+        .unwrap();
         assert_eq!(c.rtmp.listen.port(), 1936);
-        let e = apply_env_overrides(&mut c, [("ZOOMATE_RTMP_LISTEN".into(), "nope".into())]).unwrap_err();
+        let e = apply_env_overrides(&mut c, [("ZOOMATE_RTMP_LISTEN".into(), "nope".into())])
+            .unwrap_err();
         assert!(e.to_string().contains("ZOOMATE_RTMP_LISTEN") && e.to_string().contains("nope"));
         apply_env_overrides(&mut c, [("PATH".into(), "/bin".into())]).unwrap();
     }

@@ -26,16 +26,31 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/zoomate.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config parse error: {0}")]
     Parse(String),
     #[error("invalid config: {key} = {value:?}: {reason}")]
-    Invalid { key: String, value: String, reason: String },
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
-    pub fn invalid(key: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), value: value.to_string(), reason: reason.into() }
+    pub fn invalid(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -93,7 +108,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -113,7 +131,12 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits { max_connections: 4096, header_read_timeout_ms: 5_000, max_header_bytes: 16 * 1024, drain_timeout_ms: 5_000 }
+        HttpLimits {
+            max_connections: 4096,
+            header_read_timeout_ms: 5_000,
+            max_header_bytes: 16 * 1024,
+            drain_timeout_ms: 5_000,
+        }
     }
 }
 
@@ -159,6 +182,9 @@ pub struct RtmpConfig {
     /// Stream name → key. When non-empty, only these streams may publish and each must present
     /// its key as `?key=SECRET` on the stream name (`rtmp://host/live/NAME?key=SECRET`).
     pub stream_keys: BTreeMap<String, String>,
+    /// Stream name → segment format (`ts` | `cmaf`) for published streams, overriding
+    /// `ladder.format`.
+    pub stream_formats: BTreeMap<String, SegmentFormat>,
 }
 
 impl Default for RtmpConfig {
@@ -172,6 +198,7 @@ impl Default for RtmpConfig {
             idle_timeout_ms: 15_000,
             max_message_bytes: 16 * 1024 * 1024,
             stream_keys: BTreeMap::new(),
+            stream_formats: BTreeMap::new(),
         }
     }
 }
@@ -201,6 +228,8 @@ pub struct LadderConfig {
     pub audio_encoder: String,
     /// Audio bitrate, in kbit/s (shared by every rendition).
     pub audio_bitrate_kbps: u32,
+    /// Segment format of every stream unless overridden per stream: `ts` or `cmaf`.
+    pub format: SegmentFormat,
     pub renditions: Vec<RenditionConfig>,
 }
 
@@ -212,10 +241,26 @@ impl Default for LadderConfig {
             video_encoder: "x264".into(),
             audio_encoder: "aac".into(),
             audio_bitrate_kbps: 128,
+            format: SegmentFormat::Ts,
             renditions: vec![
-                RenditionConfig { name: "720p".into(), width: 1280, height: 720, video_bitrate_kbps: 2_800 },
-                RenditionConfig { name: "480p".into(), width: 854, height: 480, video_bitrate_kbps: 1_400 },
-                RenditionConfig { name: "360p".into(), width: 640, height: 360, video_bitrate_kbps: 800 },
+                RenditionConfig {
+                    name: "720p".into(),
+                    width: 1280,
+                    height: 720,
+                    video_bitrate_kbps: 2_800,
+                },
+                RenditionConfig {
+                    name: "480p".into(),
+                    width: 854,
+                    height: 480,
+                    video_bitrate_kbps: 1_400,
+                },
+                RenditionConfig {
+                    name: "360p".into(),
+                    width: 640,
+                    height: 360,
+                    video_bitrate_kbps: 800,
+                },
             ],
         }
     }
@@ -232,7 +277,10 @@ pub struct HlsConfig {
 
 impl Default for HlsConfig {
     fn default() -> Self {
-        HlsConfig { window_segments: 6, retain_after_window_ms: 30_000 }
+        HlsConfig {
+            window_segments: 6,
+            retain_after_window_ms: 30_000,
+        }
     }
 }
 
@@ -245,7 +293,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { dir: PathBuf::from("data") }
+        StoreConfig {
+            dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -262,7 +312,11 @@ pub struct PipelinesConfig {
 
 impl Default for PipelinesConfig {
     fn default() -> Self {
-        PipelinesConfig { dir: PathBuf::new(), eos_timeout_ms: 5_000, stall_timeout_ms: 20_000 }
+        PipelinesConfig {
+            dir: PathBuf::new(),
+            eos_timeout_ms: 5_000,
+            stall_timeout_ms: 20_000,
+        }
     }
 }
 
@@ -275,7 +329,9 @@ pub struct VodConfig {
 
 impl Default for VodConfig {
     fn default() -> Self {
-        VodConfig { dir: PathBuf::from("data/vod") }
+        VodConfig {
+            dir: PathBuf::from("data/vod"),
+        }
     }
 }
 
@@ -286,6 +342,34 @@ pub enum SegmentFormat {
     Ts,
     /// CMAF (fMP4) segments with an init segment: HLS (EXT-X-MAP) and DASH from the same files.
     Cmaf,
+}
+
+impl SegmentFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Cmaf => "cmaf",
+        }
+    }
+
+    /// Media segment file extension.
+    pub fn segment_extension(self) -> &'static str {
+        match self {
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Cmaf => "m4s",
+        }
+    }
+}
+
+impl std::str::FromStr for SegmentFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ts" => Ok(SegmentFormat::Ts),
+            "cmaf" => Ok(SegmentFormat::Cmaf),
+            other => Err(format!("unknown segment format {other:?}: use ts or cmaf")),
+        }
+    }
 }
 
 /// Where a configured stream's media comes from (derived from [`StreamConfig`]).
@@ -316,6 +400,8 @@ pub struct StreamConfig {
     pub height: Option<u32>,
     /// rtp-mpegts: UDP address to receive on.
     pub listen: Option<SocketAddr>,
+    /// Segment format of this stream; default `ladder.format`.
+    pub format: Option<SegmentFormat>,
 }
 
 impl StreamConfig {
@@ -326,20 +412,39 @@ impl StreamConfig {
                 let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
                 for (k, v) in [("width", width), ("height", height)] {
                     if !(16..=7680).contains(&v) || v % 2 != 0 {
-                        return Err(ConfigError::invalid(format!("streams[{index}].{k}"), v, "must be even and 16..=7680"));
+                        return Err(ConfigError::invalid(
+                            format!("streams[{index}].{k}"),
+                            v,
+                            "must be even and 16..=7680",
+                        ));
                     }
                 }
                 Ok(StreamSource::TestPattern { width, height })
             }
             SourceKind::RtpMpegts => match self.listen {
                 Some(listen) => Ok(StreamSource::RtpMpegts { listen }),
-                None => Err(ConfigError::invalid(format!("streams[{index}].listen"), "", "rtp-mpegts needs listen = \"HOST:PORT\"")),
+                None => Err(ConfigError::invalid(
+                    format!("streams[{index}].listen"),
+                    "",
+                    "rtp-mpegts needs listen = \"HOST:PORT\"",
+                )),
             },
         }
     }
 }
 
 impl Config {
+    /// The segment format of live stream `stream`: its `[[streams]]` entry, then
+    /// `rtmp.stream_formats`, then `ladder.format`.
+    pub fn format_for(&self, stream: &str) -> SegmentFormat {
+        self.streams
+            .iter()
+            .find(|s| s.name == stream)
+            .and_then(|s| s.format)
+            .or_else(|| self.rtmp.stream_formats.get(stream).copied())
+            .unwrap_or(self.ladder.format)
+    }
+
     /// Parses TOML text (no environment, no file system), without validating.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
@@ -352,7 +457,10 @@ impl Config {
 
     /// Reads and parses a file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Config::parse(&text)
     }
 
@@ -360,16 +468,32 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.ladder;
         if !(500..=10_000).contains(&l.segment_duration_ms) {
-            return Err(ConfigError::invalid("ladder.segment_duration_ms", l.segment_duration_ms, "must be 500..=10000"));
+            return Err(ConfigError::invalid(
+                "ladder.segment_duration_ms",
+                l.segment_duration_ms,
+                "must be 500..=10000",
+            ));
         }
         if !(1..=120).contains(&l.frame_rate) {
-            return Err(ConfigError::invalid("ladder.frame_rate", l.frame_rate, "must be 1..=120"));
+            return Err(ConfigError::invalid(
+                "ladder.frame_rate",
+                l.frame_rate,
+                "must be 1..=120",
+            ));
         }
         if !(8..=512).contains(&l.audio_bitrate_kbps) {
-            return Err(ConfigError::invalid("ladder.audio_bitrate_kbps", l.audio_bitrate_kbps, "must be 8..=512"));
+            return Err(ConfigError::invalid(
+                "ladder.audio_bitrate_kbps",
+                l.audio_bitrate_kbps,
+                "must be 8..=512",
+            ));
         }
         if l.renditions.is_empty() {
-            return Err(ConfigError::invalid("ladder.renditions", "[]", "at least one rendition is required"));
+            return Err(ConfigError::invalid(
+                "ladder.renditions",
+                "[]",
+                "at least one rendition is required",
+            ));
         }
         validate_template_name("ladder.video_encoder", &l.video_encoder)?;
         validate_template_name("ladder.audio_encoder", &l.audio_encoder)?;
@@ -377,58 +501,121 @@ impl Config {
         for (i, r) in l.renditions.iter().enumerate() {
             let key = |f: &str| format!("ladder.renditions[{i}].{f}");
             validate_name(&key("name"), &r.name)?;
+            if r.name == crate::transcode::AUDIO_RENDITION {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    &r.name,
+                    "reserved for the audio rendition of CMAF streams",
+                ));
+            }
             if !seen.insert(r.name.clone()) {
-                return Err(ConfigError::invalid(key("name"), &r.name, "duplicate rendition name"));
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    &r.name,
+                    "duplicate rendition name",
+                ));
             }
             if r.width < 16 || r.width > 7680 || r.width % 2 != 0 {
-                return Err(ConfigError::invalid(key("width"), r.width, "must be even and 16..=7680"));
+                return Err(ConfigError::invalid(
+                    key("width"),
+                    r.width,
+                    "must be even and 16..=7680",
+                ));
             }
             if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
-                return Err(ConfigError::invalid(key("height"), r.height, "must be even and 16..=4320"));
+                return Err(ConfigError::invalid(
+                    key("height"),
+                    r.height,
+                    "must be even and 16..=4320",
+                ));
             }
             if !(50..=100_000).contains(&r.video_bitrate_kbps) {
-                return Err(ConfigError::invalid(key("video_bitrate_kbps"), r.video_bitrate_kbps, "must be 50..=100000"));
+                return Err(ConfigError::invalid(
+                    key("video_bitrate_kbps"),
+                    r.video_bitrate_kbps,
+                    "must be 50..=100000",
+                ));
             }
         }
         if self.hls.window_segments < 3 {
-            return Err(ConfigError::invalid("hls.window_segments", self.hls.window_segments, "must be at least 3"));
+            return Err(ConfigError::invalid(
+                "hls.window_segments",
+                self.hls.window_segments,
+                "must be at least 3",
+            ));
         }
         if self.hls.window_segments > 10_000 {
-            return Err(ConfigError::invalid("hls.window_segments", self.hls.window_segments, "must be at most 10000"));
+            return Err(ConfigError::invalid(
+                "hls.window_segments",
+                self.hls.window_segments,
+                "must be at most 10000",
+            ));
         }
         validate_name("origin.id", &self.origin.id)?;
         if !self.origin.public_url.is_empty()
-            && !(self.origin.public_url.starts_with("http://") || self.origin.public_url.starts_with("https://"))
+            && !(self.origin.public_url.starts_with("http://")
+                || self.origin.public_url.starts_with("https://"))
         {
-            return Err(ConfigError::invalid("origin.public_url", &self.origin.public_url, "must start with http:// or https://"));
+            return Err(ConfigError::invalid(
+                "origin.public_url",
+                &self.origin.public_url,
+                "must start with http:// or https://",
+            ));
         }
         validate_limits("origin.limits", &self.origin.limits)?;
         let r = &self.rtmp;
         validate_name("rtmp.app", &r.app)?;
         if r.max_connections == 0 {
-            return Err(ConfigError::invalid("rtmp.max_connections", r.max_connections, "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "rtmp.max_connections",
+                r.max_connections,
+                "must be at least 1",
+            ));
         }
         if r.handshake_timeout_ms == 0 {
-            return Err(ConfigError::invalid("rtmp.handshake_timeout_ms", r.handshake_timeout_ms, "must be > 0"));
+            return Err(ConfigError::invalid(
+                "rtmp.handshake_timeout_ms",
+                r.handshake_timeout_ms,
+                "must be > 0",
+            ));
         }
         if r.idle_timeout_ms == 0 {
-            return Err(ConfigError::invalid("rtmp.idle_timeout_ms", r.idle_timeout_ms, "must be > 0"));
+            return Err(ConfigError::invalid(
+                "rtmp.idle_timeout_ms",
+                r.idle_timeout_ms,
+                "must be > 0",
+            ));
         }
         if !(4096..=256 * 1024 * 1024).contains(&r.max_message_bytes) {
-            return Err(ConfigError::invalid("rtmp.max_message_bytes", r.max_message_bytes, "must be 4096..=268435456"));
+            return Err(ConfigError::invalid(
+                "rtmp.max_message_bytes",
+                r.max_message_bytes,
+                "must be 4096..=268435456",
+            ));
+        }
+        for stream in r.stream_formats.keys() {
+            validate_name(&format!("rtmp.stream_formats.{stream}"), stream)?;
         }
         for (stream, key) in &r.stream_keys {
             validate_name(&format!("rtmp.stream_keys.{stream}"), stream)?;
             if key.len() < 8 {
                 // The value is a secret: name the stream, never echo the key.
-                return Err(ConfigError::invalid(format!("rtmp.stream_keys.{stream}"), "<redacted>", "key must be at least 8 characters"));
+                return Err(ConfigError::invalid(
+                    format!("rtmp.stream_keys.{stream}"),
+                    "<redacted>",
+                    "key must be at least 8 characters",
+                ));
             }
         }
         if self.store.dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("store.dir", "", "must not be empty"));
         }
         if self.pipelines.eos_timeout_ms == 0 {
-            return Err(ConfigError::invalid("pipelines.eos_timeout_ms", 0, "must be > 0"));
+            return Err(ConfigError::invalid(
+                "pipelines.eos_timeout_ms",
+                0,
+                "must be > 0",
+            ));
         }
         if self.pipelines.stall_timeout_ms < 2 * l.segment_duration_ms {
             return Err(ConfigError::invalid(
@@ -441,7 +628,11 @@ impl Config {
         for (i, s) in self.streams.iter().enumerate() {
             validate_name(&format!("streams[{i}].name"), &s.name)?;
             if !names.insert(s.name.clone()) {
-                return Err(ConfigError::invalid(format!("streams[{i}].name"), &s.name, "duplicate stream name"));
+                return Err(ConfigError::invalid(
+                    format!("streams[{i}].name"),
+                    &s.name,
+                    "duplicate stream name",
+                ));
             }
             s.source(i)?;
         }
@@ -453,30 +644,54 @@ impl Config {
 
 pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), ConfigError> {
     if l.max_connections == 0 {
-        return Err(ConfigError::invalid(format!("{prefix}.max_connections"), l.max_connections, "must be at least 1"));
+        return Err(ConfigError::invalid(
+            format!("{prefix}.max_connections"),
+            l.max_connections,
+            "must be at least 1",
+        ));
     }
     if l.header_read_timeout_ms == 0 {
-        return Err(ConfigError::invalid(format!("{prefix}.header_read_timeout_ms"), 0, "must be > 0"));
+        return Err(ConfigError::invalid(
+            format!("{prefix}.header_read_timeout_ms"),
+            0,
+            "must be > 0",
+        ));
     }
     if !(1024..=1024 * 1024).contains(&l.max_header_bytes) {
-        return Err(ConfigError::invalid(format!("{prefix}.max_header_bytes"), l.max_header_bytes, "must be 1024..=1048576"));
+        return Err(ConfigError::invalid(
+            format!("{prefix}.max_header_bytes"),
+            l.max_header_bytes,
+            "must be 1024..=1048576",
+        ));
     }
     if l.drain_timeout_ms > 600_000 {
-        return Err(ConfigError::invalid(format!("{prefix}.drain_timeout_ms"), l.drain_timeout_ms, "must be at most 600000"));
+        return Err(ConfigError::invalid(
+            format!("{prefix}.drain_timeout_ms"),
+            l.drain_timeout_ms,
+            "must be at most 600000",
+        ));
     }
     Ok(())
 }
 
 /// Names that end up in URLs and file paths: `[A-Za-z0-9_-]`, 1..=64 characters.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub(crate) fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if is_valid_name(name) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(key, name, "must be 1-64 characters of A-Z a-z 0-9 _ -"))
+        Err(ConfigError::invalid(
+            key,
+            name,
+            "must be 1-64 characters of A-Z a-z 0-9 _ -",
+        ))
     }
 }
 
@@ -506,7 +721,10 @@ mod tests {
     fn invalid_value_names_key_and_value() {
         let c = Config::parse("[ladder]\nsegment_duration_ms = 50\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("ladder.segment_duration_ms") && e.contains("50"), "{e}");
+        assert!(
+            e.contains("ladder.segment_duration_ms") && e.contains("50"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -516,13 +734,19 @@ mod tests {
         )
         .unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("ladder.renditions[0].height") && e.contains("361"), "{e}");
+        assert!(
+            e.contains("ladder.renditions[0].height") && e.contains("361"),
+            "{e}"
+        );
     }
 
     #[test]
     fn short_stream_key_is_rejected_without_echoing_it() {
         let c = Config::parse("[rtmp.stream_keys]\ncam = \"abc\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("rtmp.stream_keys.cam") && !e.contains("abc"), "{e}");
+        assert!(
+            e.contains("rtmp.stream_keys.cam") && !e.contains("abc"),
+            "{e}"
+        );
     }
 }

@@ -82,13 +82,29 @@ pub struct OriginSet {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl OriginSet {
     pub fn new(static_origins: &[String], policy: BalancePolicy) -> OriginSet {
-        let list = static_origins.iter().map(|u| Arc::new(Origin::new(u.trim_end_matches('/').to_string(), u.clone(), true))).collect();
-        OriginSet { origins: ArcSwap::from_pointee(list), round_robin: AtomicUsize::new(0), policy }
+        let list = static_origins
+            .iter()
+            .map(|u| {
+                Arc::new(Origin::new(
+                    u.trim_end_matches('/').to_string(),
+                    u.clone(),
+                    true,
+                ))
+            })
+            .collect();
+        OriginSet {
+            origins: ArcSwap::from_pointee(list),
+            round_robin: AtomicUsize::new(0),
+            policy,
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Vec<Arc<Origin>>> {
@@ -101,24 +117,42 @@ impl OriginSet {
         let base = base_url.trim_end_matches('/');
         let current = self.origins.load();
         let existing = current.iter().find(|o| o.id == id || o.base_url == base);
-        let same_streams = existing.map(|o| o.streams.iter().eq(streams.iter().collect::<BTreeSet<_>>().into_iter())).unwrap_or(false);
+        let same_streams = existing
+            .map(|o| {
+                o.streams
+                    .iter()
+                    .eq(streams.iter().collect::<BTreeSet<_>>().into_iter())
+            })
+            .unwrap_or(false);
         if let (Some(o), true) = (existing, same_streams) {
             o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            o.heartbeat_interval_ms.store(interval_ms as u64, Ordering::Relaxed);
+            o.heartbeat_interval_ms
+                .store(interval_ms as u64, Ordering::Relaxed);
             return;
         }
         // Membership or streams changed: rebuild (rare; the request path never waits on it).
         self.origins.rcu(|list| {
-            let mut next: Vec<Arc<Origin>> = list.iter().filter(|o| !(o.id == id || o.base_url == base)).cloned().collect();
+            let mut next: Vec<Arc<Origin>> = list
+                .iter()
+                .filter(|o| !(o.id == id || o.base_url == base))
+                .cloned()
+                .collect();
             let prev = list.iter().find(|o| o.id == id || o.base_url == base);
-            let mut o = Origin::new(id.to_string(), base.to_string(), prev.map(|p| p.is_static).unwrap_or(false));
+            let mut o = Origin::new(
+                id.to_string(),
+                base.to_string(),
+                prev.map(|p| p.is_static).unwrap_or(false),
+            );
             o.streams = streams.iter().cloned().collect();
             if let Some(p) = prev {
-                o.healthy.store(p.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
-                o.in_flight.store(p.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+                o.healthy
+                    .store(p.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+                o.in_flight
+                    .store(p.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            o.heartbeat_interval_ms.store(interval_ms as u64, Ordering::Relaxed);
+            o.heartbeat_interval_ms
+                .store(interval_ms as u64, Ordering::Relaxed);
             next.push(Arc::new(o));
             next
         });
@@ -140,7 +174,10 @@ impl OriginSet {
             })
             .collect();
         let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
-        order(self.policy, stream, &views, rr).into_iter().map(|i| snapshot[i].clone()).collect()
+        order(self.policy, stream, &views, rr)
+            .into_iter()
+            .map(|i| snapshot[i].clone())
+            .collect()
     }
 }
 
@@ -164,7 +201,12 @@ fn rendezvous_score(stream: &str, id: &str) -> u64 {
 ///
 /// Consistent hashing is rendezvous (highest random weight) hashing on (stream, origin id):
 /// each stream sticks to one origin, and losing an origin moves only its streams.
-pub fn order(policy: BalancePolicy, stream: &str, origins: &[OriginView<'_>], round_robin: usize) -> Vec<usize> {
+pub fn order(
+    policy: BalancePolicy,
+    stream: &str,
+    origins: &[OriginView<'_>],
+    round_robin: usize,
+) -> Vec<usize> {
     let any_serves = origins.iter().any(|o| o.serves && o.usable);
     let tier = |o: &OriginView<'_>| -> u8 {
         match (o.usable, o.serves || !any_serves) {
@@ -176,10 +218,21 @@ pub fn order(policy: BalancePolicy, stream: &str, origins: &[OriginView<'_>], ro
     let mut idx: Vec<usize> = (0..origins.len()).collect();
     match policy {
         BalancePolicy::ConsistentHash => {
-            idx.sort_by_key(|&i| (tier(&origins[i]), std::cmp::Reverse(rendezvous_score(stream, origins[i].id))));
+            idx.sort_by_key(|&i| {
+                (
+                    tier(&origins[i]),
+                    std::cmp::Reverse(rendezvous_score(stream, origins[i].id)),
+                )
+            });
         }
         BalancePolicy::LeastConnections => {
-            idx.sort_by_key(|&i| (tier(&origins[i]), origins[i].in_flight, rendezvous_score(stream, origins[i].id)));
+            idx.sort_by_key(|&i| {
+                (
+                    tier(&origins[i]),
+                    origins[i].in_flight,
+                    rendezvous_score(stream, origins[i].id),
+                )
+            });
         }
         BalancePolicy::RoundRobin => {
             let n = origins.len().max(1);
@@ -194,20 +247,42 @@ mod tests {
     use super::*;
 
     fn v<'a>(id: &'a str, usable: bool, serves: bool, in_flight: usize) -> OriginView<'a> {
-        OriginView { id, usable, serves, in_flight }
+        OriginView {
+            id,
+            usable,
+            serves,
+            in_flight,
+        }
     }
 
     #[test]
     fn consistent_hash_is_sticky_and_moves_only_the_lost_origins_streams() {
-        let all = [v("a", true, false, 0), v("b", true, false, 0), v("c", true, false, 0)];
+        let all = [
+            v("a", true, false, 0),
+            v("b", true, false, 0),
+            v("c", true, false, 0),
+        ];
         let streams: Vec<String> = (0..200).map(|i| format!("s{i}")).collect();
-        let first: Vec<usize> = streams.iter().map(|s| order(BalancePolicy::ConsistentHash, s, &all, 0)[0]).collect();
-        let again: Vec<usize> = streams.iter().map(|s| order(BalancePolicy::ConsistentHash, s, &all, 7)[0]).collect();
+        let first: Vec<usize> = streams
+            .iter()
+            .map(|s| order(BalancePolicy::ConsistentHash, s, &all, 0)[0])
+            .collect();
+        let again: Vec<usize> = streams
+            .iter()
+            .map(|s| order(BalancePolicy::ConsistentHash, s, &all, 7)[0])
+            .collect();
         assert_eq!(first, again, "sticky");
         for k in 0..3 {
-            assert!(first.iter().filter(|&&i| i == k).count() > 30, "spread across origins");
+            assert!(
+                first.iter().filter(|&&i| i == k).count() > 30,
+                "spread across origins"
+            );
         }
-        let b_down = [v("a", true, false, 0), v("b", false, false, 0), v("c", true, false, 0)];
+        let b_down = [
+            v("a", true, false, 0),
+            v("b", false, false, 0),
+            v("c", true, false, 0),
+        ];
         for (s, before) in streams.iter().zip(&first) {
             let after = order(BalancePolicy::ConsistentHash, s, &b_down, 0)[0];
             if *before != 1 {
@@ -220,23 +295,43 @@ mod tests {
 
     #[test]
     fn origins_serving_the_stream_come_first_and_unusable_last() {
-        let o = [v("a", true, false, 0), v("b", false, true, 0), v("c", true, true, 0)];
-        for p in [BalancePolicy::ConsistentHash, BalancePolicy::RoundRobin, BalancePolicy::LeastConnections] {
+        let o = [
+            v("a", true, false, 0),
+            v("b", false, true, 0),
+            v("c", true, true, 0),
+        ];
+        for p in [
+            BalancePolicy::ConsistentHash,
+            BalancePolicy::RoundRobin,
+            BalancePolicy::LeastConnections,
+        ] {
             assert_eq!(order(p, "s", &o, 3), vec![2, 0, 1], "{p:?}");
         }
     }
 
     #[test]
     fn least_connections_and_round_robin() {
-        let o = [v("a", true, false, 5), v("b", true, false, 1), v("c", true, false, 3)];
-        assert_eq!(order(BalancePolicy::LeastConnections, "s", &o, 0), vec![1, 2, 0]);
-        let firsts: Vec<usize> = (0..3).map(|rr| order(BalancePolicy::RoundRobin, "s", &o, rr)[0]).collect();
+        let o = [
+            v("a", true, false, 5),
+            v("b", true, false, 1),
+            v("c", true, false, 3),
+        ];
+        assert_eq!(
+            order(BalancePolicy::LeastConnections, "s", &o, 0),
+            vec![1, 2, 0]
+        );
+        let firsts: Vec<usize> = (0..3)
+            .map(|rr| order(BalancePolicy::RoundRobin, "s", &o, rr)[0])
+            .collect();
         assert_eq!(firsts, vec![0, 1, 2]);
     }
 
     #[test]
     fn heartbeats_discover_origins_and_their_streams() {
-        let set = OriginSet::new(&["http://127.0.0.1:1".into()], BalancePolicy::ConsistentHash);
+        let set = OriginSet::new(
+            &["http://127.0.0.1:1".into()],
+            BalancePolicy::ConsistentHash,
+        );
         set.heartbeat("w2", "http://127.0.0.1:2", &["cam".into()], 1000);
         assert_eq!(set.snapshot().len(), 2);
         assert_eq!(set.candidates("cam")[0].id, "w2");
@@ -246,7 +341,10 @@ mod tests {
         assert_eq!(set.candidates("other")[0].id, "w1");
         let w1 = set.candidates("other")[0].clone();
         w1.last_heartbeat_ms.store(1, Ordering::Relaxed);
-        assert!(!w1.usable(now_ms()), "heartbeat loss makes an origin unusable");
+        assert!(
+            !w1.usable(now_ms()),
+            "heartbeat loss makes an origin unusable"
+        );
     }
 
     #[test]

@@ -51,8 +51,16 @@ pub struct CachedObject {
 
 /// Newest segment's sequence in a media playlist (media sequence + segments − 1).
 pub fn newest_sequence(playlist: &str) -> Option<u64> {
-    let ms: u64 = playlist.lines().find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?.trim().parse().ok()?;
-    let n = playlist.lines().filter(|l| l.starts_with("#EXTINF:")).count() as u64;
+    let ms: u64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let n = playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF:"))
+        .count() as u64;
     (ms + n).checked_sub(1)
 }
 
@@ -95,7 +103,9 @@ impl EdgeServer {
         let evictions = metrics.evictions.clone();
         let cache = moka::future::Cache::builder()
             .max_capacity(ec.cache_bytes)
-            .weigher(|k: &String, v: &Arc<CachedObject>| (k.len() + v.rep.body.len() + 256).min(u32::MAX as usize) as u32)
+            .weigher(|k: &String, v: &Arc<CachedObject>| {
+                (k.len() + v.rep.body.len() + 256).min(u32::MAX as usize) as u32
+            })
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
                     evictions.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +139,9 @@ impl EdgeServer {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves viewers and runs the background services until `shutdown`.
@@ -141,7 +153,13 @@ impl EdgeServer {
         tokio::spawn(health_checker(edge.clone(), shutdown.clone()));
         let limits = edge.config.limits.clone();
         let e = edge.clone();
-        crate::http::serve(self.listener, limits, move |req| handle(e.clone(), req), shutdown).await;
+        crate::http::serve(
+            self.listener,
+            limits,
+            move |req| handle(e.clone(), req),
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -154,23 +172,58 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     }
     let (stream, kind, live) = match route(&path) {
         Ok(r) => r,
-        Err(PathError::Malformed(_)) => return count(&edge, None, headers::text(StatusCode::BAD_REQUEST, "bad request")),
-        Err(PathError::NotFound) => return count(&edge, None, headers::text(StatusCode::NOT_FOUND, "not found")),
+        Err(PathError::Malformed(_)) => {
+            return count(
+                &edge,
+                None,
+                headers::text(StatusCode::BAD_REQUEST, "bad request"),
+            );
+        }
+        Err(PathError::NotFound) => {
+            return count(
+                &edge,
+                None,
+                headers::text(StatusCode::NOT_FOUND, "not found"),
+            );
+        }
     };
     // 2. cache lookup (3 + 4 inside `lookup_or_fetch` on a miss)
     let (object, hit) = match lookup_or_fetch(&edge, &stream, &path, kind, live).await {
         Ok(found) => found,
-        Err(FetchError::NotFound) => return count(&edge, Some(kind), headers::text(StatusCode::NOT_FOUND, "not found")),
+        Err(FetchError::NotFound) => {
+            return count(
+                &edge,
+                Some(kind),
+                headers::text(StatusCode::NOT_FOUND, "not found"),
+            );
+        }
         Err(FetchError::Unavailable(why)) => {
             tracing::warn!(path, why, "no origin could serve the request");
-            return count(&edge, Some(kind), headers::text(StatusCode::BAD_GATEWAY, "origin unavailable"));
+            return count(
+                &edge,
+                Some(kind),
+                headers::text(StatusCode::BAD_GATEWAY, "origin unavailable"),
+            );
         }
     };
     // 5. respond
     let wants_gzip = kind.is_playlist()
         && !req.headers().contains_key(header::RANGE)
-        && req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.contains("gzip")).unwrap_or(false);
-    let rep = if wants_gzip { object.gzipped.get_or_init(|| gzip(&object.rep)).as_ref().unwrap_or(&object.rep) } else { &object.rep };
+        && req
+            .headers()
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.contains("gzip"))
+            .unwrap_or(false);
+    let rep = if wants_gzip {
+        object
+            .gzipped
+            .get_or_init(|| gzip(&object.rep))
+            .as_ref()
+            .unwrap_or(&object.rep)
+    } else {
+        &object.rep
+    };
     let mut resp = headers::respond(&method, req.headers(), rep);
     let h = resp.headers_mut();
     if std::ptr::eq(rep, &object.rep) {
@@ -181,8 +234,14 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
-    h.insert(header::AGE, HeaderValue::from(object.fetched_at.elapsed().as_secs()));
-    h.insert("x-cache", HeaderValue::from_static(if hit { "HIT" } else { "MISS" }));
+    h.insert(
+        header::AGE,
+        HeaderValue::from(object.fetched_at.elapsed().as_secs()),
+    );
+    h.insert(
+        "x-cache",
+        HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
+    );
     count(&edge, Some(kind), resp)
 }
 
@@ -197,7 +256,9 @@ fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
 }
 
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {
-    let k = kind.map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5)).unwrap_or(5);
+    let k = kind
+        .map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5))
+        .unwrap_or(5);
     if let Some(s) = STATUSES.iter().position(|s| *s == resp.status().as_u16()) {
         edge.metrics.requests[k][s].fetch_add(1, Ordering::Relaxed);
     }
@@ -217,27 +278,44 @@ fn is_fresh(edge: &Edge, path: &str, obj: &CachedObject, live: bool) -> bool {
 }
 
 /// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).
-async fn lookup_or_fetch(edge: &Arc<Edge>, stream: &str, path: &str, kind: ResourceKind, live: bool) -> Result<(Arc<CachedObject>, bool), FetchError> {
+async fn lookup_or_fetch(
+    edge: &Arc<Edge>,
+    stream: &str,
+    path: &str,
+    kind: ResourceKind,
+    live: bool,
+) -> Result<(Arc<CachedObject>, bool), FetchError> {
     if let Some(obj) = edge.cache.get(path).await {
         if is_fresh(edge, path, &obj, live) {
             edge.metrics.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((obj, true));
         }
-        edge.metrics.stale_playlist_refreshes.fetch_add(1, Ordering::Relaxed);
+        edge.metrics
+            .stale_playlist_refreshes
+            .fetch_add(1, Ordering::Relaxed);
         edge.cache.invalidate(path).await;
     }
     edge.metrics.misses.fetch_add(1, Ordering::Relaxed);
     let ran = Arc::new(AtomicBool::new(false));
     let result = fetch_into_cache(edge, stream, path, kind, live, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
-        edge.metrics.coalesced_waiters.fetch_add(1, Ordering::Relaxed);
+        edge.metrics
+            .coalesced_waiters
+            .fetch_add(1, Ordering::Relaxed);
     }
     result.map(|o| (o, false))
 }
 
 /// `try_get_with`: the first caller runs the fetch, concurrent callers for the same key wait on
 /// it and are woken when it completes. An `Err` is returned to all of them and not cached.
-async fn fetch_into_cache(edge: &Arc<Edge>, stream: &str, path: &str, kind: ResourceKind, live: bool, ran: Arc<AtomicBool>) -> Result<Arc<CachedObject>, FetchError> {
+async fn fetch_into_cache(
+    edge: &Arc<Edge>,
+    stream: &str,
+    path: &str,
+    kind: ResourceKind,
+    live: bool,
+    ran: Arc<AtomicBool>,
+) -> Result<Arc<CachedObject>, FetchError> {
     let e = edge.clone();
     let (stream_owned, path_owned) = (stream.to_string(), path.to_string());
     edge.cache
@@ -245,14 +323,35 @@ async fn fetch_into_cache(edge: &Arc<Edge>, stream: &str, path: &str, kind: Reso
             ran.store(true, Ordering::Relaxed);
             let f = e.upstream.fetch(&stream_owned, &path_owned).await?;
             let name = path_owned.rsplit('/').next().unwrap_or("");
-            let last_modified = f.last_modified.as_deref().and_then(|v| httpdate::parse_http_date(v).ok()).unwrap_or_else(SystemTime::now);
+            let last_modified = f
+                .last_modified
+                .as_deref()
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+                .unwrap_or_else(SystemTime::now);
             let max_age = (e.config.playlist_ttl_ms / 1000).max(1);
-            let mut rep = Representation::new(f.body, kind.content_type(name), headers::cache_control(kind, live, max_age), last_modified);
+            let mut rep = Representation::new(
+                f.body,
+                kind.content_type(name),
+                headers::cache_control(kind, live, max_age),
+                last_modified,
+            );
             if let Some(etag) = f.etag {
                 rep.etag = etag; // keep the origin's validator so 304s agree across tiers
             }
-            let newest_sequence = if kind == ResourceKind::MediaPlaylist { std::str::from_utf8(&rep.body).ok().and_then(newest_sequence) } else { None };
-            Ok::<_, FetchError>(Arc::new(CachedObject { rep, kind, fetched_at: Instant::now(), newest_sequence, gzipped: OnceLock::new() }))
+            let newest_sequence = if kind == ResourceKind::MediaPlaylist {
+                std::str::from_utf8(&rep.body)
+                    .ok()
+                    .and_then(newest_sequence)
+            } else {
+                None
+            };
+            Ok::<_, FetchError>(Arc::new(CachedObject {
+                rep,
+                kind,
+                fetched_at: Instant::now(),
+                newest_sequence,
+                gzipped: OnceLock::new(),
+            }))
         })
         .await
         .map_err(|e: Arc<FetchError>| (*e).clone())
@@ -264,16 +363,28 @@ fn gzip(rep: &Representation) -> Option<Representation> {
     enc.write_all(&rep.body).ok()?;
     let body = Bytes::from(enc.finish().ok()?);
     let etag = format!("{}-gz\"", rep.etag.trim_end_matches('"'));
-    Some(Representation { body, content_type: rep.content_type, cache_control: rep.cache_control.clone(), etag, last_modified: rep.last_modified })
+    Some(Representation {
+        body,
+        content_type: rep.content_type,
+        cache_control: rep.cache_control.clone(),
+        etag,
+        last_modified: rep.last_modified,
+    })
 }
 
 /// Bus events → origin discovery, playlist freshness, prefetch.
 async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
     // The edge hears every origin's heartbeat, so a long silence means a dead link (a vanished
     // peer without FIN looks idle forever): reconnect after 10 s of it.
-    let mut options = crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
+    let mut options =
+        crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
     options.idle_reconnect = Some(BUS_IDLE_RECONNECT);
-    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_with(edge.config.bus_connect.clone(), vec![], options, shutdown.clone());
+    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_with(
+        edge.config.bus_connect.clone(),
+        vec![],
+        options,
+        shutdown.clone(),
+    );
     let _ = edge.bus_stats.set(sub);
     loop {
         let ev = tokio::select! {
@@ -281,26 +392,54 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
             ev = rx.recv() => match ev { Some(ev) => ev, None => return },
         };
         match ev {
-            BusEvent::OriginHeartbeat { origin_id, http_base_url, streams, interval_ms, .. } => {
-                edge.upstream.origins.heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+            BusEvent::OriginHeartbeat {
+                origin_id,
+                http_base_url,
+                streams,
+                interval_ms,
+                ..
+            } => {
+                edge.upstream
+                    .origins
+                    .heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
             }
-            BusEvent::SegmentReady { stream, rendition, media_sequence, uri, .. } => {
+            BusEvent::SegmentReady {
+                stream,
+                rendition,
+                media_sequence,
+                uri,
+                ..
+            } => {
                 let playlist = format!("/live/{stream}/{rendition}/index.m3u8");
                 announce(&edge, &playlist, media_sequence);
+                // The MPD lists every rendition: it changed with this segment (CMAF streams).
+                edge.cache
+                    .invalidate(&format!("/live/{stream}/manifest.mpd"))
+                    .await;
                 if edge.config.prefetch {
                     prefetch(&edge, stream, uri);
                 }
             }
-            BusEvent::PlaylistUpdated { uri, media_sequence, .. } => announce(&edge, &uri, media_sequence),
+            BusEvent::PlaylistUpdated {
+                uri,
+                media_sequence,
+                ..
+            } => announce(&edge, &uri, media_sequence),
             BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
-                edge.cache.invalidate(&format!("/live/{stream}/master.m3u8")).await;
+                edge.cache
+                    .invalidate(&format!("/live/{stream}/master.m3u8"))
+                    .await;
             }
         }
     }
 }
 
 fn announce(edge: &Edge, playlist: &str, seq: u64) {
-    let newer = edge.announced.get(playlist).map(|s| seq > s).unwrap_or(true);
+    let newer = edge
+        .announced
+        .get(playlist)
+        .map(|s| seq > s)
+        .unwrap_or(true);
     if newer {
         edge.announced.insert(playlist.to_string(), seq);
     }
@@ -308,18 +447,31 @@ fn announce(edge: &Edge, playlist: &str, seq: u64) {
 
 fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
     let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
-        edge.metrics.prefetch_skipped.fetch_add(1, Ordering::Relaxed);
+        edge.metrics
+            .prefetch_skipped
+            .fetch_add(1, Ordering::Relaxed);
         return;
     };
     let e = edge.clone();
     tokio::spawn(async move {
         let _permit = permit;
-        let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else { return };
+        let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else {
+            return;
+        };
         if e.cache.contains_key(&uri) {
             return;
         }
         e.metrics.prefetches.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = fetch_into_cache(&e, &stream, &uri, kind, live, Arc::new(AtomicBool::new(false))).await {
+        if let Err(err) = fetch_into_cache(
+            &e,
+            &stream,
+            &uri,
+            kind,
+            live,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        {
             tracing::debug!(uri, error = %err, "prefetch failed");
         }
     });
@@ -327,7 +479,8 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
 
 /// Active health checks: `GET /healthz` on every origin each interval.
 async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -337,12 +490,19 @@ async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
         for origin in edge.upstream.origins.snapshot().iter() {
             let uri: Result<http::Uri, _> = format!("{}/healthz", origin.base_url).parse();
             let Ok(uri) = uri else { continue };
-            let Ok(req) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new()) else { continue };
+            let Ok(req) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new())
+            else {
+                continue;
+            };
             let ok = matches!(
                 tokio::time::timeout(edge.upstream.timeout, edge.upstream.client.request(req)).await,
                 Ok(Ok(r)) if r.status().is_success()
             );
-            if ok { origin.record_success(edge.config.health_rise) } else { origin.record_failure(edge.config.health_fall) }
+            if ok {
+                origin.record_success(edge.config.health_rise)
+            } else {
+                origin.record_failure(edge.config.health_fall)
+            }
         }
     }
 }
@@ -352,37 +512,115 @@ fn render_metrics(edge: &Edge) -> String {
     let m = &edge.metrics;
     let mut out = String::new();
     let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        );
     };
     out.push_str("# HELP zoomate_edge_requests_total Edge requests by resource kind and status.\n# TYPE zoomate_edge_requests_total counter\n");
     for (k, kind) in KINDS.iter().enumerate() {
         for (s, status) in STATUSES.iter().enumerate() {
             let v = m.requests[k][s].load(Ordering::Relaxed);
             if v > 0 {
-                let _ = writeln!(out, "zoomate_edge_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}");
+                let _ = writeln!(
+                    out,
+                    "zoomate_edge_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}"
+                );
             }
         }
     }
-    counter(&mut out, "zoomate_edge_cache_hits_total", "Requests answered from the cache.", m.hits.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_cache_misses_total", "Requests that needed an origin fetch (own or joined).", m.misses.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_coalesced_waiters_total", "Misses that waited on another request's origin fetch.", m.coalesced_waiters.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_cache_evictions_total", "Objects evicted for space.", m.evictions.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_origin_fetches_total", "Origin GETs, retries included.", edge.upstream.fetches.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_origin_failovers_total", "Fetches retried on another origin.", edge.upstream.failovers.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_prefetches_total", "Segments pulled into the cache on a bus announcement.", m.prefetches.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_prefetches_skipped_total", "Announcements not prefetched (concurrency limit).", m.prefetch_skipped.load(Ordering::Relaxed));
-    counter(&mut out, "zoomate_edge_playlist_refreshes_total", "Cached playlists refetched as stale (bus announcement or TTL).", m.stale_playlist_refreshes.load(Ordering::Relaxed));
-    let _ = write!(out, "# HELP zoomate_edge_cache_bytes Bytes held in the cache.\n# TYPE zoomate_edge_cache_bytes gauge\nzoomate_edge_cache_bytes {}\n", edge.cache.weighted_size());
+    counter(
+        &mut out,
+        "zoomate_edge_cache_hits_total",
+        "Requests answered from the cache.",
+        m.hits.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_cache_misses_total",
+        "Requests that needed an origin fetch (own or joined).",
+        m.misses.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_coalesced_waiters_total",
+        "Misses that waited on another request's origin fetch.",
+        m.coalesced_waiters.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_cache_evictions_total",
+        "Objects evicted for space.",
+        m.evictions.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_origin_fetches_total",
+        "Origin GETs, retries included.",
+        edge.upstream.fetches.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_origin_failovers_total",
+        "Fetches retried on another origin.",
+        edge.upstream.failovers.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_prefetches_total",
+        "Segments pulled into the cache on a bus announcement.",
+        m.prefetches.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_prefetches_skipped_total",
+        "Announcements not prefetched (concurrency limit).",
+        m.prefetch_skipped.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "zoomate_edge_playlist_refreshes_total",
+        "Cached playlists refetched as stale (bus announcement or TTL).",
+        m.stale_playlist_refreshes.load(Ordering::Relaxed),
+    );
+    let _ = write!(
+        out,
+        "# HELP zoomate_edge_cache_bytes Bytes held in the cache.\n# TYPE zoomate_edge_cache_bytes gauge\nzoomate_edge_cache_bytes {}\n",
+        edge.cache.weighted_size()
+    );
     if let Some(sub) = edge.bus_stats.get() {
         let s = sub.stats();
-        counter(&mut out, "zoomate_edge_bus_messages_total", "Bus messages received.", s.received);
-        counter(&mut out, "zoomate_edge_bus_dropped_total", "Bus messages dropped: queue full.", s.dropped_full);
-        counter(&mut out, "zoomate_edge_bus_malformed_total", "Bus messages dropped: malformed.", s.malformed);
+        counter(
+            &mut out,
+            "zoomate_edge_bus_messages_total",
+            "Bus messages received.",
+            s.received,
+        );
+        counter(
+            &mut out,
+            "zoomate_edge_bus_dropped_total",
+            "Bus messages dropped: queue full.",
+            s.dropped_full,
+        );
+        counter(
+            &mut out,
+            "zoomate_edge_bus_malformed_total",
+            "Bus messages dropped: malformed.",
+            s.malformed,
+        );
     }
     out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     for o in edge.upstream.origins.snapshot().iter() {
-        let _ = writeln!(out, "zoomate_edge_origin_up{{origin=\"{}\"}} {}", o.id.replace('"', ""), u8::from(o.usable(now)));
+        let _ = writeln!(
+            out,
+            "zoomate_edge_origin_up{{origin=\"{}\"}} {}",
+            o.id.replace('"', ""),
+            u8::from(o.usable(now))
+        );
     }
     out
 }

@@ -36,7 +36,9 @@ pub fn client(timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(timeout));
     connector.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
 }
 
 /// Decrements an origin's in-flight count however the fetch ends.
@@ -63,7 +65,9 @@ impl Upstream {
     pub async fn fetch(&self, stream: &str, path: &str) -> Result<Fetched, FetchError> {
         let candidates = self.origins.candidates(stream);
         if candidates.is_empty() {
-            return Err(FetchError::Unavailable("no origins configured or discovered".into()));
+            return Err(FetchError::Unavailable(
+                "no origins configured or discovered".into(),
+            ));
         }
         let mut last_error = String::new();
         let mut not_found = false;
@@ -91,13 +95,21 @@ impl Upstream {
                 }
             }
         }
-        if not_found { Err(FetchError::NotFound) } else { Err(FetchError::Unavailable(last_error)) }
+        if not_found {
+            Err(FetchError::NotFound)
+        } else {
+            Err(FetchError::Unavailable(last_error))
+        }
     }
 
     /// Ok(None) = 404.
     async fn fetch_one(&self, origin: &Origin, path: &str) -> Result<Option<Fetched>, String> {
-        let uri: http::Uri = format!("{}{}", origin.base_url, path).parse().map_err(|e| format!("bad origin URL: {e}"))?;
-        let req = http::Request::get(uri).body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let uri: http::Uri = format!("{}{}", origin.base_url, path)
+            .parse()
+            .map_err(|e| format!("bad origin URL: {e}"))?;
+        let req = http::Request::get(uri)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| format!("no response headers within {:?}", self.timeout))?
@@ -109,14 +121,30 @@ impl Upstream {
         if !status.is_success() {
             return Err(format!("status {status}"));
         }
-        let header = |n: http::HeaderName| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (etag, last_modified) = (header(http::header::ETAG), header(http::header::LAST_MODIFIED));
+        let header = |n: http::HeaderName| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (etag, last_modified) = (
+            header(http::header::ETAG),
+            header(http::header::LAST_MODIFIED),
+        );
         // The body has its own (longer) bound: a segment may take a while on a slow link.
-        let body = tokio::time::timeout(self.timeout * 4, Limited::new(resp.into_body(), self.max_object_bytes).collect())
-            .await
-            .map_err(|_| "body timed out".to_string())?
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(Some(Fetched { body, etag, last_modified, origin: origin.id.clone() }))
+        let body = tokio::time::timeout(
+            self.timeout * 4,
+            Limited::new(resp.into_body(), self.max_object_bytes).collect(),
+        )
+        .await
+        .map_err(|_| "body timed out".to_string())?
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+        Ok(Some(Fetched {
+            body,
+            etag,
+            last_modified,
+            origin: origin.id.clone(),
+        }))
     }
 }

@@ -20,9 +20,20 @@ pub struct Representation {
 }
 
 impl Representation {
-    pub fn new(body: Bytes, content_type: &'static str, cache_control: String, last_modified: SystemTime) -> Representation {
+    pub fn new(
+        body: Bytes,
+        content_type: &'static str,
+        cache_control: String,
+        last_modified: SystemTime,
+    ) -> Representation {
         let etag = strong_etag(&body);
-        Representation { body, content_type, cache_control, etag, last_modified }
+        Representation {
+            body,
+            content_type,
+            cache_control,
+            etag,
+            last_modified,
+        }
     }
 }
 
@@ -45,7 +56,9 @@ pub fn cache_control(kind: ResourceKind, live: bool, live_max_age_s: u64) -> Str
 }
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn full(bytes: Bytes) -> Body {
@@ -54,10 +67,15 @@ pub fn full(bytes: Bytes) -> Body {
 
 /// Adds the CORS headers browser players (hls.js, dash.js, shaka) need.
 pub fn add_cors(headers: &mut HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Length, Content-Range, Accept-Ranges, ETag, Age, X-Cache"),
+        HeaderValue::from_static(
+            "Content-Length, Content-Range, Accept-Ranges, ETag, Age, X-Cache",
+        ),
     );
 }
 
@@ -65,8 +83,12 @@ pub fn add_cors(headers: &mut HeaderMap) {
 pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::from(format!("{msg}\n"))));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     add_cors(r.headers_mut());
     r
 }
@@ -74,19 +96,29 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 /// The routes every zoomate HTTP listener shares, answered before media routing: CORS
 /// preflight, `/healthz`, `/metrics` (text from `metrics`), and 405 for methods other than
 /// GET/HEAD. `None` means: a GET/HEAD for the caller to route.
-pub fn common_routes(method: &Method, path: &str, metrics: impl FnOnce() -> String) -> Option<Response<Body>> {
+pub fn common_routes(
+    method: &Method,
+    path: &str,
+    metrics: impl FnOnce() -> String,
+) -> Option<Response<Body>> {
     match (method, path) {
         (&Method::OPTIONS, _) => Some(preflight()),
         (&Method::GET | &Method::HEAD, "/healthz") => Some(text(StatusCode::OK, "ok")),
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, metrics().trim_end());
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             Some(r)
         }
         (&Method::GET | &Method::HEAD, _) => None,
         _ => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
             Some(r)
         }
     }
@@ -98,9 +130,18 @@ pub fn preflight() -> Response<Body> {
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     add_cors(h);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     r
 }
 
@@ -115,11 +156,15 @@ pub enum RangeRequest {
 /// Parses `Range: bytes=a-b | a- | -n`. Multiple ranges → `None` (serve the whole body: allowed
 /// by RFC 9110 14.2, and players never ask for them).
 pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return RangeRequest::None };
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::None;
+    };
     if spec.contains(',') {
         return RangeRequest::None;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::None };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::None;
+    };
     let (a, b) = (a.trim(), b.trim());
     let range = match (a.is_empty(), b.is_empty()) {
         (true, false) => match b.parse::<u64>() {
@@ -128,8 +173,17 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
             Err(_) => return RangeRequest::None,
         },
         (false, _) => {
-            let Ok(start) = a.parse::<u64>() else { return RangeRequest::None };
-            let end = if b.is_empty() { len.saturating_sub(1) } else { match b.parse::<u64>() { Ok(e) => e.min(len.saturating_sub(1)), Err(_) => return RangeRequest::None } };
+            let Ok(start) = a.parse::<u64>() else {
+                return RangeRequest::None;
+            };
+            let end = if b.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                match b.parse::<u64>() {
+                    Ok(e) => e.min(len.saturating_sub(1)),
+                    Err(_) => return RangeRequest::None,
+                }
+            };
             if !b.is_empty() && b.parse::<u64>().map(|e| e < start).unwrap_or(true) {
                 return RangeRequest::None; // syntactically invalid: ignore the header
             }
@@ -145,7 +199,10 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeRequest {
 }
 
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match.trim() == "*" || if_none_match.split(',').any(|t| t.trim().trim_start_matches("W/") == etag)
+    if_none_match.trim() == "*"
+        || if_none_match
+            .split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == etag)
 }
 
 /// Answers GET/HEAD for `rep`, honouring conditional and range headers.
@@ -154,7 +211,10 @@ pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Respon
     {
         let h = r.headers_mut();
         add_cors(h);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(rep.content_type));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(rep.content_type),
+        );
         if let Ok(v) = HeaderValue::from_str(&rep.cache_control) {
             h.insert(header::CACHE_CONTROL, v);
         }
@@ -174,8 +234,15 @@ pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Respon
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .map(|since| {
-                let lm = rep.last_modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                let since = since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let lm = rep
+                    .last_modified
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let since = since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 lm <= since
             })
             .unwrap_or(false),
@@ -185,23 +252,28 @@ pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Respon
         return r;
     }
     let len = rep.body.len() as u64;
-    let (status, body) = match parse_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), len) {
-        RangeRequest::None => (StatusCode::OK, rep.body.clone()),
-        RangeRequest::Satisfiable(a, b) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
+    let (status, body) =
+        match parse_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), len) {
+            RangeRequest::None => (StatusCode::OK, rep.body.clone()),
+            RangeRequest::Satisfiable(a, b) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    rep.body.slice(a as usize..=b as usize),
+                )
             }
-            (StatusCode::PARTIAL_CONTENT, rep.body.slice(a as usize..=b as usize))
-        }
-        RangeRequest::Unsatisfiable => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            RangeRequest::Unsatisfiable => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
             }
-            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
-        }
-    };
+        };
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if method != Method::HEAD {
         *r.body_mut() = full(body);
     }
@@ -213,7 +285,12 @@ mod tests {
     use super::*;
 
     fn rep() -> Representation {
-        Representation::new(Bytes::from_static(b"0123456789"), "video/mp2t", "public".into(), SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+        Representation::new(
+            Bytes::from_static(b"0123456789"),
+            "video/mp2t",
+            "public".into(),
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        )
     }
 
     fn req(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
@@ -226,11 +303,26 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range(Some("bytes=2-4"), 10), RangeRequest::Satisfiable(2, 4));
-        assert_eq!(parse_range(Some("bytes=8-"), 10), RangeRequest::Satisfiable(8, 9));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Satisfiable(7, 9));
-        assert_eq!(parse_range(Some("bytes=5-100"), 10), RangeRequest::Satisfiable(5, 9));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=2-4"), 10),
+            RangeRequest::Satisfiable(2, 4)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-"), 10),
+            RangeRequest::Satisfiable(8, 9)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            RangeRequest::Satisfiable(7, 9)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-100"), 10),
+            RangeRequest::Satisfiable(5, 9)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=10-"), 10),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=1-2,4-5"), 10), RangeRequest::None);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::None);
         assert_eq!(parse_range(Some("items=1-2"), 10), RangeRequest::None);
@@ -244,13 +336,27 @@ mod tests {
         assert_eq!(ok.status(), 200);
         assert_eq!(ok.headers()[header::CONTENT_LENGTH], "10");
         let etag = ok.headers()[header::ETAG].to_str().unwrap().to_string();
-        assert_eq!(respond(&Method::GET, &req(&[(header::IF_NONE_MATCH, &etag)]), &r).status(), 304);
-        assert_eq!(respond(&Method::GET, &req(&[(header::IF_NONE_MATCH, "\"other\"")]), &r).status(), 200);
+        assert_eq!(
+            respond(&Method::GET, &req(&[(header::IF_NONE_MATCH, &etag)]), &r).status(),
+            304
+        );
+        assert_eq!(
+            respond(
+                &Method::GET,
+                &req(&[(header::IF_NONE_MATCH, "\"other\"")]),
+                &r
+            )
+            .status(),
+            200
+        );
         let partial = respond(&Method::GET, &req(&[(header::RANGE, "bytes=2-4")]), &r);
         assert_eq!(partial.status(), 206);
         assert_eq!(partial.headers()[header::CONTENT_RANGE], "bytes 2-4/10");
         assert_eq!(partial.headers()[header::CONTENT_LENGTH], "3");
-        assert_eq!(respond(&Method::GET, &req(&[(header::RANGE, "bytes=20-")]), &r).status(), 416);
+        assert_eq!(
+            respond(&Method::GET, &req(&[(header::RANGE, "bytes=20-")]), &r).status(),
+            416
+        );
         let head = respond(&Method::HEAD, &HeaderMap::new(), &r);
         assert_eq!(head.headers()[header::CONTENT_LENGTH], "10");
         assert_eq!(head.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");

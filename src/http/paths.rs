@@ -42,7 +42,7 @@ impl ResourceKind {
             Some(ResourceKind::DashManifest)
         } else if name.ends_with(".ts") || name.ends_with(".m4s") || name.ends_with(".aac") {
             Some(ResourceKind::Segment)
-        } else if name == "init.mp4" {
+        } else if name.starts_with("init") && name.ends_with(".mp4") {
             Some(ResourceKind::InitSegment)
         } else {
             None
@@ -51,7 +51,9 @@ impl ResourceKind {
 
     pub fn content_type(self, name: &str) -> &'static str {
         match self {
-            ResourceKind::MasterPlaylist | ResourceKind::MediaPlaylist => "application/vnd.apple.mpegurl",
+            ResourceKind::MasterPlaylist | ResourceKind::MediaPlaylist => {
+                "application/vnd.apple.mpegurl"
+            }
             ResourceKind::DashManifest => "application/dash+xml",
             ResourceKind::InitSegment => "video/mp4",
             ResourceKind::Segment if name.ends_with(".m4s") => "video/iso.segment",
@@ -62,7 +64,10 @@ impl ResourceKind {
 
     /// Playlists and manifests change while live; segments never do.
     pub fn is_playlist(self) -> bool {
-        matches!(self, ResourceKind::MasterPlaylist | ResourceKind::MediaPlaylist | ResourceKind::DashManifest)
+        matches!(
+            self,
+            ResourceKind::MasterPlaylist | ResourceKind::MediaPlaylist | ResourceKind::DashManifest
+        )
     }
 
     /// Metric label.
@@ -81,18 +86,26 @@ impl ResourceKind {
 const MAX_SEGMENTS: usize = 6;
 
 fn decode_once(raw: &str) -> Result<String, PathError> {
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| PathError::Malformed("not UTF-8"))?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::Malformed("not UTF-8"))?;
     Ok(decoded.into_owned())
 }
 
 fn valid_component(c: &str) -> bool {
-    !c.is_empty() && c.len() <= 128 && !c.starts_with('.') && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !c.is_empty()
+        && c.len() <= 128
+        && !c.starts_with('.')
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// Parses the path part of a request URI (no query).
 pub fn parse_media_path(raw_path: &str) -> Result<MediaPath, PathError> {
     if !raw_path.starts_with('/') || raw_path.starts_with("//") {
-        return Err(PathError::Malformed("path must be absolute and single-rooted"));
+        return Err(PathError::Malformed(
+            "path must be absolute and single-rooted",
+        ));
     }
     let decoded = decode_once(raw_path)?;
     if decoded.contains('%') || decoded.contains('\\') || decoded.contains('\0') {
@@ -111,12 +124,14 @@ pub fn parse_media_path(raw_path: &str) -> Result<MediaPath, PathError> {
         }
     }
     match parts.as_slice() {
-        ["live", stream, rest @ ..] if !rest.is_empty() => {
-            Ok(MediaPath::Live { stream: stream.to_string(), rest: rest.iter().map(|s| s.to_string()).collect() })
-        }
-        ["vod", asset, rest @ ..] if !rest.is_empty() => {
-            Ok(MediaPath::Vod { asset: asset.to_string(), rest: rest.iter().map(|s| s.to_string()).collect() })
-        }
+        ["live", stream, rest @ ..] if !rest.is_empty() => Ok(MediaPath::Live {
+            stream: stream.to_string(),
+            rest: rest.iter().map(|s| s.to_string()).collect(),
+        }),
+        ["vod", asset, rest @ ..] if !rest.is_empty() => Ok(MediaPath::Vod {
+            asset: asset.to_string(),
+            rest: rest.iter().map(|s| s.to_string()).collect(),
+        }),
         _ => Err(PathError::NotFound),
     }
 }
@@ -129,9 +144,18 @@ mod tests {
     fn media_paths_parse() {
         assert_eq!(
             parse_media_path("/live/demo/720p/12.ts"),
-            Ok(MediaPath::Live { stream: "demo".into(), rest: vec!["720p".into(), "12.ts".into()] })
+            Ok(MediaPath::Live {
+                stream: "demo".into(),
+                rest: vec!["720p".into(), "12.ts".into()]
+            })
         );
-        assert_eq!(parse_media_path("/vod/a1/master.m3u8"), Ok(MediaPath::Vod { asset: "a1".into(), rest: vec!["master.m3u8".into()] }));
+        assert_eq!(
+            parse_media_path("/vod/a1/master.m3u8"),
+            Ok(MediaPath::Vod {
+                asset: "a1".into(),
+                rest: vec!["master.m3u8".into()]
+            })
+        );
         assert_eq!(parse_media_path("/live/demo"), Err(PathError::NotFound));
         assert_eq!(parse_media_path("/other/x/y"), Err(PathError::NotFound));
     }
@@ -158,11 +182,39 @@ mod tests {
 
     #[test]
     fn kinds_and_types() {
-        assert_eq!(ResourceKind::from_file_name("master.m3u8"), Some(ResourceKind::MasterPlaylist));
-        assert_eq!(ResourceKind::from_file_name("index.m3u8").unwrap().content_type("index.m3u8"), "application/vnd.apple.mpegurl");
-        assert_eq!(ResourceKind::from_file_name("3.ts").unwrap().content_type("3.ts"), "video/mp2t");
-        assert_eq!(ResourceKind::from_file_name("3.m4s").unwrap().content_type("3.m4s"), "video/iso.segment");
-        assert_eq!(ResourceKind::from_file_name("manifest.mpd").unwrap().content_type("m"), "application/dash+xml");
+        assert_eq!(
+            ResourceKind::from_file_name("master.m3u8"),
+            Some(ResourceKind::MasterPlaylist)
+        );
+        assert_eq!(
+            ResourceKind::from_file_name("index.m3u8")
+                .unwrap()
+                .content_type("index.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
+        assert_eq!(
+            ResourceKind::from_file_name("3.ts")
+                .unwrap()
+                .content_type("3.ts"),
+            "video/mp2t"
+        );
+        assert_eq!(
+            ResourceKind::from_file_name("3.m4s")
+                .unwrap()
+                .content_type("3.m4s"),
+            "video/iso.segment"
+        );
+        assert_eq!(
+            ResourceKind::from_file_name("init-42.mp4"),
+            Some(ResourceKind::InitSegment)
+        );
+        assert_eq!(ResourceKind::from_file_name("movie.mp4"), None);
+        assert_eq!(
+            ResourceKind::from_file_name("manifest.mpd")
+                .unwrap()
+                .content_type("m"),
+            "application/dash+xml"
+        );
         assert_eq!(ResourceKind::from_file_name("passwd"), None);
     }
 }

@@ -70,7 +70,13 @@ where
         });
     }
     let drain = Duration::from_millis(limits.drain_timeout_ms);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(drain_ms = limits.drain_timeout_ms, "http drain timed out; closing remaining connections");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_ms = limits.drain_timeout_ms,
+            "http drain timed out; closing remaining connections"
+        );
     }
 }

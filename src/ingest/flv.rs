@@ -66,7 +66,12 @@ mod tests {
     #[test]
     fn tag_layout_with_extended_timestamp() {
         let t = tag(TAG_VIDEO, 0x0123_4567, &[0xaa, 0xbb]).unwrap();
-        assert_eq!(&t[..], &[9, 0, 0, 2, 0x23, 0x45, 0x67, 0x01, 0, 0, 0, 0xaa, 0xbb, 0, 0, 0, 13]);
+        assert_eq!(
+            &t[..],
+            &[
+                9, 0, 0, 2, 0x23, 0x45, 0x67, 0x01, 0, 0, 0, 0xaa, 0xbb, 0, 0, 0, 13
+            ]
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::config::RtmpConfig;
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::rml_amf0::Amf0Value;
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata,
+};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,7 +118,10 @@ impl RtmpServer {
     /// Binds `config.listen` (port 0 picks a free port; see [`RtmpServer::local_addr`]).
     pub async fn bind(config: &RtmpConfig) -> std::io::Result<RtmpServer> {
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(RtmpServer { listener, config: Arc::new(config.clone()) })
+        Ok(RtmpServer {
+            listener,
+            config: Arc::new(config.clone()),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -181,15 +186,24 @@ fn query_param<'a>(query: &'a str, param: &str) -> Option<&'a str> {
 /// `app_query` is whatever followed `?` in the `connect` app name (some clients put the query
 /// there: `rtmp://host/live?key=SECRET/cam`). The key in the publish name wins. Keys are
 /// compared in constant time.
-pub fn authorize_publish(config: &RtmpConfig, app_query: &str, publish_name: &str) -> Result<String, PublishRejection> {
+pub fn authorize_publish(
+    config: &RtmpConfig,
+    app_query: &str,
+    publish_name: &str,
+) -> Result<String, PublishRejection> {
     let (name, query) = split_query(publish_name);
     if !crate::config::is_valid_name(name) {
         return Err(PublishRejection::InvalidName);
     }
     if !config.stream_keys.is_empty() {
         // Look the name up first: an unlisted stream is refused whatever key it presents.
-        let expected = config.stream_keys.get(name).ok_or(PublishRejection::NotAllowed)?;
-        let presented = query_param(query, "key").or_else(|| query_param(app_query, "key")).ok_or(PublishRejection::MissingKey)?;
+        let expected = config
+            .stream_keys
+            .get(name)
+            .ok_or(PublishRejection::NotAllowed)?;
+        let presented = query_param(query, "key")
+            .or_else(|| query_param(app_query, "key"))
+            .ok_or(PublishRejection::MissingKey)?;
         let matches: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
         if !matches {
             return Err(PublishRejection::WrongKey);
@@ -225,12 +239,17 @@ pub fn metadata_script_body(m: &StreamMetadata) -> Option<Vec<u8>> {
     if props.is_empty() {
         return None;
     }
-    rml_rtmp::rml_amf0::serialize(&vec![Amf0Value::Utf8String("onMetaData".into()), Amf0Value::Object(props)]).ok()
+    rml_rtmp::rml_amf0::serialize(&vec![
+        Amf0Value::Utf8String("onMetaData".into()),
+        Amf0Value::Object(props),
+    ])
+    .ok()
 }
 
 /// Runs a call into `rml_rtmp`, turning a panic on malformed peer input into an error.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ConnectionError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ConnectionError::ParserPanic)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| ConnectionError::ParserPanic)
 }
 
 /// An active publish: where its FLV bytes go.
@@ -250,8 +269,19 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(socket: TcpStream, config: Arc<RtmpConfig>, handler: Arc<dyn PublishHandler>) -> Connection {
-        Connection { socket, config, handler, app_query: String::new(), publishing: None, unparsed_bytes: 0 }
+    fn new(
+        socket: TcpStream,
+        config: Arc<RtmpConfig>,
+        handler: Arc<dyn PublishHandler>,
+    ) -> Connection {
+        Connection {
+            socket,
+            config,
+            handler,
+            app_query: String::new(),
+            publishing: None,
+            unparsed_bytes: 0,
+        }
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -261,7 +291,9 @@ impl Connection {
     /// Most bytes the parser may hold without producing a message: one maximal message plus
     /// chunk-header overhead (generous: tiny chunk sizes cost a header byte per chunk) plus a read.
     fn unparsed_budget(&self) -> usize {
-        (self.config.max_message_bytes as usize).saturating_mul(2).saturating_add(READ_BUFFER_BYTES)
+        (self.config.max_message_bytes as usize)
+            .saturating_mul(2)
+            .saturating_add(READ_BUFFER_BYTES)
     }
 
     /// Serves the connection and logs its end, one line.
@@ -274,7 +306,9 @@ impl Connection {
         self.publishing = None;
         let Err(e) = result else { return };
         match e {
-            ConnectionError::PublishFinished | ConnectionError::PublisherDisconnected | ConnectionError::Shutdown => {
+            ConnectionError::PublishFinished
+            | ConnectionError::PublisherDisconnected
+            | ConnectionError::Shutdown => {
                 tracing::info!("rtmp connection closed: {e}");
             }
             ConnectionError::Rejected(reason) => {
@@ -300,7 +334,11 @@ impl Connection {
         }
     }
 
-    async fn read_some(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, ConnectionError> {
+    async fn read_some(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<usize, ConnectionError> {
         match tokio::time::timeout_at(deadline, self.socket.read(buf)).await {
             Err(_) if self.publishing.is_none() => Err(ConnectionError::HandshakeTimeout),
             Err(_) => Err(ConnectionError::Idle(self.idle_timeout())),
@@ -321,7 +359,8 @@ impl Connection {
     }
 
     async fn serve(&mut self) -> Result<(), ConnectionError> {
-        let handshake_deadline = Instant::now() + Duration::from_millis(self.config.handshake_timeout_ms);
+        let handshake_deadline =
+            Instant::now() + Duration::from_millis(self.config.handshake_timeout_ms);
         let mut buf = vec![0u8; READ_BUFFER_BYTES];
 
         // Handshake: C0/C1/C2 ↔ S0/S1/S2 (RTMP 1.0 spec §5.2).
@@ -330,27 +369,42 @@ impl Connection {
             let n = self.read_some(&mut buf, handshake_deadline).await?;
             let input = buf.get(..n).unwrap_or_default();
             match guarded(|| handshake.process_bytes(input))?.map_err(ConnectionError::Handshake)? {
-                HandshakeProcessResult::InProgress { response_bytes } => self.write(&response_bytes).await?,
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.write(&response_bytes).await?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
                     self.write(&response_bytes).await?;
                     break remaining_bytes;
                 }
             }
         };
 
-        let (mut session, initial) = guarded(|| ServerSession::new(ServerSessionConfig::new()))?.map_err(ConnectionError::Session)?;
+        let (mut session, initial) = guarded(|| ServerSession::new(ServerSessionConfig::new()))?
+            .map_err(ConnectionError::Session)?;
         self.apply(&mut session, initial).await?;
         self.feed(&mut session, &leftover).await?;
 
         loop {
-            let deadline = if self.publishing.is_some() { Instant::now() + self.idle_timeout() } else { handshake_deadline };
+            let deadline = if self.publishing.is_some() {
+                Instant::now() + self.idle_timeout()
+            } else {
+                handshake_deadline
+            };
             let n = self.read_some(&mut buf, deadline).await?;
-            self.feed(&mut session, buf.get(..n).unwrap_or_default()).await?;
+            self.feed(&mut session, buf.get(..n).unwrap_or_default())
+                .await?;
         }
     }
 
     /// Hands bytes to the parser and acts on what comes out, enforcing the unparsed byte budget.
-    async fn feed(&mut self, session: &mut ServerSession, input: &[u8]) -> Result<(), ConnectionError> {
+    async fn feed(
+        &mut self,
+        session: &mut ServerSession,
+        input: &[u8],
+    ) -> Result<(), ConnectionError> {
         if input.is_empty() {
             return Ok(());
         }
@@ -367,21 +421,34 @@ impl Connection {
     }
 
     /// Sends outbound packets and acts on raised events, in order.
-    async fn apply(&mut self, session: &mut ServerSession, results: Vec<ServerSessionResult>) -> Result<(), ConnectionError> {
+    async fn apply(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+    ) -> Result<(), ConnectionError> {
         let mut queue: VecDeque<ServerSessionResult> = results.into();
         while let Some(result) = queue.pop_front() {
             match result {
                 ServerSessionResult::OutboundResponse(packet) => self.write(&packet.bytes).await?,
                 ServerSessionResult::UnhandleableMessageReceived(_) => {}
-                ServerSessionResult::RaisedEvent(event) => queue.extend(self.on_event(session, event).await?),
+                ServerSessionResult::RaisedEvent(event) => {
+                    queue.extend(self.on_event(session, event).await?)
+                }
             }
         }
         Ok(())
     }
 
     /// Refuses an outstanding request with an error status, then closes the connection.
-    async fn reject(&mut self, session: &mut ServerSession, request_id: u32, code: &str, reason: String) -> Result<Vec<ServerSessionResult>, ConnectionError> {
-        let results = guarded(|| session.reject_request(request_id, code, "rejected"))?.map_err(ConnectionError::Session)?;
+    async fn reject(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        code: &str,
+        reason: String,
+    ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+        let results = guarded(|| session.reject_request(request_id, code, "rejected"))?
+            .map_err(ConnectionError::Session)?;
         for r in results {
             if let ServerSessionResult::OutboundResponse(p) = r {
                 self.write(&p.bytes).await?;
@@ -390,20 +457,45 @@ impl Connection {
         Err(ConnectionError::Rejected(reason))
     }
 
-    async fn on_event(&mut self, session: &mut ServerSession, event: ServerSessionEvent) -> Result<Vec<ServerSessionResult>, ConnectionError> {
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerSessionEvent,
+    ) -> Result<Vec<ServerSessionResult>, ConnectionError> {
         match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 let (app, query) = split_query(&app_name);
                 if app != self.config.app {
                     let reason = format!("unknown application {app:?}");
-                    return self.reject(session, request_id, "NetConnection.Connect.Rejected", reason).await;
+                    return self
+                        .reject(
+                            session,
+                            request_id,
+                            "NetConnection.Connect.Rejected",
+                            reason,
+                        )
+                        .await;
                 }
                 self.app_query = query.to_string();
                 guarded(|| session.accept_request(request_id))?.map_err(ConnectionError::Session)
             }
-            ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => {
                 if self.publishing.is_some() {
-                    return self.reject(session, request_id, "NetStream.Publish.BadName", "second publish on one connection".into()).await;
+                    return self
+                        .reject(
+                            session,
+                            request_id,
+                            "NetStream.Publish.BadName",
+                            "second publish on one connection".into(),
+                        )
+                        .await;
                 }
                 // The bare name only: the query may hold the key.
                 let (requested, _) = split_query(&stream_key);
@@ -411,12 +503,19 @@ impl Connection {
                     tracing::Span::current().record("stream", tracing::field::display(requested));
                 }
                 let authorized = authorize_publish(&self.config, &self.app_query, &stream_key)
-                    .and_then(|name| self.handler.on_publish(&name).map(|sink| (name, sink)).map_err(PublishRejection::Handler));
+                    .and_then(|name| {
+                        self.handler
+                            .on_publish(&name)
+                            .map(|sink| (name, sink))
+                            .map_err(PublishRejection::Handler)
+                    });
                 let sink = match authorized {
                     Ok((_, sink)) => sink,
                     Err(rejection) => {
                         let reason = format!("publish rejected: {rejection}");
-                        return self.reject(session, request_id, "NetStream.Publish.BadName", reason).await;
+                        return self
+                            .reject(session, request_id, "NetStream.Publish.BadName", reason)
+                            .await;
                     }
                 };
                 self.send(&sink, flv::header()).await?;
@@ -425,13 +524,23 @@ impl Connection {
                 guarded(|| session.accept_request(request_id))?.map_err(ConnectionError::Session)
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                self.reject(session, request_id, "NetStream.Play.Failed", "play requested; this server only ingests".into()).await
+                self.reject(
+                    session,
+                    request_id,
+                    "NetStream.Play.Failed",
+                    "play requested; this server only ingests".into(),
+                )
+                .await
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 self.forward(flv::TAG_VIDEO, timestamp.value, &data).await?;
                 Ok(Vec::new())
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 self.forward(flv::TAG_AUDIO, timestamp.value, &data).await?;
                 Ok(Vec::new())
             }
@@ -441,7 +550,9 @@ impl Connection {
                 }
                 Ok(Vec::new())
             }
-            ServerSessionEvent::PublishStreamFinished { .. } => Err(ConnectionError::PublishFinished),
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                Err(ConnectionError::PublishFinished)
+            }
             // releaseStream, FCPublish, FCUnpublish, _checkbw (unhandleable AMF0 commands), acks,
             // pings: nothing to do.
             _ => Ok(Vec::new()),
@@ -459,12 +570,20 @@ impl Connection {
         }
     }
 
-    async fn forward(&mut self, kind: u8, timestamp_ms: u32, body: &[u8]) -> Result<(), ConnectionError> {
-        let Some(publishing) = &self.publishing else { return Ok(()) };
+    async fn forward(
+        &mut self,
+        kind: u8,
+        timestamp_ms: u32,
+        body: &[u8],
+    ) -> Result<(), ConnectionError> {
+        let Some(publishing) = &self.publishing else {
+            return Ok(());
+        };
         if body.len() > self.config.max_message_bytes as usize {
             return Err(ConnectionError::MessageTooLarge(body.len()));
         }
-        let tag = flv::tag(kind, timestamp_ms, body).ok_or(ConnectionError::MessageTooLarge(body.len()))?;
+        let tag = flv::tag(kind, timestamp_ms, body)
+            .ok_or(ConnectionError::MessageTooLarge(body.len()))?;
         let sink = publishing.sink.clone();
         self.send(&sink, tag).await
     }
@@ -484,31 +603,67 @@ mod tests {
     fn open_server_accepts_any_valid_name_and_strips_the_query() {
         let c = RtmpConfig::default();
         assert_eq!(authorize_publish(&c, "", "cam").unwrap(), "cam");
-        assert_eq!(authorize_publish(&c, "", "cam?key=whatever").unwrap(), "cam");
-        assert_eq!(authorize_publish(&c, "", "../etc"), Err(PublishRejection::InvalidName));
-        assert_eq!(authorize_publish(&c, "", ""), Err(PublishRejection::InvalidName));
-        assert_eq!(authorize_publish(&c, "", "a/b"), Err(PublishRejection::InvalidName));
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=whatever").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "../etc"),
+            Err(PublishRejection::InvalidName)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", ""),
+            Err(PublishRejection::InvalidName)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "a/b"),
+            Err(PublishRejection::InvalidName)
+        );
     }
 
     #[test]
     fn keyed_server_checks_name_then_key() {
         let c = keyed();
         assert_eq!(authorize_publish(&c, "", "cam?key=s3cret").unwrap(), "cam");
-        assert_eq!(authorize_publish(&c, "", "cam?foo=1&key=s3cret").unwrap(), "cam");
-        assert_eq!(authorize_publish(&c, "", "cam?key=wrong"), Err(PublishRejection::WrongKey));
-        assert_eq!(authorize_publish(&c, "", "cam?key=s3cre"), Err(PublishRejection::WrongKey));
-        assert_eq!(authorize_publish(&c, "", "cam?key="), Err(PublishRejection::WrongKey));
-        assert_eq!(authorize_publish(&c, "", "cam"), Err(PublishRejection::MissingKey));
-        assert_eq!(authorize_publish(&c, "", "other?key=s3cret"), Err(PublishRejection::NotAllowed));
+        assert_eq!(
+            authorize_publish(&c, "", "cam?foo=1&key=s3cret").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=wrong"),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=s3cre"),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key="),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam"),
+            Err(PublishRejection::MissingKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "other?key=s3cret"),
+            Err(PublishRejection::NotAllowed)
+        );
     }
 
     #[test]
     fn key_may_come_with_the_app_name() {
         let c = keyed();
         assert_eq!(authorize_publish(&c, "key=s3cret", "cam").unwrap(), "cam");
-        assert_eq!(authorize_publish(&c, "key=wrong", "cam"), Err(PublishRejection::WrongKey));
+        assert_eq!(
+            authorize_publish(&c, "key=wrong", "cam"),
+            Err(PublishRejection::WrongKey)
+        );
         // The publish name's key wins over the app's.
-        assert_eq!(authorize_publish(&c, "key=s3cret", "cam?key=wrong"), Err(PublishRejection::WrongKey));
+        assert_eq!(
+            authorize_publish(&c, "key=s3cret", "cam?key=wrong"),
+            Err(PublishRejection::WrongKey)
+        );
     }
 
     #[test]

@@ -33,11 +33,16 @@ const STATUSES: [u16; 5] = [200, 206, 304, 404, 400];
 
 impl OriginMetrics {
     fn record(&self, kind: Option<ResourceKind>, status: StatusCode) {
-        let k = kind.map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5)).unwrap_or(5);
+        let k = kind
+            .map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5))
+            .unwrap_or(5);
         if let Some(s) = STATUSES.iter().position(|s| *s == status.as_u16()) {
             self.by_kind_status[k][s].fetch_add(1, Ordering::Relaxed);
         }
-        if matches!(kind, Some(ResourceKind::Segment | ResourceKind::InitSegment)) {
+        if matches!(
+            kind,
+            Some(ResourceKind::Segment | ResourceKind::InitSegment)
+        ) {
             self.segment_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -96,12 +101,20 @@ impl OriginServer {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub async fn run(self, shutdown: Shutdown) {
         let state = self.state;
-        crate::http::serve(self.listener, self.limits, move |req| handle(state.clone(), req), shutdown).await;
+        crate::http::serve(
+            self.listener,
+            self.limits,
+            move |req| handle(state.clone(), req),
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -134,7 +147,9 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
             );
             headers::respond(&method, req.headers(), &rep)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => headers::text(StatusCode::NOT_FOUND, "not found"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            headers::text(StatusCode::NOT_FOUND, "not found")
+        }
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e, "read failed");
             headers::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -155,7 +170,9 @@ fn locate(state: &OriginState, path: &str) -> Result<(PathBuf, ResourceKind, boo
     // `/{stream}/master.m3u8` | `/{stream}/manifest.mpd` | `/{stream}/{rendition}/{file}`.
     let shape_ok = match (kind, rest.len()) {
         (ResourceKind::MasterPlaylist | ResourceKind::DashManifest, 1) => true,
-        (ResourceKind::MediaPlaylist | ResourceKind::Segment | ResourceKind::InitSegment, 2) => true,
+        (ResourceKind::MediaPlaylist | ResourceKind::Segment | ResourceKind::InitSegment, 2) => {
+            true
+        }
         _ => false,
     };
     if !shape_ok {
@@ -174,8 +191,13 @@ async fn read_file(path: &std::path::Path) -> std::io::Result<(Bytes, std::time:
         return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(std::io::Error::other("file exceeds the origin's response size limit"));
+        return Err(std::io::Error::other(
+            "file exceeds the origin's response size limit",
+        ));
     }
     let body = tokio::fs::read(path).await?;
-    Ok((Bytes::from(body), meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)))
+    Ok((
+        Bytes::from(body),
+        meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+    ))
 }

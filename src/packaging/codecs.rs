@@ -52,10 +52,18 @@ mod tests {
     #[test]
     fn sps_in_annexb_gives_profile_constraints_level() {
         // AUD, then SPS for High profile level 3.1 (x264's usual 720p output).
-        let data = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9];
-        assert_eq!(h264_codec_from_annexb(&data).as_deref(), Some("avc1.64001f"));
+        let data = [
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9,
+        ];
+        assert_eq!(
+            h264_codec_from_annexb(&data).as_deref(),
+            Some("avc1.64001f")
+        );
         let baseline = [0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0x00];
-        assert_eq!(h264_codec_from_annexb(&baseline).as_deref(), Some("avc1.42c01e"));
+        assert_eq!(
+            h264_codec_from_annexb(&baseline).as_deref(),
+            Some("avc1.42c01e")
+        );
     }
 
     #[test]
@@ -67,18 +75,30 @@ mod tests {
 
     #[test]
     fn avcc_record() {
-        assert_eq!(h264_codec_from_avcc(&[1, 0x4d, 0x40, 0x28, 0xff]).as_deref(), Some("avc1.4d4028"));
+        assert_eq!(
+            h264_codec_from_avcc(&[1, 0x4d, 0x40, 0x28, 0xff]).as_deref(),
+            Some("avc1.4d4028")
+        );
         assert_eq!(h264_codec_from_avcc(&[0, 1]), None);
     }
 
     #[test]
     fn aac_object_types() {
         // AAC-LC, 48 kHz, stereo: 0x11 0x90.
-        assert_eq!(aac_codec_from_audio_specific_config(&[0x11, 0x90]).as_deref(), Some("mp4a.40.2"));
+        assert_eq!(
+            aac_codec_from_audio_specific_config(&[0x11, 0x90]).as_deref(),
+            Some("mp4a.40.2")
+        );
         // HE-AAC (SBR, 5).
-        assert_eq!(aac_codec_from_audio_specific_config(&[0x2b, 0x92]).as_deref(), Some("mp4a.40.5"));
+        assert_eq!(
+            aac_codec_from_audio_specific_config(&[0x2b, 0x92]).as_deref(),
+            Some("mp4a.40.5")
+        );
         // Escape: 31 → 32 + 6 bits (here 0b000010 → 34).
-        assert_eq!(aac_codec_from_audio_specific_config(&[0xf8, 0x40]).as_deref(), Some("mp4a.40.34"));
+        assert_eq!(
+            aac_codec_from_audio_specific_config(&[0xf8, 0x40]).as_deref(),
+            Some("mp4a.40.34")
+        );
         assert_eq!(aac_codec_from_audio_specific_config(&[]), None);
         assert_eq!(aac_codec_from_audio_specific_config(&[0xf8]), None);
     }

@@ -15,6 +15,9 @@ pub struct Segment {
     pub program_date_time_ms: i64,
     /// Starts a new encoding session: EXT-X-DISCONTINUITY precedes it.
     pub discontinuity: bool,
+    /// fMP4/CMAF: the init segment this segment needs (`EXT-X-MAP`), relative to the playlist.
+    /// A new encoding session gets a new init segment, so this can change at a discontinuity.
+    pub init_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +47,19 @@ pub struct MediaPlaylist {
 }
 
 impl MediaPlaylist {
-    pub fn new(kind: PlaylistKind, target_duration_s: u64, window_segments: usize) -> MediaPlaylist {
+    pub fn new(
+        kind: PlaylistKind,
+        target_duration_s: u64,
+        window_segments: usize,
+    ) -> MediaPlaylist {
         MediaPlaylist {
             kind,
             target_duration_s: target_duration_s.max(1),
-            window_segments: if kind == PlaylistKind::Live { window_segments } else { 0 },
+            window_segments: if kind == PlaylistKind::Live {
+                window_segments
+            } else {
+                0
+            },
             segments: VecDeque::new(),
             next_sequence: 0,
             media_sequence: 0,
@@ -58,7 +69,7 @@ impl MediaPlaylist {
         }
     }
 
-    /// fMP4/CMAF: every segment needs this init segment (`EXT-X-MAP`, version 6+).
+    /// fMP4/CMAF: the init segment (`EXT-X-MAP`, version 6+) of segments that name none.
     pub fn with_init_segment(mut self, uri: String) -> MediaPlaylist {
         self.init_uri = Some(uri);
         self
@@ -89,7 +100,11 @@ impl MediaPlaylist {
                 evicted.push(old);
             }
         }
-        self.media_sequence = self.segments.front().map(|s| s.sequence).unwrap_or(self.next_sequence);
+        self.media_sequence = self
+            .segments
+            .front()
+            .map(|s| s.sequence)
+            .unwrap_or(self.next_sequence);
         evicted
     }
 
@@ -123,32 +138,50 @@ impl MediaPlaylist {
     /// segment to wall-clock time without walking back to the first one.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(128 + self.segments.len() * 96);
-        let version = if self.init_uri.is_some() { 6 } else { 3 };
+        let fmp4 = self.init_uri.is_some() || self.segments.iter().any(|s| s.init_uri.is_some());
+        let version = if fmp4 { 6 } else { 3 };
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:{version}");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration_s);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
-        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            self.discontinuity_sequence
+        );
         match self.kind {
             PlaylistKind::Vod => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
             PlaylistKind::Event => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
             PlaylistKind::Live => {}
         }
         out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-        if let Some(init) = &self.init_uri {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
-        }
+        // EXT-X-MAP applies to every following segment until the next one (8216bis 4.4.4.5):
+        // written before the first segment, and again whenever the init segment changes or a
+        // discontinuity starts (players reset their parser there).
+        let mut current_map: Option<&str> = None;
         for s in &self.segments {
             if s.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
-                if let Some(init) = &self.init_uri {
+            }
+            if let Some(init) = s.init_uri.as_deref().or(self.init_uri.as_deref()) {
+                if s.discontinuity || current_map != Some(init) {
                     let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
+                    current_map = Some(init);
                 }
             }
             if s.program_date_time_ms > 0 {
-                let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_millis(s.program_date_time_ms));
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    rfc3339_millis(s.program_date_time_ms)
+                );
             }
-            let _ = writeln!(out, "#EXTINF:{}.{:03},", s.duration_ms / 1000, s.duration_ms % 1000);
+            let _ = writeln!(
+                out,
+                "#EXTINF:{}.{:03},",
+                s.duration_ms / 1000,
+                s.duration_ms % 1000
+            );
             let _ = writeln!(out, "{}", s.uri);
         }
         if self.ended || self.kind == PlaylistKind::Vod {
@@ -176,12 +209,15 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
     let mut discontinuity_sequence = 0;
     let mut segments = Vec::new();
     let (mut duration, mut pdt, mut disc) = (None, 0i64, false);
+    let mut map: Option<String> = None;
     for line in lines {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             media_sequence = Some(v.parse::<u64>().ok()?);
         } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
             discontinuity_sequence = v.parse().ok()?;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            map = Some(v.split('"').next()?.to_string());
         } else if line == "#EXT-X-DISCONTINUITY" {
             disc = true;
         } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
@@ -190,7 +226,11 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
             let secs = v.split(',').next()?;
             let (whole, frac) = secs.split_once('.').unwrap_or((secs, "0"));
             let frac = format!("{frac:0<3}");
-            let ms = whole.parse::<u64>().ok()?.checked_mul(1000)?.checked_add(frac.get(..3)?.parse::<u64>().ok()?)?;
+            let ms = whole
+                .parse::<u64>()
+                .ok()?
+                .checked_mul(1000)?
+                .checked_add(frac.get(..3)?.parse::<u64>().ok()?)?;
             duration = Some(ms);
         } else if line.is_empty() || line.starts_with('#') {
             continue;
@@ -203,11 +243,16 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
                 byte_size: 0,
                 program_date_time_ms: std::mem::take(&mut pdt),
                 discontinuity: std::mem::take(&mut disc),
+                init_uri: map.clone(),
             });
         }
     }
     let media_sequence = media_sequence?;
-    Some(ResumeState { next_sequence: media_sequence.checked_add(segments.len() as u64)?, discontinuity_sequence, segments })
+    Some(ResumeState {
+        next_sequence: media_sequence.checked_add(segments.len() as u64)?,
+        discontinuity_sequence,
+        segments,
+    })
 }
 
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's civil_from_days).
@@ -239,7 +284,12 @@ pub fn rfc3339_millis(epoch_ms: i64) -> String {
     let ms = epoch_ms.rem_euclid(1000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
 }
 
 /// Inverse of [`rfc3339_millis`] (UTC `Z` form only).
@@ -247,13 +297,21 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let s = s.trim().strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let mut dp = date.split('-');
-    let (y, mo, d) = (dp.next()?.parse::<i64>().ok()?, dp.next()?.parse::<u32>().ok()?, dp.next()?.parse::<u32>().ok()?);
+    let (y, mo, d) = (
+        dp.next()?.parse::<i64>().ok()?,
+        dp.next()?.parse::<u32>().ok()?,
+        dp.next()?.parse::<u32>().ok()?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut tp = hms.split(':');
-    let (h, mi, se) = (tp.next()?.parse::<i64>().ok()?, tp.next()?.parse::<i64>().ok()?, tp.next()?.parse::<i64>().ok()?);
+    let (h, mi, se) = (
+        tp.next()?.parse::<i64>().ok()?,
+        tp.next()?.parse::<i64>().ok()?,
+        tp.next()?.parse::<i64>().ok()?,
+    );
     let frac = format!("{frac:0<3}");
     let ms = frac.get(..3)?.parse::<i64>().ok()?;
     Some(((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
@@ -264,7 +322,53 @@ mod tests {
     use super::*;
 
     fn seg(ms: u64, uri: &str, disc: bool) -> Segment {
-        Segment { sequence: 0, duration_ms: ms, uri: uri.into(), byte_size: 1000, program_date_time_ms: 1_700_000_000_000, discontinuity: disc }
+        Segment {
+            sequence: 0,
+            duration_ms: ms,
+            uri: uri.into(),
+            byte_size: 1000,
+            program_date_time_ms: 1_700_000_000_000,
+            discontinuity: disc,
+            init_uri: None,
+        }
+    }
+
+    #[test]
+    fn map_follows_each_sessions_init_segment_and_parses_back() {
+        let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 6);
+        for (i, (init, disc)) in [
+            ("init-0.mp4", false),
+            ("init-0.mp4", false),
+            ("init-2.mp4", true),
+            ("init-2.mp4", false),
+        ]
+        .iter()
+        .enumerate()
+        {
+            p.push(Segment {
+                init_uri: Some(init.to_string()),
+                ..seg(2000, &format!("{i}.m4s"), *disc)
+            });
+        }
+        let t = p.render();
+        assert!(t.contains("#EXT-X-VERSION:6"), "{t}");
+        assert_eq!(t.matches("#EXT-X-MAP:").count(), 2, "{t}");
+        let first_map = t.find("#EXT-X-MAP:URI=\"init-0.mp4\"").unwrap();
+        assert!(first_map < t.find("0.m4s").unwrap());
+        assert!(
+            t.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-2.mp4\"\n"),
+            "{t}"
+        );
+        let st = parse_media_playlist_state(&t).unwrap();
+        let inits: Vec<_> = st
+            .segments
+            .iter()
+            .map(|s| s.init_uri.clone().unwrap())
+            .collect();
+        assert_eq!(
+            inits,
+            ["init-0.mp4", "init-0.mp4", "init-2.mp4", "init-2.mp4"]
+        );
     }
 
     #[test]
@@ -282,7 +386,10 @@ mod tests {
         assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
         assert!(!text.contains("ENDLIST") && !text.contains("PLAYLIST-TYPE"));
         assert_eq!(text.matches("#EXTINF:2.000,").count(), 3);
-        assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"), "{text}");
+        assert!(
+            text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -290,7 +397,10 @@ mod tests {
         let mut p = MediaPlaylist::new(PlaylistKind::Live, 2, 2);
         p.push(seg(2000, "0.ts", false));
         p.push(seg(2000, "1.ts", true));
-        assert!(p.render().contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        assert!(
+            p.render()
+                .contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME")
+        );
         p.push(seg(2000, "2.ts", false));
         assert_eq!(p.discontinuity_sequence(), 0);
         p.push(seg(2000, "3.ts", false));
@@ -312,14 +422,19 @@ mod tests {
 
     #[test]
     fn vod_with_init_segment() {
-        let mut p = MediaPlaylist::new(PlaylistKind::Vod, 2, 3).with_init_segment("init.mp4".into());
+        let mut p =
+            MediaPlaylist::new(PlaylistKind::Vod, 2, 3).with_init_segment("init.mp4".into());
         for i in 0..5 {
             p.push(seg(1999, &format!("{i}.m4s"), false));
         }
         let t = p.render();
         assert!(t.contains("#EXT-X-VERSION:6") && t.contains("#EXT-X-MAP:URI=\"init.mp4\""));
         assert!(t.contains("#EXT-X-PLAYLIST-TYPE:VOD") && t.ends_with("#EXT-X-ENDLIST\n"));
-        assert_eq!(t.matches("#EXTINF:1.999,").count(), 5, "VOD keeps every segment");
+        assert_eq!(
+            t.matches("#EXTINF:1.999,").count(),
+            5,
+            "VOD keeps every segment"
+        );
     }
 
     #[test]
@@ -332,14 +447,25 @@ mod tests {
         assert_eq!(st.next_sequence, 12);
         assert_eq!(st.discontinuity_sequence, 2);
         assert_eq!(st.segments.len(), 2);
-        assert_eq!((st.segments[1].sequence, st.segments[1].duration_ms), (11, 1500));
+        assert_eq!(
+            (st.segments[1].sequence, st.segments[1].duration_ms),
+            (11, 1500)
+        );
         assert!(st.segments[0].discontinuity);
         assert_eq!(st.segments[0].program_date_time_ms, 1_700_000_000_000);
     }
 
     #[test]
     fn garbage_does_not_parse_or_panic() {
-        for g in ["", "#EXTM3U", "hello", "#EXTM3U\n#EXTINF:abc,\nx.ts", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1.0,\na\n#EXTINF:1.0,\nb", "#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:2020-13-45T99Z\n"] {
+        for g in [
+            "",
+            "#EXTM3U",
+            "hello",
+            "#EXTM3U\n#EXTINF:abc,\nx.ts",
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n",
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1.0,\na\n#EXTINF:1.0,\nb",
+            "#EXTM3U\n#EXT-X-PROGRAM-DATE-TIME:2020-13-45T99Z\n",
+        ] {
             assert!(parse_media_playlist_state(g).is_none(), "{g:?}");
         }
     }

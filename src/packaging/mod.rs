@@ -2,8 +2,14 @@
 //! disk, so every rule is unit-tested here.
 
 pub mod codecs;
+pub mod dash;
 pub mod hls;
 pub mod multivariant;
 
+pub use dash::{
+    DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, render_mpd,
+};
 pub use hls::{MediaPlaylist, PlaylistKind, ResumeState, Segment, parse_media_playlist_state};
-pub use multivariant::{BandwidthMeter, VariantStream, render_multivariant};
+pub use multivariant::{
+    AudioMedia, BandwidthMeter, VariantStream, render_multivariant, render_multivariant_with_audio,
+};

@@ -48,7 +48,10 @@ impl Drop for LiveGuard {
 
 impl StreamRegistry {
     pub fn new(config: Arc<Config>, announce: Announce, shutdown: Shutdown) -> Arc<StreamRegistry> {
-        let janitor = Janitor::spawn(Duration::from_millis(config.hls.retain_after_window_ms), shutdown.clone());
+        let janitor = Janitor::spawn(
+            Duration::from_millis(config.hls.retain_after_window_ms),
+            shutdown.clone(),
+        );
         Arc::new(StreamRegistry {
             templates: Templates::new(&config.pipelines.dir),
             config,
@@ -64,7 +67,11 @@ impl StreamRegistry {
 
     /// Streams with a running session.
     pub fn live_streams(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.live.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = self
+            .live
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -74,7 +81,10 @@ impl StreamRegistry {
         if !live.insert(stream.to_string()) {
             return None;
         }
-        Some(LiveGuard { registry: self.clone(), stream: stream.to_string() })
+        Some(LiveGuard {
+            registry: self.clone(),
+            stream: stream.to_string(),
+        })
     }
 
     fn context(&self, stream: &str) -> SessionContext {
@@ -97,10 +107,11 @@ impl StreamRegistry {
                 let target = self.config.ladder.segment_duration_ms.div_ceil(1000);
                 let mut t = StreamTimeline::new(target, self.config.hls.window_segments);
                 let dir = crate::store::live_stream_dir(&self.config.store.dir, stream);
-                for r in &self.config.ladder.renditions {
-                    if let Ok(text) = std::fs::read_to_string(dir.join(&r.name).join("index.m3u8")) {
-                        if t.restore(&r.name, &text) {
-                            tracing::info!(stream, rendition = %r.name, "timeline restored from disk; continuing media sequence");
+                let names = self.config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
+                for name in names {
+                    if let Ok(text) = std::fs::read_to_string(dir.join(name).join("index.m3u8")) {
+                        if t.restore(name, &text) {
+                            tracing::info!(stream, rendition = %name, "timeline restored from disk; continuing media sequence");
                         }
                     }
                 }
@@ -117,8 +128,13 @@ impl StreamRegistry {
         if self.config.streams.iter().any(|s| s.name == stream) {
             return Err("stream name is reserved by a configured source".into());
         }
-        let guard = self.try_go_live(stream).ok_or_else(|| "stream is already live".to_string())?;
-        let source = self.templates.render("source-rtmp", &[]).map_err(|e| e.to_string())?;
+        let guard = self
+            .try_go_live(stream)
+            .ok_or_else(|| "stream is already live".to_string())?;
+        let source = self
+            .templates
+            .render("source-rtmp", &[])
+            .map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(PUBLISH_CHANNEL_CAPACITY);
         let ctx = self.context(stream);
         let shutdown = self.shutdown.clone();
@@ -185,5 +201,8 @@ impl StreamRegistry {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -5,7 +5,7 @@
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
-use crate::config::Config;
+use crate::config::{Config, SegmentFormat};
 use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -46,7 +46,10 @@ pub struct SessionContext {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Runs a session until its source ends (EOS), it fails, or `shutdown` (then EOS, bounded).
@@ -69,12 +72,15 @@ pub async fn run_session(
     }
     let stream_dir = crate::store::live_stream_dir(&ctx.config.store.dir, &ctx.stream);
     let staging = crate::transcode::pipeline::staging_dir(&stream_dir, ctx.session_id);
+    let format = ctx.config.format_for(&ctx.stream);
     let spec = LadderSpec {
         stream: ctx.stream.clone(),
         source_description,
         ladder: ctx.config.ladder.clone(),
         templates: ctx.templates.clone(),
         staging_dir: staging.clone(),
+        format,
+        wall_clock_timestamps: true,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
@@ -111,7 +117,16 @@ pub async fn run_session(
     let mut last_progress = Instant::now();
     let mut eos_deadline: Option<Instant> = None;
     let mut eos_sent = false;
-    let mut state = SessionState { opened: HashMap::new(), pending: HashMap::new(), anchor_wall_ms: None, started_announced: false, stream_dir };
+    let mut state = SessionState {
+        opened: HashMap::new(),
+        pending: HashMap::new(),
+        anchor_wall_ms: None,
+        started_announced: false,
+        stream_dir,
+        format,
+        staged_inits: HashMap::new(),
+        inits: HashMap::new(),
+    };
     let result = loop {
         let stall_at = last_progress + stall;
         let eos_at = eos_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
@@ -160,7 +175,10 @@ pub async fn run_session(
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     if state.started_announced {
-        (ctx.announce)(BusEvent::StreamEnded { stream: ctx.stream.clone(), origin_id: ctx.config.origin.id.clone() });
+        (ctx.announce)(BusEvent::StreamEnded {
+            stream: ctx.stream.clone(),
+            origin_id: ctx.config.origin.id.clone(),
+        });
     }
     result
 }
@@ -171,6 +189,8 @@ struct PendingSegment {
     location: PathBuf,
     start_ns: u64,
     closed_ns: u64,
+    /// `closed_ns` is the exact end (CMAF), not the last frame's start (splitmuxsink).
+    exact_end: bool,
 }
 
 /// FLV tags to look at before deciding a stream has no audio (about 2 s of 30 fps video).
@@ -210,18 +230,47 @@ struct SessionState {
     anchor_wall_ms: Option<i64>,
     started_announced: bool,
     stream_dir: PathBuf,
+    format: SegmentFormat,
+    /// CMAF: this session's init segment per rendition, still in staging.
+    staged_inits: HashMap<String, PathBuf>,
+    /// CMAF: this session's published init segment per rendition (`init-{first sequence}.mp4`).
+    inits: HashMap<String, String>,
 }
 
-async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineEvent) -> Result<(), SessionError> {
+async fn handle_event(
+    ctx: &SessionContext,
+    st: &mut SessionState,
+    ev: PipelineEvent,
+) -> Result<(), SessionError> {
     match ev {
-        PipelineEvent::LadderPlanned { renditions, source_width, source_height, .. } => {
-            tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"),
+        PipelineEvent::LadderPlanned {
+            renditions,
+            source_width,
+            source_height,
+            anchor_wall_ms,
+            separate_audio,
+        } => {
+            tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"), format = st.format.as_str(),
                 renditions = %renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","), "ladder planned");
-            lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate);
+            // The same clock the pipeline put into the fMP4 tfdt: PDT and DASH time agree.
+            st.anchor_wall_ms = Some(anchor_wall_ms);
+            let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
+            lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
         }
-        PipelineEvent::VideoCodec { rendition, codec } => lock(&ctx.timeline).set_video_codec(&rendition, codec),
+        PipelineEvent::InitSegment {
+            rendition,
+            location,
+        } => {
+            st.staged_inits.insert(rendition, location);
+        }
+        PipelineEvent::VideoCodec { rendition, codec } => {
+            lock(&ctx.timeline).set_video_codec(&rendition, codec)
+        }
         PipelineEvent::AudioCodec { codec } => lock(&ctx.timeline).set_audio_codec(codec),
-        PipelineEvent::FragmentOpened { rendition, running_time_ns } => {
+        PipelineEvent::FragmentOpened {
+            rendition,
+            running_time_ns,
+        } => {
             if st.anchor_wall_ms.is_none() {
                 st.anchor_wall_ms = Some(now_ms() - (running_time_ns / 1_000_000) as i64);
             }
@@ -231,13 +280,26 @@ async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineE
             }
             st.opened.insert(rendition, running_time_ns);
         }
-        PipelineEvent::FragmentClosed { rendition, location, running_time_ns } => {
+        PipelineEvent::FragmentClosed {
+            rendition,
+            location,
+            running_time_ns,
+            exact_end,
+        } => {
             let start_ns = st.opened.get(&rendition).copied().unwrap_or(0);
             if let Some(prev) = st.pending.remove(&rendition) {
                 let duration_ns = prev.closed_ns.saturating_sub(prev.start_ns);
                 publish_pending(ctx, st, &rendition, prev, duration_ns).await?;
             }
-            st.pending.insert(rendition, PendingSegment { location, start_ns, closed_ns: running_time_ns });
+            st.pending.insert(
+                rendition,
+                PendingSegment {
+                    location,
+                    start_ns,
+                    closed_ns: running_time_ns,
+                    exact_end,
+                },
+            );
         }
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
@@ -246,28 +308,54 @@ async fn handle_event(ctx: &SessionContext, st: &mut SessionState, ev: PipelineE
 
 /// Lists the last fragment of each rendition. At EOS splitmuxsink reports the last frame's
 /// start as the close time; that frame still plays for one frame duration.
-async fn flush_pending(ctx: &SessionContext, st: &mut SessionState, frame_ns: u64) -> Result<(), SessionError> {
+async fn flush_pending(
+    ctx: &SessionContext,
+    st: &mut SessionState,
+    frame_ns: u64,
+) -> Result<(), SessionError> {
     let mut renditions: Vec<String> = st.pending.keys().cloned().collect();
     renditions.sort();
     for r in renditions {
         if let Some(p) = st.pending.remove(&r) {
-            let duration_ns = p.closed_ns.saturating_sub(p.start_ns) + frame_ns;
+            let tail = if p.exact_end { 0 } else { frame_ns };
+            let duration_ns = p.closed_ns.saturating_sub(p.start_ns) + tail;
             publish_pending(ctx, st, &r, p, duration_ns).await?;
         }
     }
     Ok(())
 }
 
-async fn publish_pending(ctx: &SessionContext, st: &mut SessionState, rendition: &str, p: PendingSegment, duration_ns: u64) -> Result<(), SessionError> {
+async fn publish_pending(
+    ctx: &SessionContext,
+    st: &mut SessionState,
+    rendition: &str,
+    p: PendingSegment,
+    duration_ns: u64,
+) -> Result<(), SessionError> {
     let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (p.start_ns / 1_000_000) as i64;
-    publish_segment(ctx, st, rendition, &p.location, duration_ns / 1_000_000, pdt).await
+    publish_segment(
+        ctx,
+        st,
+        rendition,
+        &p.location,
+        duration_ns / 1_000_000,
+        pdt,
+    )
+    .await
 }
 
 fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
     t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn publish_segment(ctx: &SessionContext, st: &mut SessionState, rendition: &str, staged: &std::path::Path, duration_ms: u64, pdt_ms: i64) -> Result<(), SessionError> {
+async fn publish_segment(
+    ctx: &SessionContext,
+    st: &mut SessionState,
+    rendition: &str,
+    staged: &std::path::Path,
+    duration_ms: u64,
+    pdt_ms: i64,
+) -> Result<(), SessionError> {
     let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
         tracing::warn!(stream = %ctx.stream, rendition, "fragment for a rendition outside the ladder; dropped");
         return Ok(());
@@ -277,27 +365,62 @@ async fn publish_segment(ctx: &SessionContext, st: &mut SessionState, rendition:
         return Ok(());
     }
     let rendition_dir = st.stream_dir.join(rendition);
-    let public = rendition_dir.join(format!("{sequence}.ts"));
+    // CMAF: the first segment of a session publishes the session's init segment, named after
+    // that segment so every session's is distinct (players and caches never see it change).
+    if let Some(staged_init) = st.staged_inits.remove(rendition) {
+        let name = format!("init-{sequence}.mp4");
+        let public_init = rendition_dir.join(&name);
+        tokio::task::spawn_blocking(move || crate::store::promote(&staged_init, &public_init))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        st.inits.insert(rendition.to_string(), name);
+    }
+    let init_uri = st.inits.get(rendition).cloned();
+    if st.format == SegmentFormat::Cmaf && init_uri.is_none() {
+        tracing::warn!(stream = %ctx.stream, rendition, "CMAF fragment before its init segment; dropped");
+        let _ = std::fs::remove_file(staged);
+        return Ok(());
+    }
+    let ext = st.format.segment_extension();
+    let public = rendition_dir.join(format!("{sequence}.{ext}"));
     let staged_owned = staged.to_path_buf();
     let public_owned = public.clone();
-    let byte_size = tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let uri_path = format!("/live/{}/{}/{}.ts", ctx.stream, rendition, sequence);
-    let (added, master) = {
+    let byte_size =
+        tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let uri_path = format!("/live/{}/{}/{}.{ext}", ctx.stream, rendition, sequence);
+    let (added, master, mpd) = {
         let mut t = lock(&ctx.timeline);
-        let added = t.add_segment(rendition, format!("{sequence}.ts"), duration_ms, byte_size, pdt_ms);
-        (added, t.master())
+        let added = t.add_segment(
+            rendition,
+            format!("{sequence}.{ext}"),
+            duration_ms,
+            byte_size,
+            pdt_ms,
+            init_uri,
+        );
+        let mpd = (st.format == SegmentFormat::Cmaf).then(|| {
+            crate::packaging::render_mpd(
+                &t.dash_manifest(now_ms(), ctx.config.ladder.segment_duration_ms),
+            )
+        });
+        (added, t.master(), mpd)
     };
     let Some(added) = added else { return Ok(()) };
     let playlist_path = rendition_dir.join("index.m3u8");
     let master_path = st.stream_dir.join("master.m3u8");
+    let mpd_path = st.stream_dir.join("manifest.mpd");
     let playlist_text = added.playlist_text.clone();
     let master_text = master.clone();
+    let mpd_text = if master.is_some() { mpd } else { None };
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         crate::store::write_atomic(&playlist_path, playlist_text.as_bytes())?;
         if let Some(m) = master_text {
             crate::store::write_atomic(&master_path, m.as_bytes())?;
+        }
+        if let Some(m) = mpd_text {
+            crate::store::write_atomic(&mpd_path, m.as_bytes())?;
         }
         Ok(())
     })
@@ -306,12 +429,19 @@ async fn publish_segment(ctx: &SessionContext, st: &mut SessionState, rendition:
     for old in &added.evicted {
         ctx.janitor.schedule(rendition_dir.join(&old.uri));
     }
+    for init in &added.evicted_inits {
+        ctx.janitor.schedule(rendition_dir.join(init));
+    }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
     let origin_id = ctx.config.origin.id.clone();
     if master.is_some() && !st.started_announced {
         st.started_announced = true;
         let renditions = lock(&ctx.timeline).rendition_infos();
-        (ctx.announce)(BusEvent::StreamStarted { stream: ctx.stream.clone(), origin_id: origin_id.clone(), renditions });
+        (ctx.announce)(BusEvent::StreamStarted {
+            stream: ctx.stream.clone(),
+            origin_id: origin_id.clone(),
+            renditions,
+        });
     }
     (ctx.announce)(BusEvent::SegmentReady {
         stream: ctx.stream.clone(),

@@ -1,7 +1,14 @@
 //! A stream's timeline across publisher sessions and worker restarts: one media playlist and
 //! bandwidth meter per rendition. Pure bookkeeping; the session does the I/O.
 
-use crate::packaging::{BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream, render_multivariant};
+use crate::packaging::dash::{
+    DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, Presentation,
+};
+use crate::packaging::{
+    AudioMedia, BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream,
+    render_multivariant_with_audio,
+};
+use crate::transcode::AUDIO_RENDITION;
 use crate::transcode::PlannedRendition;
 use std::collections::BTreeMap;
 
@@ -26,13 +33,21 @@ pub struct StreamTimeline {
     target_duration_s: u64,
     window_segments: usize,
     sessions: u64,
+    /// CMAF with audio: the current session has a separate `audio` rendition.
+    separate_audio: bool,
 }
+
+/// Audio every ladder produces (the ladder resamples to this).
+pub const AUDIO_SAMPLE_RATE: u32 = 48_000;
+pub const AUDIO_CHANNELS: u32 = 2;
 
 /// What adding a segment produced.
 pub struct SegmentAdded {
     pub segment: Segment,
     pub playlist_text: String,
     pub evicted: Vec<Segment>,
+    /// Init segments no listed segment uses any more (left with the evicted segments).
+    pub evicted_inits: Vec<String>,
 }
 
 impl StreamTimeline {
@@ -45,21 +60,42 @@ impl StreamTimeline {
             target_duration_s,
             window_segments,
             sessions: 0,
+            separate_audio: false,
         }
     }
 
     /// Restores a rendition from the playlist a previous process wrote (worker restart).
     pub fn restore(&mut self, rendition: &str, playlist_text: &str) -> bool {
-        let Some(state) = crate::packaging::parse_media_playlist_state(playlist_text) else { return false };
-        let mut playlist = MediaPlaylist::new(PlaylistKind::Live, self.target_duration_s, self.window_segments);
-        playlist.resume_from(state.segments.first().map(|s| s.sequence).unwrap_or(state.next_sequence), state.discontinuity_sequence);
+        let Some(state) = crate::packaging::parse_media_playlist_state(playlist_text) else {
+            return false;
+        };
+        let mut playlist = MediaPlaylist::new(
+            PlaylistKind::Live,
+            self.target_duration_s,
+            self.window_segments,
+        );
+        playlist.resume_from(
+            state
+                .segments
+                .first()
+                .map(|s| s.sequence)
+                .unwrap_or(state.next_sequence),
+            state.discontinuity_sequence,
+        );
         for s in state.segments {
             playlist.push(s);
         }
         playlist.resume_from(state.next_sequence, playlist.discontinuity_sequence());
         self.renditions.insert(
             rendition.to_string(),
-            RenditionTimeline { playlist, meter: BandwidthMeter::with_estimate(0), codec: None, width: 0, height: 0, discontinuity_pending: true },
+            RenditionTimeline {
+                playlist,
+                meter: BandwidthMeter::with_estimate(0),
+                codec: None,
+                width: 0,
+                height: 0,
+                discontinuity_pending: true,
+            },
         );
         true
     }
@@ -67,15 +103,37 @@ impl StreamTimeline {
     /// Starts a publisher session with this ladder. Existing renditions continue their media
     /// sequence and mark a discontinuity; new renditions start level with the others so that
     /// segment N means the same time span everywhere.
-    pub fn begin_session(&mut self, planned: &[PlannedRendition], frame_rate: u32) {
+    /// `audio_bitrate_kbps` is `Some` when audio is a rendition of its own (CMAF).
+    pub fn begin_session(
+        &mut self,
+        planned: &[PlannedRendition],
+        frame_rate: u32,
+        audio_bitrate_kbps: Option<u32>,
+    ) {
         self.sessions += 1;
         self.frame_rate = frame_rate;
         self.audio_codec = None;
-        let start = self.renditions.values().map(|r| r.playlist.next_sequence()).max().unwrap_or(0);
-        for p in planned {
+        self.separate_audio = audio_bitrate_kbps.is_some();
+        let start = self
+            .renditions
+            .values()
+            .map(|r| r.playlist.next_sequence())
+            .max()
+            .unwrap_or(0);
+        let audio = audio_bitrate_kbps.map(|kbps| PlannedRendition {
+            name: AUDIO_RENDITION.into(),
+            width: 0,
+            height: 0,
+            video_bitrate_kbps: kbps,
+        });
+        for p in planned.iter().chain(audio.as_ref()) {
             let estimate = p.video_bitrate_kbps as u64 * 1000;
             let entry = self.renditions.entry(p.name.clone()).or_insert_with(|| {
-                let mut playlist = MediaPlaylist::new(PlaylistKind::Live, self.target_duration_s, self.window_segments);
+                let mut playlist = MediaPlaylist::new(
+                    PlaylistKind::Live,
+                    self.target_duration_s,
+                    self.window_segments,
+                );
                 playlist.resume_from(start, 0);
                 RenditionTimeline {
                     playlist,
@@ -108,7 +166,9 @@ impl StreamTimeline {
     }
 
     pub fn next_sequence(&self, rendition: &str) -> Option<u64> {
-        self.renditions.get(rendition).map(|r| r.playlist.next_sequence())
+        self.renditions
+            .get(rendition)
+            .map(|r| r.playlist.next_sequence())
     }
 
     pub fn current_renditions(&self) -> &[String] {
@@ -120,9 +180,18 @@ impl StreamTimeline {
     }
 
     /// Appends a complete segment; returns it, the new playlist text and what left the window.
-    pub fn add_segment(&mut self, rendition: &str, uri: String, duration_ms: u64, byte_size: u64, program_date_time_ms: i64) -> Option<SegmentAdded> {
+    pub fn add_segment(
+        &mut self,
+        rendition: &str,
+        uri: String,
+        duration_ms: u64,
+        byte_size: u64,
+        program_date_time_ms: i64,
+        init_uri: Option<String>,
+    ) -> Option<SegmentAdded> {
         let r = self.renditions.get_mut(rendition)?;
         let segment = Segment {
+            init_uri,
             sequence: r.playlist.next_sequence(),
             duration_ms,
             uri,
@@ -132,7 +201,109 @@ impl StreamTimeline {
         };
         r.meter.record(byte_size, duration_ms);
         let evicted = r.playlist.push(segment.clone());
-        Some(SegmentAdded { segment, playlist_text: r.playlist.render(), evicted })
+        let mut evicted_inits: Vec<String> =
+            evicted.iter().filter_map(|s| s.init_uri.clone()).collect();
+        evicted_inits.dedup();
+        evicted_inits.retain(|init| {
+            !r.playlist
+                .segments()
+                .any(|s| s.init_uri.as_ref() == Some(init))
+        });
+        Some(SegmentAdded {
+            segment,
+            playlist_text: r.playlist.render(),
+            evicted,
+            evicted_inits,
+        })
+    }
+
+    /// The separate audio rendition of the current session, once it has a codec and a segment.
+    fn audio_media(&self) -> Option<Option<AudioMedia>> {
+        if !self.separate_audio {
+            return Some(None);
+        }
+        let r = self.renditions.get(AUDIO_RENDITION)?;
+        r.playlist.segments().next()?;
+        Some(Some(AudioMedia {
+            group_id: "aud".into(),
+            name: "audio".into(),
+            uri: format!("{AUDIO_RENDITION}/index.m3u8"),
+            codecs: self.audio_codec.clone()?,
+            channels: AUDIO_CHANNELS,
+            bandwidth_bps: r.meter.peak_bps(),
+            average_bandwidth_bps: r.meter.average_bps(),
+        }))
+    }
+
+    /// The live DASH manifest (CMAF streams): every listed fMP4 segment, one Period per session.
+    pub fn dash_manifest(&self, publish_time_ms: i64, segment_duration_ms: u64) -> DashManifest {
+        let mut video = Vec::new();
+        let mut audio = Vec::new();
+        for (name, r) in &self.renditions {
+            let segments: Vec<DashSegment> = r
+                .playlist
+                .segments()
+                .filter_map(|s| {
+                    Some(DashSegment {
+                        number: s.sequence,
+                        start_ms: s.program_date_time_ms,
+                        duration_ms: s.duration_ms,
+                        init: format!("{name}/{}", s.init_uri.as_ref()?),
+                    })
+                })
+                .collect();
+            if segments.is_empty() {
+                continue;
+            }
+            let is_audio = name == AUDIO_RENDITION;
+            let codecs = if is_audio {
+                self.audio_codec.clone()
+            } else {
+                r.codec.clone()
+            };
+            let rep = DashRepresentation {
+                id: name.clone(),
+                bandwidth_bps: r.meter.peak_bps(),
+                codecs: codecs.unwrap_or_else(|| {
+                    if is_audio {
+                        "mp4a.40.2".into()
+                    } else {
+                        "avc1.640028".into()
+                    }
+                }),
+                width: r.width,
+                height: r.height,
+                frame_rate: self.frame_rate,
+                audio_sampling_rate: AUDIO_SAMPLE_RATE,
+                audio_channels: AUDIO_CHANNELS,
+                media_template: format!("{name}/$Number$.m4s"),
+                segments,
+            };
+            if is_audio {
+                audio.push(rep)
+            } else {
+                video.push(rep)
+            }
+        }
+        let mut adaptations = vec![DashAdaptation {
+            kind: MediaKind::Video,
+            representations: video,
+        }];
+        if !audio.is_empty() {
+            adaptations.push(DashAdaptation {
+                kind: MediaKind::Audio,
+                representations: audio,
+            });
+        }
+        DashManifest {
+            presentation: Presentation::Live {
+                publish_time_ms,
+                minimum_update_period_ms: segment_duration_ms,
+                suggested_presentation_delay_ms: segment_duration_ms * 3,
+            },
+            segment_duration_ms,
+            adaptations,
+        }
     }
 
     /// The master playlist, once every current rendition has a codec and a measured segment.
@@ -145,8 +316,8 @@ impl StreamTimeline {
                 return None;
             }
             let codecs = match &self.audio_codec {
-                Some(a) => format!("{video},{a}"),
-                None => video.clone(),
+                Some(a) if !self.separate_audio => format!("{video},{a}"),
+                _ => video.clone(),
             };
             variants.push(VariantStream {
                 uri: format!("{name}/index.m3u8"),
@@ -161,7 +332,12 @@ impl StreamTimeline {
         if variants.is_empty() {
             return None;
         }
-        Some(render_multivariant(&variants, true))
+        let audio = self.audio_media()?;
+        Some(render_multivariant_with_audio(
+            &variants,
+            audio.as_ref(),
+            true,
+        ))
     }
 
     /// Renditions with codecs and bandwidth, for the bus's StreamStarted.

@@ -21,14 +21,26 @@ fn even(x: f64) -> u32 {
 /// Renditions taller than the source are dropped (never upscale). If every rung is taller, the
 /// lowest rung is kept at the source's own height. Widths follow the source's aspect ratio
 /// (rounded to even, as 4:2:0 needs), so a 4:3 or portrait source is not stretched.
-pub fn plan_ladder(rungs: &[RenditionConfig], source_width: u32, source_height: u32) -> Vec<PlannedRendition> {
+pub fn plan_ladder(
+    rungs: &[RenditionConfig],
+    source_width: u32,
+    source_height: u32,
+) -> Vec<PlannedRendition> {
     let (sw, sh) = (source_width.max(2) as f64, source_height.max(2) as f64);
     let fit = |name: &str, height: u32, bitrate: u32| {
         let height = height.min(source_height.max(2)) & !1;
-        PlannedRendition { name: name.to_string(), width: even(height as f64 * sw / sh), height: height.max(2), video_bitrate_kbps: bitrate }
+        PlannedRendition {
+            name: name.to_string(),
+            width: even(height as f64 * sw / sh),
+            height: height.max(2),
+            video_bitrate_kbps: bitrate,
+        }
     };
-    let mut planned: Vec<PlannedRendition> =
-        rungs.iter().filter(|r| r.height <= source_height).map(|r| fit(&r.name, r.height, r.video_bitrate_kbps)).collect();
+    let mut planned: Vec<PlannedRendition> = rungs
+        .iter()
+        .filter(|r| r.height <= source_height)
+        .map(|r| fit(&r.name, r.height, r.video_bitrate_kbps))
+        .collect();
     if planned.is_empty() {
         if let Some(lowest) = rungs.iter().min_by_key(|r| r.height) {
             planned.push(fit(&lowest.name, source_height, lowest.video_bitrate_kbps));
@@ -55,14 +67,20 @@ mod tests {
     #[test]
     fn taller_renditions_are_dropped() {
         let p = plan_ladder(&rungs(), 854, 480);
-        assert_eq!(p.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["480p", "360p"]);
+        assert_eq!(
+            p.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            vec!["480p", "360p"]
+        );
     }
 
     #[test]
     fn tiny_source_keeps_lowest_rung_at_source_height() {
         let p = plan_ladder(&rungs(), 320, 240);
         assert_eq!(p.len(), 1);
-        assert_eq!((p[0].name.as_str(), p[0].width, p[0].height), ("360p", 320, 240));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].width, p[0].height),
+            ("360p", 320, 240)
+        );
     }
 
     #[test]

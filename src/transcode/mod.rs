@@ -5,12 +5,13 @@
 //! resolution is not known before then. GStreamer runs on its own threads; its bus is bridged
 //! into a bounded tokio channel of [`PipelineEvent`]s ([`pipeline`]).
 
+pub mod fragment_writer;
 pub mod ladder;
 pub mod pipeline;
 pub mod templates;
 
 pub use ladder::{PlannedRendition, plan_ladder};
-pub use pipeline::{LadderSpec, LivePipeline, PipelineEvent};
+pub use pipeline::{AUDIO_RENDITION, LadderSpec, LivePipeline, PipelineEvent};
 pub use templates::Templates;
 
 /// Errors building or running a pipeline.

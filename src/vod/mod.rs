@@ -1,12 +1,24 @@
-//! VOD publishing: a file in, an HLS asset out (`{vod.dir}/{asset}/master.m3u8`,
+//! VOD publishing: a file in, an asset out (`{vod.dir}/{asset}/master.m3u8`,
 //! `{rendition}/index.m3u8`, `{rendition}/{n}.ts`), with the live path's aligned ladder.
+//! `cmaf` assets have `{rendition}/init.mp4` + `{n}.m4s`, audio as its own `audio` rendition,
+//! and a static DASH `manifest.mpd` beside the HLS master: one set of files for both.
 //!
 //! The asset is built in a hidden directory beside its final place and renamed into place only
 //! when complete: a failed or interrupted job leaves nothing half-written.
 
-use crate::config::Config;
-use crate::packaging::{BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream, render_multivariant};
-use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
+use crate::config::{Config, SegmentFormat};
+use crate::packaging::dash::{
+    DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, Presentation,
+    render_mpd,
+};
+use crate::packaging::{
+    AudioMedia, BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream,
+    render_multivariant_with_audio,
+};
+use crate::stream::timeline::{AUDIO_CHANNELS, AUDIO_SAMPLE_RATE};
+use crate::transcode::{
+    AUDIO_RENDITION, LadderSpec, LivePipeline, PipelineEvent, PlannedRendition, Templates,
+};
 use gst_pbutils::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +40,10 @@ pub enum VodError {
     #[error("invalid asset name {0:?}: use 1-64 characters of A-Z a-z 0-9 _ -")]
     BadName(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What the Discoverer sees in a file.
@@ -49,25 +64,57 @@ pub struct MediaInfo {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VodError + '_ {
-    move |source| VodError::Io { path: path.to_path_buf(), source }
+    move |source| VodError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Probes `path` with gstreamer-pbutils' Discoverer. Blocking.
 pub fn probe(path: &Path) -> Result<MediaInfo, VodError> {
     if !path.is_file() {
-        return Err(VodError::Missing { path: path.to_path_buf() });
+        return Err(VodError::Missing {
+            path: path.to_path_buf(),
+        });
     }
-    crate::transcode::init().map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    crate::transcode::init().map_err(|e| VodError::NotMedia {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     let abs = std::fs::canonicalize(path).map_err(io(path))?;
-    let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
-    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(15)).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
-    let info = discoverer.discover_uri(&uri).map_err(|e| VodError::NotMedia { path: path.into(), reason: e.to_string() })?;
+    let uri = gst::glib::filename_to_uri(&abs, None).map_err(|e| VodError::NotMedia {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let discoverer =
+        gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(15)).map_err(|e| {
+            VodError::NotMedia {
+                path: path.into(),
+                reason: e.to_string(),
+            }
+        })?;
+    let info = discoverer
+        .discover_uri(&uri)
+        .map_err(|e| VodError::NotMedia {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
     if info.result() != gst_pbutils::DiscovererResult::Ok {
-        return Err(VodError::NotMedia { path: path.into(), reason: format!("{:?}", info.result()) });
+        return Err(VodError::NotMedia {
+            path: path.into(),
+            reason: format!("{:?}", info.result()),
+        });
     }
-    let video = info.video_streams().into_iter().next().ok_or_else(|| VodError::NoVideo { path: path.into() })?;
+    let video = info
+        .video_streams()
+        .into_iter()
+        .next()
+        .ok_or_else(|| VodError::NoVideo { path: path.into() })?;
     let audio = info.audio_streams().into_iter().next();
-    let caps_name = |s: &gst_pbutils::DiscovererStreamInfo| s.caps().and_then(|c| c.structure(0).map(|st| st.name().to_string()));
+    let caps_name = |s: &gst_pbutils::DiscovererStreamInfo| {
+        s.caps()
+            .and_then(|c| c.structure(0).map(|st| st.name().to_string()))
+    };
     let fr = video.framerate();
     Ok(MediaInfo {
         path: path.to_path_buf(),
@@ -75,7 +122,11 @@ pub fn probe(path: &Path) -> Result<MediaInfo, VodError> {
         duration_ms: info.duration().map(|d| d.mseconds()).unwrap_or(0),
         width: video.width(),
         height: video.height(),
-        frame_rate: if fr.denom() > 0 { fr.numer() as f64 / fr.denom() as f64 } else { 0.0 },
+        frame_rate: if fr.denom() > 0 {
+            fr.numer() as f64 / fr.denom() as f64
+        } else {
+            0.0
+        },
         video_codec: caps_name(video.upcast_ref()),
         video_bitrate_bps: video.bitrate(),
         audio_codec: audio.as_ref().and_then(|a| caps_name(a.upcast_ref())),
@@ -114,12 +165,19 @@ impl Progress {
         use std::io::IsTerminal;
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total_ms.max(1));
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} ETA {eta}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg} ETA {eta}")
+            {
                 b.set_style(style);
             }
             b
         });
-        Progress { bar, total_ms: total_ms.max(1), started: Instant::now(), last_line: Instant::now() }
+        Progress {
+            bar,
+            total_ms: total_ms.max(1),
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
     }
 
     fn update(&mut self, done_ms: u64) {
@@ -132,7 +190,11 @@ impl Progress {
             None if self.last_line.elapsed() >= Duration::from_secs(1) => {
                 self.last_line = Instant::now();
                 let pct = (done_ms * 100 / self.total_ms).min(100);
-                let eta = if speed > 0.0 { (self.total_ms.saturating_sub(done_ms)) as f64 / 1000.0 / speed } else { 0.0 };
+                let eta = if speed > 0.0 {
+                    (self.total_ms.saturating_sub(done_ms)) as f64 / 1000.0 / speed
+                } else {
+                    0.0
+                };
                 eprintln!("progress: {pct}% ({speed:.2}x realtime, ETA {eta:.0}s)");
             }
             None => {}
@@ -147,19 +209,28 @@ impl Progress {
 }
 
 /// Publishes `input` as asset `name` under `out_dir`.
-pub async fn publish(config: &Config, input: &Path, out_dir: &Path, name: &str) -> Result<VodSummary, VodError> {
+pub async fn publish(
+    config: &Config,
+    input: &Path,
+    out_dir: &Path,
+    name: &str,
+    format: SegmentFormat,
+) -> Result<VodSummary, VodError> {
     if !crate::config::is_valid_name(name) {
         return Err(VodError::BadName(name.to_string()));
     }
     let input_owned = input.to_path_buf();
     let info = tokio::task::spawn_blocking(move || probe(&input_owned))
         .await
-        .map_err(|e| VodError::NotMedia { path: input.into(), reason: e.to_string() })??;
+        .map_err(|e| VodError::NotMedia {
+            path: input.into(),
+            reason: e.to_string(),
+        })??;
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let work = out_dir.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(io(&work))?;
-    let result = build(config, &info, &work).await;
+    let result = build(config, &info, &work, format).await;
     match result {
         Ok((renditions, segments)) => {
             let final_dir = out_dir.join(name);
@@ -171,7 +242,13 @@ pub async fn publish(config: &Config, input: &Path, out_dir: &Path, name: &str) 
             } else {
                 std::fs::rename(&work, &final_dir).map_err(io(&final_dir))?;
             }
-            Ok(VodSummary { asset_dir: final_dir, renditions, segments, duration_ms: info.duration_ms, elapsed: Duration::ZERO })
+            Ok(VodSummary {
+                asset_dir: final_dir,
+                renditions,
+                segments,
+                duration_ms: info.duration_ms,
+                elapsed: Duration::ZERO,
+            })
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work);
@@ -181,20 +258,39 @@ pub async fn publish(config: &Config, input: &Path, out_dir: &Path, name: &str) 
 }
 
 /// Transcodes into `work` and writes the playlists; returns (renditions, segment count).
-async fn build(config: &Config, info: &MediaInfo, work: &Path) -> Result<(Vec<String>, usize), VodError> {
+async fn build(
+    config: &Config,
+    info: &MediaInfo,
+    work: &Path,
+    format: SegmentFormat,
+) -> Result<(Vec<String>, usize), VodError> {
     let path = info.path.clone();
-    let fail = |reason: String| VodError::Transcode { path: path.clone(), reason };
+    let fail = |reason: String| VodError::Transcode {
+        path: path.clone(),
+        reason,
+    };
     let templates = Templates::new(&config.pipelines.dir);
     let location = std::fs::canonicalize(&info.path).map_err(io(&info.path))?;
-    let location = location.to_str().ok_or_else(|| fail("path is not UTF-8".into()))?.replace('"', "\\\"");
-    let template = if info.audio_codec.is_some() { "source-file" } else { "source-file-video-only" };
-    let source = templates.render(template, &[("location", location)]).map_err(|e| fail(e.to_string()))?;
+    let location = location
+        .to_str()
+        .ok_or_else(|| fail("path is not UTF-8".into()))?
+        .replace('"', "\\\"");
+    let template = if info.audio_codec.is_some() {
+        "source-file"
+    } else {
+        "source-file-video-only"
+    };
+    let source = templates
+        .render(template, &[("location", location)])
+        .map_err(|e| fail(e.to_string()))?;
     let spec = LadderSpec {
         stream: "vod".into(),
         source_description: source,
         ladder: config.ladder.clone(),
         templates,
         staging_dir: work.join(".staging"),
+        format,
+        wall_clock_timestamps: false,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
@@ -202,6 +298,8 @@ async fn build(config: &Config, info: &MediaInfo, work: &Path) -> Result<(Vec<St
         .map_err(|e| fail(e.to_string()))?;
     let frame_ns = 1_000_000_000 / config.ladder.frame_rate.max(1) as u64;
     let mut planned = Vec::new();
+    let mut separate_audio = false;
+    let mut inits: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut video_codecs: BTreeMap<String, String> = BTreeMap::new();
     let mut audio_codec = None;
     let mut opened: BTreeMap<String, u64> = BTreeMap::new();
@@ -214,22 +312,53 @@ async fn build(config: &Config, info: &MediaInfo, work: &Path) -> Result<(Vec<St
             Err(_) => break Err(fail(format!("no progress for {STALL_TIMEOUT:?}"))),
         };
         match ev {
-            PipelineEvent::LadderPlanned { renditions, .. } => planned = renditions,
+            PipelineEvent::LadderPlanned {
+                renditions,
+                separate_audio: audio,
+                ..
+            } => {
+                planned = renditions;
+                separate_audio = audio;
+            }
+            PipelineEvent::InitSegment {
+                rendition,
+                location,
+            } => {
+                inits.insert(rendition, location);
+            }
             PipelineEvent::VideoCodec { rendition, codec } => {
                 video_codecs.insert(rendition, codec);
             }
             PipelineEvent::AudioCodec { codec } => audio_codec = Some(codec),
-            PipelineEvent::FragmentOpened { rendition, running_time_ns } => {
+            PipelineEvent::FragmentOpened {
+                rendition,
+                running_time_ns,
+            } => {
                 // The previous fragment of this rendition ends exactly where this one starts.
                 if let Some(last) = fragments.get_mut(&rendition).and_then(|f| f.last_mut()) {
                     last.end_ns = running_time_ns;
                 }
                 opened.insert(rendition, running_time_ns);
             }
-            PipelineEvent::FragmentClosed { rendition, location, running_time_ns } => {
+            PipelineEvent::FragmentClosed {
+                rendition,
+                location,
+                running_time_ns,
+                exact_end,
+            } => {
                 let start_ns = opened.get(&rendition).copied().unwrap_or(0);
                 progress.update(running_time_ns / 1_000_000);
-                fragments.entry(rendition).or_default().push(Fragment { location, start_ns, end_ns: running_time_ns + frame_ns });
+                // splitmuxsink reports the last frame's start; it still plays for one frame.
+                let end_ns = if exact_end {
+                    running_time_ns
+                } else {
+                    running_time_ns + frame_ns
+                };
+                fragments.entry(rendition).or_default().push(Fragment {
+                    location,
+                    start_ns,
+                    end_ns,
+                });
             }
             PipelineEvent::Eos => break Ok(()),
             PipelineEvent::Failed(reason) => break Err(fail(reason)),
@@ -239,42 +368,145 @@ async fn build(config: &Config, info: &MediaInfo, work: &Path) -> Result<(Vec<St
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     outcome?;
     if planned.is_empty() || fragments.is_empty() {
-        return Err(fail("no segments were produced (truncated or corrupt file?)".into()));
+        return Err(fail(
+            "no segments were produced (truncated or corrupt file?)".into(),
+        ));
     }
     // Playlists: VOD type, ENDLIST, every segment kept.
     let target_s = config.ladder.segment_duration_ms.div_ceil(1000);
+    let ext = format.segment_extension();
+    let cmaf = format == SegmentFormat::Cmaf;
+    let mut outputs: Vec<(String, Option<&PlannedRendition>)> =
+        planned.iter().map(|r| (r.name.clone(), Some(r))).collect();
+    if separate_audio {
+        outputs.push((AUDIO_RENDITION.to_string(), None));
+    }
+    let first_start_ns = fragments
+        .values()
+        .filter_map(|f| f.first())
+        .map(|f| f.start_ns)
+        .min()
+        .unwrap_or(0);
     let mut variants = Vec::new();
+    let mut audio_media = None;
+    let mut dash_video = Vec::new();
+    let mut dash_audio = Vec::new();
     let mut count = 0;
-    for r in &planned {
-        let Some(frags) = fragments.get(&r.name) else { continue };
-        let dir = work.join(&r.name);
+    for (name, rendition) in &outputs {
+        let Some(frags) = fragments.get(name) else {
+            continue;
+        };
+        let dir = work.join(name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut playlist = MediaPlaylist::new(PlaylistKind::Vod, target_s, 0);
-        let mut meter = BandwidthMeter::with_estimate(r.video_bitrate_kbps as u64 * 1000);
+        if cmaf {
+            let staged = inits
+                .get(name)
+                .ok_or_else(|| fail(format!("no init segment for {name}")))?;
+            let public = dir.join("init.mp4");
+            crate::store::promote(staged, &public).map_err(io(&public))?;
+            playlist = playlist.with_init_segment("init.mp4".into());
+        }
+        let estimate = rendition
+            .map(|r| r.video_bitrate_kbps)
+            .unwrap_or(config.ladder.audio_bitrate_kbps) as u64
+            * 1000;
+        let mut meter = BandwidthMeter::with_estimate(estimate);
+        let mut dash_segments = Vec::new();
         for (i, f) in frags.iter().enumerate() {
-            let public = dir.join(format!("{i}.ts"));
+            let public = dir.join(format!("{i}.{ext}"));
             let bytes = crate::store::promote(&f.location, &public).map_err(io(&public))?;
             let duration_ms = f.end_ns.saturating_sub(f.start_ns) / 1_000_000;
             meter.record(bytes, duration_ms);
-            playlist.push(Segment { sequence: 0, duration_ms, uri: format!("{i}.ts"), byte_size: bytes, program_date_time_ms: 0, discontinuity: false });
+            playlist.push(Segment {
+                sequence: 0,
+                duration_ms,
+                uri: format!("{i}.{ext}"),
+                byte_size: bytes,
+                program_date_time_ms: 0,
+                discontinuity: false,
+                init_uri: None,
+            });
+            dash_segments.push(DashSegment {
+                number: i as u64,
+                start_ms: (f.start_ns.saturating_sub(first_start_ns) / 1_000_000) as i64,
+                duration_ms,
+                init: format!("{name}/init.mp4"),
+            });
             count += 1;
         }
-        crate::store::write_atomic(&dir.join("index.m3u8"), playlist.render().as_bytes()).map_err(io(&dir))?;
-        let video = video_codecs.get(&r.name).cloned().unwrap_or_else(|| "avc1.640028".into());
-        variants.push(VariantStream {
-            uri: format!("{}/index.m3u8", r.name),
+        crate::store::write_atomic(&dir.join("index.m3u8"), playlist.render().as_bytes())
+            .map_err(io(&dir))?;
+        let mut dash_rep = DashRepresentation {
+            id: name.clone(),
             bandwidth_bps: meter.peak_bps(),
-            average_bandwidth_bps: meter.average_bps(),
-            codecs: match &audio_codec {
-                Some(a) => format!("{video},{a}"),
-                None => video,
-            },
-            width: r.width,
-            height: r.height,
-            frame_rate: config.ladder.frame_rate as f64,
-        });
+            codecs: String::new(),
+            width: 0,
+            height: 0,
+            frame_rate: config.ladder.frame_rate,
+            audio_sampling_rate: AUDIO_SAMPLE_RATE,
+            audio_channels: AUDIO_CHANNELS,
+            media_template: format!("{name}/$Number$.m4s"),
+            segments: dash_segments,
+        };
+        match rendition {
+            Some(r) => {
+                let video = video_codecs
+                    .get(&r.name)
+                    .cloned()
+                    .unwrap_or_else(|| "avc1.640028".into());
+                variants.push(VariantStream {
+                    uri: format!("{}/index.m3u8", r.name),
+                    bandwidth_bps: meter.peak_bps(),
+                    average_bandwidth_bps: meter.average_bps(),
+                    codecs: match (&audio_codec, separate_audio) {
+                        (Some(a), false) => format!("{video},{a}"),
+                        _ => video.clone(),
+                    },
+                    width: r.width,
+                    height: r.height,
+                    frame_rate: config.ladder.frame_rate as f64,
+                });
+                dash_rep.codecs = video;
+                (dash_rep.width, dash_rep.height) = (r.width, r.height);
+                dash_video.push(dash_rep);
+            }
+            None => {
+                let codec = audio_codec.clone().unwrap_or_else(|| "mp4a.40.2".into());
+                audio_media = Some(AudioMedia {
+                    group_id: "aud".into(),
+                    name: "audio".into(),
+                    uri: format!("{AUDIO_RENDITION}/index.m3u8"),
+                    codecs: codec.clone(),
+                    channels: AUDIO_CHANNELS,
+                    bandwidth_bps: meter.peak_bps(),
+                    average_bandwidth_bps: meter.average_bps(),
+                });
+                dash_rep.codecs = codec;
+                dash_audio.push(dash_rep);
+            }
+        }
     }
-    crate::store::write_atomic(&work.join("master.m3u8"), render_multivariant(&variants, true).as_bytes()).map_err(io(work))?;
+    let master = render_multivariant_with_audio(&variants, audio_media.as_ref(), true);
+    crate::store::write_atomic(&work.join("master.m3u8"), master.as_bytes()).map_err(io(work))?;
+    if cmaf {
+        let mut adaptations = vec![DashAdaptation {
+            kind: MediaKind::Video,
+            representations: dash_video,
+        }];
+        if !dash_audio.is_empty() {
+            adaptations.push(DashAdaptation {
+                kind: MediaKind::Audio,
+                representations: dash_audio,
+            });
+        }
+        let mpd = render_mpd(&DashManifest {
+            presentation: Presentation::Vod,
+            segment_duration_ms: config.ladder.segment_duration_ms,
+            adaptations,
+        });
+        crate::store::write_atomic(&work.join("manifest.mpd"), mpd.as_bytes()).map_err(io(work))?;
+    }
     let _ = std::fs::remove_dir_all(work.join(".staging"));
     Ok((planned.iter().map(|r| r.name.clone()).collect(), count))
 }

@@ -10,8 +10,17 @@ use std::time::{Duration, Instant};
 
 /// Fails loudly when a tool the test needs is missing (CI installs everything).
 pub fn require_tool(name: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ok, "required tool `{name}` is not installed: run scripts/install-deps (make test does)");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "required tool `{name}` is not installed: run scripts/install-deps (make test does)"
+    );
 }
 
 /// A small, fast ladder for tests: three renditions, 1 s segments.
@@ -64,7 +73,8 @@ impl Zoomate {
         let config = ensure_section_value(&config, "origin", "http_listen = \"127.0.0.1:0\"");
         let config = ensure_section_value(&config, "rtmp", "listen = \"127.0.0.1:0\"");
         let config = ensure_section_value(&config, "edge", "listen = \"127.0.0.1:0\"");
-        let config = ensure_section_value(&config, "bus", "publish_endpoint = \"tcp://127.0.0.1:0\"");
+        let config =
+            ensure_section_value(&config, "bus", "publish_endpoint = \"tcp://127.0.0.1:0\"");
         let config_path = dir.path().join("zoomate.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.path().join("zoomate.log");
@@ -96,13 +106,21 @@ impl Zoomate {
         let config_path = self.dir.path().join("zoomate.toml");
         let mut config = std::fs::read_to_string(&config_path).expect("config");
         if let Some(a) = self.origin {
-            config = config.replacen("http_listen = \"127.0.0.1:0\"", &format!("http_listen = \"{a}\""), 1);
+            config = config.replacen(
+                "http_listen = \"127.0.0.1:0\"",
+                &format!("http_listen = \"{a}\""),
+                1,
+            );
         }
         if let Some(a) = self.rtmp {
             config = config.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{a}\""), 1);
         }
         if let Some(b) = &self.bus {
-            config = config.replacen("publish_endpoint = \"tcp://127.0.0.1:0\"", &format!("publish_endpoint = \"{b}\""), 1);
+            config = config.replacen(
+                "publish_endpoint = \"tcp://127.0.0.1:0\"",
+                &format!("publish_endpoint = \"{b}\""),
+                1,
+            );
         }
         std::fs::write(&config_path, config).expect("write config");
         let (child, ready, reader) = spawn_ready(&config_path, subcommand, &self.stderr_log);
@@ -130,7 +148,9 @@ impl Zoomate {
 
     /// SIGTERM, then wait for exit (bounded); returns the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -138,7 +158,10 @@ impl Zoomate {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("zoomate did not exit within {within:?} of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "zoomate did not exit within {within:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -153,10 +176,27 @@ impl Drop for Zoomate {
 }
 
 /// Spawns the binary and waits for its ready line.
-fn spawn_ready(config_path: &Path, subcommand: &str, stderr_log: &Path) -> (Child, serde_json::Value, BufReader<std::process::ChildStdout>) {
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(stderr_log).expect("log file");
+fn spawn_ready(
+    config_path: &Path,
+    subcommand: &str,
+    stderr_log: &Path,
+) -> (
+    Child,
+    serde_json::Value,
+    BufReader<std::process::ChildStdout>,
+) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr_log)
+        .expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
-        .args(["--config", config_path.to_str().expect("utf8"), "--print-ready", subcommand])
+        .args([
+            "--config",
+            config_path.to_str().expect("utf8"),
+            "--print-ready",
+            subcommand,
+        ])
         .env("ZOOMATE_LOG", "zoomate=debug,info")
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -166,7 +206,11 @@ fn spawn_ready(config_path: &Path, subcommand: &str, stderr_log: &Path) -> (Chil
     let mut line = String::new();
     let mut reader = BufReader::new(stdout);
     let n = reader.read_line(&mut line).unwrap_or(0);
-    assert!(n > 0, "zoomate exited before ready; log:\n{}", std::fs::read_to_string(stderr_log).unwrap_or_default());
+    assert!(
+        n > 0,
+        "zoomate exited before ready; log:\n{}",
+        std::fs::read_to_string(stderr_log).unwrap_or_default()
+    );
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
     (child, v, reader)
 }
@@ -174,7 +218,11 @@ fn spawn_ready(config_path: &Path, subcommand: &str, stderr_log: &Path) -> (Chil
 /// A free TCP port on 127.0.0.1 (bound then released: only for processes that need a port
 /// number in their command line).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Adds `line` to `[section]` unless the extra config already sets that key there.
@@ -183,8 +231,14 @@ fn ensure_section_value(config: &str, section: &str, line: &str) -> String {
     let header = format!("[{section}]");
     if let Some(pos) = config.find(&header) {
         let body_start = pos + header.len();
-        let body_end = config[body_start..].find("\n[").map(|i| body_start + i).unwrap_or(config.len());
-        if config[body_start..body_end].lines().any(|l| l.trim_start().starts_with(key)) {
+        let body_end = config[body_start..]
+            .find("\n[")
+            .map(|i| body_start + i)
+            .unwrap_or(config.len());
+        if config[body_start..body_end]
+            .lines()
+            .any(|l| l.trim_start().starts_with(key))
+        {
             return config.to_string();
         }
         let mut s = config.to_string();
@@ -204,7 +258,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -213,7 +270,9 @@ impl Response {
 
 /// GET with extra headers, via a real HTTP client (ureq).
 pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
     let mut req = agent.get(&format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.set(k, v);
@@ -224,10 +283,21 @@ pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Respo
         Err(e) => panic!("GET {path}: {e}"),
     };
     let status = resp.status();
-    let headers = resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
+        .collect();
     let mut body = Vec::new();
-    resp.into_reader().take(64 * 1024 * 1024).read_to_end(&mut body).expect("read body");
-    Response { status, headers, body }
+    resp.into_reader()
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut body)
+        .expect("read body");
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Response {
@@ -241,7 +311,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -252,15 +325,35 @@ pub fn ffmpeg_publish(url: &str, size: &str, seconds: u32, gop: u32) -> Child {
 }
 
 /// `realtime = false` pushes as fast as ffmpeg can encode (a backlog for the server).
-pub fn ffmpeg_publish_paced(url: &str, size: &str, seconds: u32, gop: u32, realtime: bool) -> Child {
+pub fn ffmpeg_publish_paced(
+    url: &str,
+    size: &str,
+    seconds: u32,
+    gop: u32,
+    realtime: bool,
+) -> Child {
     require_tool("ffmpeg");
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error"])
         .args(if realtime { &["-re"][..] } else { &[][..] })
-        .args(["-f", "lavfi", "-i", &format!("testsrc2=size={size}:rate=30")])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", &gop.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &gop.to_string(),
+        ])
         .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -273,12 +366,24 @@ pub fn ffmpeg_publish_paced(url: &str, size: &str, seconds: u32, gop: u32, realt
 pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
     require_tool("ffprobe");
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .args(extra)
         .arg(path)
         .output()
         .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
 }
 
@@ -306,10 +411,20 @@ pub fn parse_media_playlist(text: &str) -> MediaPlaylistView {
         } else if line == "#EXT-X-DISCONTINUITY" {
             pending_disc = true;
         } else if let Some(x) = line.strip_prefix("#EXTINF:") {
-            pending_duration = Some(x.split(',').next().unwrap_or("").parse::<f64>().expect("EXTINF"));
+            pending_duration = Some(
+                x.split(',')
+                    .next()
+                    .unwrap_or("")
+                    .parse::<f64>()
+                    .expect("EXTINF"),
+            );
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let d = pending_duration.take().expect("URI without EXTINF");
-            v.segments.push((d, line.trim().to_string(), std::mem::take(&mut pending_disc)));
+            v.segments.push((
+                d,
+                line.trim().to_string(),
+                std::mem::take(&mut pending_disc),
+            ));
         }
     }
     v
@@ -337,7 +452,11 @@ pub fn parse_master(text: &str) -> Vec<(std::collections::HashMap<String, String
                 map.insert(k.to_string(), val.to_string());
                 rest = next;
             }
-            let uri = lines.next().expect("URI after STREAM-INF").trim().to_string();
+            let uri = lines
+                .next()
+                .expect("URI after STREAM-INF")
+                .trim()
+                .to_string();
             out.push((map, uri));
         }
     }
