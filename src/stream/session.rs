@@ -126,6 +126,7 @@ pub async fn run_session(
         format,
         staged_inits: HashMap::new(),
         inits: HashMap::new(),
+        init_name: "init.mp4".into(),
     };
     let result = loop {
         let stall_at = last_progress + stall;
@@ -233,8 +234,12 @@ struct SessionState {
     format: SegmentFormat,
     /// CMAF: this session's init segment per rendition, still in staging.
     staged_inits: HashMap<String, PathBuf>,
-    /// CMAF: this session's published init segment per rendition (`init-{first sequence}.mp4`).
+    /// CMAF: this session's published init segment per rendition.
     inits: HashMap<String, String>,
+    /// CMAF: the session's init segment file name, the same in every rendition
+    /// (`init-{first sequence of the session}.mp4`): distinct per session, so players and
+    /// caches never see an init segment change under one name.
+    init_name: String,
 }
 
 async fn handle_event(
@@ -255,7 +260,9 @@ async fn handle_event(
             // The same clock the pipeline put into the fMP4 tfdt: PDT and DASH time agree.
             st.anchor_wall_ms = Some(anchor_wall_ms);
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
-            lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+            let first_sequence =
+                lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+            st.init_name = format!("init-{first_sequence}.mp4");
         }
         PipelineEvent::InitSegment {
             rendition,
@@ -338,7 +345,8 @@ async fn publish_pending(
         st,
         rendition,
         &p.location,
-        duration_ns / 1_000_000,
+        // Between rounded endpoints, so that PDT + duration = the next segment's PDT exactly.
+        (p.start_ns + duration_ns) / 1_000_000 - p.start_ns / 1_000_000,
         pdt,
     )
     .await
@@ -365,10 +373,9 @@ async fn publish_segment(
         return Ok(());
     }
     let rendition_dir = st.stream_dir.join(rendition);
-    // CMAF: the first segment of a session publishes the session's init segment, named after
-    // that segment so every session's is distinct (players and caches never see it change).
+    // CMAF: a rendition's first segment of a session publishes the session's init segment.
     if let Some(staged_init) = st.staged_inits.remove(rendition) {
-        let name = format!("init-{sequence}.mp4");
+        let name = st.init_name.clone();
         let public_init = rendition_dir.join(&name);
         tokio::task::spawn_blocking(move || crate::store::promote(&staged_init, &public_init))
             .await

@@ -104,12 +104,15 @@ impl StreamTimeline {
     /// sequence and mark a discontinuity; new renditions start level with the others so that
     /// segment N means the same time span everywhere.
     /// `audio_bitrate_kbps` is `Some` when audio is a rendition of its own (CMAF).
+    /// Returns the session's first media sequence number, common to every rendition: the
+    /// session's name (CMAF init segments are `init-{it}.mp4` in every rendition, so DASH groups
+    /// them into one Period even when audio fragments later number differently).
     pub fn begin_session(
         &mut self,
         planned: &[PlannedRendition],
         frame_rate: u32,
         audio_bitrate_kbps: Option<u32>,
-    ) {
+    ) -> u64 {
         self.sessions += 1;
         self.frame_rate = frame_rate;
         self.audio_codec = None;
@@ -153,6 +156,7 @@ impl StreamTimeline {
             entry.meter = BandwidthMeter::with_estimate(estimate);
         }
         self.current = planned.iter().map(|p| p.name.clone()).collect();
+        start
     }
 
     pub fn set_video_codec(&mut self, rendition: &str, codec: String) {

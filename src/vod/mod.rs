@@ -416,7 +416,11 @@ async fn build(
         for (i, f) in frags.iter().enumerate() {
             let public = dir.join(format!("{i}.{ext}"));
             let bytes = crate::store::promote(&f.location, &public).map_err(io(&public))?;
-            let duration_ms = f.end_ns.saturating_sub(f.start_ns) / 1_000_000;
+            // Milliseconds between rounded endpoints: consecutive segments tile the timeline
+            // exactly (a DASH SegmentTimeline then needs no restated `t`).
+            let start_ms = f.start_ns.saturating_sub(first_start_ns) / 1_000_000;
+            let duration_ms =
+                (f.end_ns.saturating_sub(first_start_ns) / 1_000_000).saturating_sub(start_ms);
             meter.record(bytes, duration_ms);
             playlist.push(Segment {
                 sequence: 0,
@@ -429,7 +433,7 @@ async fn build(
             });
             dash_segments.push(DashSegment {
                 number: i as u64,
-                start_ms: (f.start_ns.saturating_sub(first_start_ns) / 1_000_000) as i64,
+                start_ms: start_ms as i64,
                 duration_ms,
                 init: format!("{name}/init.mp4"),
             });
