@@ -124,6 +124,8 @@ pub async fn start(
         if let Some(publisher) = publisher {
             spawn_heartbeat(&config, reg.clone(), publisher, shutdown.clone());
         }
+        let metrics_registry = reg.clone();
+        origin.set_ingest_metrics(Arc::new(move || metrics_registry.render_metrics()));
         tasks.spawn(origin.run(shutdown.clone()));
         registry = Some(reg);
     }

@@ -1,5 +1,7 @@
 //! RTP ingest (part of issue #5): MPEG-TS over RTP from ffmpeg yields the same live ladder as
-//! RTMP, and garbage datagrams to the port do not break the running stream.
+//! RTMP, garbage datagrams to the port are dropped and counted without breaking the running
+//! stream, loss and reordering are absorbed, and H.264 + Opus RTP described by an SDP file works
+//! too; a silent source ends its stream and a returning one continues the timeline.
 
 mod common;
 use common::*;
@@ -95,9 +97,273 @@ fn rtp_mpegts_from_ffmpeg_produces_a_live_ladder_and_survives_garbage() {
     );
     let master = get(origin, "/live/cam/master.m3u8").text();
     assert_eq!(parse_master(&master).len(), 3, "{master}");
+    // Every garbage datagram was dropped and counted, by reason; real packets got through.
+    let metrics = get(origin, "/metrics").text();
+    let malformed = rtp_counter(&metrics, "cam", "malformed");
+    let wrong_pt = rtp_counter(&metrics, "cam", "wrong_payload_type");
+    assert!(malformed >= 100 && wrong_pt >= 100, "{metrics}");
+    // The garbage above is deterministic: none of it is RTP with payload type 33.
+    assert_eq!(malformed + wrong_pt, 300, "{metrics}");
+    assert!(rtp_counter(&metrics, "cam", "accepted") > 1000, "{metrics}");
     let uri = &after.segments.last().unwrap().1;
     let seg = get(origin, &format!("/live/cam/180p/{uri}"));
     let p = z.dir.path().join("rtp.ts");
     std::fs::write(&p, &seg.body).unwrap();
     assert_eq!(ffprobe(&p, &[])["streams"].as_array().unwrap().len(), 2);
+}
+
+fn rtp_counter(metrics: &str, stream: &str, outcome: &str) -> u64 {
+    let prefix =
+        format!("zoomate_rtp_datagrams_total{{stream=\"{stream}\",outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+}
+
+/// An even UDP port whose successor is free too (RTP on p, RTCP on p+1), released for use.
+fn free_rtp_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port() & !1;
+        drop(a);
+        let ok = (0..2).all(|i| std::net::UdpSocket::bind(("127.0.0.1", p + i)).is_ok());
+        if ok && p > 1024 {
+            return p;
+        }
+    }
+    panic!("no free UDP port pair");
+}
+
+/// ffmpeg sending `seconds` of H.264 to `video_port` and Opus to `audio_port` as plain RTP.
+fn ffmpeg_rtp_h264_opus(video_port: u16, audio_port: u16, seconds: u32) -> std::process::Child {
+    let t = seconds.to_string();
+    std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-map",
+            "0:v",
+            "-t",
+            &t,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+        ])
+        .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
+        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video_port}")])
+        .args(["-map", "1:a", "-t", &t, "-c:a", "libopus", "-b:a", "64k"])
+        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{audio_port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ffmpeg")
+}
+
+#[test]
+fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() {
+    require_tool("ffmpeg");
+    let (video_port, audio_port) = (free_rtp_port_pair(), free_rtp_port_pair());
+    let dir = tempfile::tempdir().unwrap();
+    // What an operator writes for a camera: ports, payload types and codecs.
+    let sdp = dir.path().join("camera.sdp");
+    std::fs::write(
+        &sdp,
+        format!(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=camera\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+             m=audio {audio_port} RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n"
+        ),
+    )
+    .unwrap();
+    let z = Zoomate::start_in(
+        dir,
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\nsilence_timeout_ms = 1500\n",
+            sdp.display()
+        ),
+    );
+    let origin = z.origin.unwrap();
+    let playlist = |origin| parse_media_playlist(&get(origin, "/live/cam/240p/index.m3u8").text());
+
+    // First burst: a ladder appears with audio from the Opus stream.
+    let mut ff = ffmpeg_rtp_h264_opus(video_port, audio_port, 4);
+    wait_for(
+        Duration::from_secs(30),
+        "segments from the SDP source",
+        || {
+            let r = get(origin, "/live/cam/240p/index.m3u8");
+            (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 2).then_some(())
+        },
+    );
+    assert!(ff.wait().unwrap().success(), "ffmpeg failed");
+    let master = get(origin, "/live/cam/master.m3u8").text();
+    assert_eq!(parse_master(&master).len(), 3, "{master}");
+    assert!(
+        master.contains("mp4a.40.2"),
+        "audio transcoded to AAC: {master}"
+    );
+
+    // Silence: the stream ends (its last segments are listed) without a publisher telling us.
+    wait_for(
+        Duration::from_secs(20),
+        "the silent source's stream to end",
+        || {
+            z.log()
+                .contains("source silent; ending the stream")
+                .then_some(())
+        },
+    );
+    let first = playlist(origin);
+    let first_end = first.media_sequence + first.segments.len() as u64;
+    let last = &first.segments.last().unwrap().1;
+    let seg = get(origin, &format!("/live/cam/240p/{last}"));
+    assert_eq!(seg.status, 200);
+    let p = z.dir.path().join("first.ts");
+    std::fs::write(&p, &seg.body).unwrap();
+    let streams = ffprobe(&p, &[])["streams"].as_array().unwrap().len();
+    assert_eq!(streams, 2, "video + audio in the segment");
+
+    // The source returns: same stream, sequence numbers continue, marked as a discontinuity.
+    let mut ff = ffmpeg_rtp_h264_opus(video_port, audio_port, 4);
+    let second = wait_for(
+        Duration::from_secs(30),
+        "segments after the source returned",
+        || {
+            let v = playlist(origin);
+            (v.media_sequence + v.segments.len() as u64 >= first_end + 2).then_some(v)
+        },
+    );
+    assert!(ff.wait().unwrap().success(), "ffmpeg failed");
+    let resumed = second
+        .segments
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.2)
+        .map(|(i, _)| second.media_sequence + i as u64)
+        .unwrap_or_else(|| {
+            panic!(
+                "no discontinuity where the source returned: {second:?}\n{}",
+                z.log()
+            )
+        });
+    assert_eq!(resumed, first_end, "timeline continues: {second:?}");
+    let metrics = get(origin, "/metrics").text();
+    assert!(rtp_counter(&metrics, "cam", "accepted") > 500, "{metrics}");
+    assert_eq!(rtp_counter(&metrics, "cam", "malformed"), 0, "{metrics}");
+}
+
+#[test]
+fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments() {
+    require_tool("ffmpeg");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"lossy\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    // The network: ffmpeg → relay → zoomate. The relay drops 1 datagram in 50 and swaps
+    // every 7th with the one after it (reordering within the jitter buffer's window).
+    let relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let stats = std::thread::spawn(move || {
+        let (mut n, mut dropped, mut swapped) = (0u64, 0u64, 0u64);
+        let mut held: Option<Vec<u8>> = None;
+        let mut buf = [0u8; 2048];
+        while let Ok(len) = relay.recv(&mut buf) {
+            n += 1;
+            let pkt = buf[..len].to_vec();
+            if n % 50 == 0 {
+                dropped += 1;
+                continue;
+            }
+            if n % 7 == 0 && held.is_none() {
+                held = Some(pkt);
+                continue;
+            }
+            relay.send_to(&pkt, ("127.0.0.1", port)).unwrap();
+            if let Some(h) = held.take() {
+                relay.send_to(&h, ("127.0.0.1", port)).unwrap();
+                swapped += 1;
+            }
+        }
+        (n, dropped, swapped)
+    });
+    let ff = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            "7",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+        ])
+        .args([
+            "-x264-params",
+            "repeat-headers=1",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .args([
+            "-f",
+            "rtp_mpegts",
+            &format!("rtp://127.0.0.1:{relay_port}?pkt_size=1316"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ff.success());
+    let (sent, dropped, swapped) = stats.join().unwrap();
+    assert!(
+        dropped > 10 && swapped > 50,
+        "relay: {sent} datagrams, {dropped} dropped, {swapped} swapped"
+    );
+    let origin = z.origin.unwrap();
+    let v = wait_for(
+        Duration::from_secs(20),
+        "segments from the lossy source",
+        || {
+            let r = get(origin, "/live/lossy/240p/index.m3u8");
+            let v = (r.status == 200).then(|| parse_media_playlist(&r.text()))?;
+            (v.segments.len() >= 4).then_some(v)
+        },
+    );
+    // Every listed segment is whole and decodes: loss cost picture quality, not the stream.
+    for (i, (_, uri, _)) in v.segments.iter().enumerate() {
+        let seg = get(origin, &format!("/live/lossy/240p/{uri}"));
+        assert_eq!(seg.status, 200);
+        let p = z.dir.path().join(format!("lossy{i}.ts"));
+        std::fs::write(&p, &seg.body).unwrap();
+        let probe = ffprobe(&p, &[]);
+        let dur: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        assert!(
+            dur > 0.5,
+            "segment {uri} decodes with a real duration: {probe}"
+        );
+    }
 }

@@ -378,7 +378,36 @@ pub enum StreamSource {
     /// Built-in moving test pattern with a tone.
     TestPattern { width: u32, height: u32 },
     /// MPEG-TS over RTP on a UDP port (`ffmpeg -f rtp_mpegts`).
-    RtpMpegts { listen: SocketAddr },
+    RtpMpegts { listen: SocketAddr, rtp: RtpOptions },
+    /// H.264 (+ AAC or Opus) RTP as an SDP file describes it (ports, payload types, codecs).
+    RtpSdp {
+        sdp: PathBuf,
+        has_audio: bool,
+        rtp: RtpOptions,
+    },
+}
+
+/// Network-source behaviour shared by the RTP kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpOptions {
+    /// No video for this long ends the stream (segments finished and listed, stream-ended
+    /// announced); a returning source is a new session on the same timeline.
+    pub silence_timeout_ms: u64,
+    /// Jitter buffer: how long packets wait for late or reordered ones.
+    pub jitter_latency_ms: u64,
+}
+
+const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_JITTER_LATENCY_MS: u64 = 200;
+
+impl StreamSource {
+    /// The silence timeout of a network source; `None` for self-timed sources.
+    pub fn rtp_options(&self) -> Option<RtpOptions> {
+        match self {
+            StreamSource::TestPattern { .. } => None,
+            StreamSource::RtpMpegts { rtp, .. } | StreamSource::RtpSdp { rtp, .. } => Some(*rtp),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -386,6 +415,7 @@ pub enum StreamSource {
 pub enum SourceKind {
     TestPattern,
     RtpMpegts,
+    RtpSdp,
 }
 
 /// A stream that exists without an RTMP publisher (`[[streams]]`).
@@ -393,27 +423,73 @@ pub enum SourceKind {
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,
-    /// `test-pattern` or `rtp-mpegts`.
+    /// `test-pattern`, `rtp-mpegts` or `rtp-sdp`.
     pub source: SourceKind,
     /// test-pattern: picture size (default 1280x720).
     pub width: Option<u32>,
     pub height: Option<u32>,
     /// rtp-mpegts: UDP address to receive on.
     pub listen: Option<SocketAddr>,
+    /// rtp-sdp: the SDP file (ports and codecs come from it).
+    pub sdp: Option<PathBuf>,
+    /// rtp-*: milliseconds without video before the stream ends (default 5000).
+    pub silence_timeout_ms: Option<u64>,
+    /// rtp-*: jitter buffer latency in milliseconds (default 200).
+    pub jitter_latency_ms: Option<u64>,
     /// Segment format of this stream; default `ladder.format`.
     pub format: Option<SegmentFormat>,
 }
 
 impl StreamConfig {
-    /// The typed source, or the key that is missing or wrong.
+    /// The typed source, or the key that is missing or wrong. For `rtp-sdp` this reads and
+    /// checks the SDP file, so a bad one stops the process before it binds a port.
     pub fn source(&self, index: usize) -> Result<StreamSource, ConfigError> {
+        let key = |k: &str| format!("streams[{index}].{k}");
+        let rtp = || -> Result<RtpOptions, ConfigError> {
+            let silence_timeout_ms = self
+                .silence_timeout_ms
+                .unwrap_or(DEFAULT_SILENCE_TIMEOUT_MS);
+            if !(500..=600_000).contains(&silence_timeout_ms) {
+                return Err(ConfigError::invalid(
+                    key("silence_timeout_ms"),
+                    silence_timeout_ms,
+                    "must be 500..=600000",
+                ));
+            }
+            let jitter_latency_ms = self.jitter_latency_ms.unwrap_or(DEFAULT_JITTER_LATENCY_MS);
+            if jitter_latency_ms > 5_000 {
+                return Err(ConfigError::invalid(
+                    key("jitter_latency_ms"),
+                    jitter_latency_ms,
+                    "must be 0..=5000",
+                ));
+            }
+            Ok(RtpOptions {
+                silence_timeout_ms,
+                jitter_latency_ms,
+            })
+        };
         match self.source {
             SourceKind::TestPattern => {
+                for (k, set) in [
+                    ("listen", self.listen.is_some()),
+                    ("sdp", self.sdp.is_some()),
+                    ("silence_timeout_ms", self.silence_timeout_ms.is_some()),
+                    ("jitter_latency_ms", self.jitter_latency_ms.is_some()),
+                ] {
+                    if set {
+                        return Err(ConfigError::invalid(
+                            key(k),
+                            "(set)",
+                            "only for rtp-mpegts and rtp-sdp sources",
+                        ));
+                    }
+                }
                 let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
                 for (k, v) in [("width", width), ("height", height)] {
                     if !(16..=7680).contains(&v) || v % 2 != 0 {
                         return Err(ConfigError::invalid(
-                            format!("streams[{index}].{k}"),
+                            key(k),
                             v,
                             "must be even and 16..=7680",
                         ));
@@ -422,13 +498,35 @@ impl StreamConfig {
                 Ok(StreamSource::TestPattern { width, height })
             }
             SourceKind::RtpMpegts => match self.listen {
-                Some(listen) => Ok(StreamSource::RtpMpegts { listen }),
+                Some(listen) => Ok(StreamSource::RtpMpegts {
+                    listen,
+                    rtp: rtp()?,
+                }),
                 None => Err(ConfigError::invalid(
-                    format!("streams[{index}].listen"),
+                    key("listen"),
                     "",
                     "rtp-mpegts needs listen = \"HOST:PORT\"",
                 )),
             },
+            SourceKind::RtpSdp => {
+                let Some(sdp) = self.sdp.clone() else {
+                    return Err(ConfigError::invalid(
+                        key("sdp"),
+                        "",
+                        "rtp-sdp needs sdp = \"path/to/stream.sdp\"",
+                    ));
+                };
+                let text = std::fs::read_to_string(&sdp).map_err(|e| {
+                    ConfigError::invalid(key("sdp"), sdp.display(), format!("cannot read: {e}"))
+                })?;
+                let media = crate::ingest::rtp::describe_sdp(&text)
+                    .map_err(|reason| ConfigError::invalid(key("sdp"), sdp.display(), reason))?;
+                Ok(StreamSource::RtpSdp {
+                    sdp,
+                    has_audio: media.audio.is_some(),
+                    rtp: rtp()?,
+                })
+            }
         }
     }
 }
@@ -746,6 +844,69 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("rtmp.stream_keys.cam") && !e.contains("abc"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rtp_sdp_source_checks_its_file_and_options() {
+        let cfg = |extra: &str| {
+            Config::parse(&format!(
+                "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\n{extra}"
+            ))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        let e = cfg("");
+        assert!(e.contains("streams[0].sdp"), "{e}");
+        let e = cfg("sdp = \"/nonexistent/cam.sdp\"\n");
+        assert!(
+            e.contains("streams[0].sdp")
+                && e.contains("/nonexistent/cam.sdp")
+                && e.contains("cannot read"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sdp = dir.path().join("cam.sdp");
+        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n").unwrap();
+        let e = cfg(&format!("sdp = \"{}\"\n", sdp.display()));
+        assert!(e.contains("VP8 is not supported"), "{e}");
+        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n").unwrap();
+        let e = cfg(&format!(
+            "sdp = \"{}\"\nsilence_timeout_ms = 10\n",
+            sdp.display()
+        ));
+        assert!(
+            e.contains("streams[0].silence_timeout_ms") && e.contains("10"),
+            "{e}"
+        );
+        let c = Config::parse(&format!(
+            "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n",
+            sdp.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            c.streams[0].source(0).unwrap(),
+            StreamSource::RtpSdp {
+                sdp,
+                has_audio: false,
+                rtp: RtpOptions {
+                    silence_timeout_ms: 5_000,
+                    jitter_latency_ms: 200
+                }
+            }
+        );
+        let e = Config::parse(
+            "[[streams]]\nname = \"t\"\nsource = \"test-pattern\"\nsilence_timeout_ms = 900\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("streams[0].silence_timeout_ms") && e.contains("only for rtp"),
             "{e}"
         );
     }

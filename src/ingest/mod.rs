@@ -1,6 +1,9 @@
 //! Live input. Each source ends as raw media inside a transcode pipeline:
 //! - [`rtmp`]: publishers (ffmpeg, OBS, GStreamer `rtmp2sink`) → FLV bytes → `appsrc ! flvdemux`;
-//! - RTP (MPEG-TS over UDP) and the test pattern are pure pipeline sources in `pipelines/`.
+//! - [`rtp`]: MPEG-TS over RTP and H.264 (+AAC/Opus) RTP described by an SDP file are pipeline
+//!   sources in `pipelines/`; this module checks SDP files and guards the RTP sockets;
+//! - the test pattern is a pure pipeline source.
 
 pub mod flv;
 pub mod rtmp;
+pub mod rtp;

@@ -75,7 +75,12 @@ struct OriginState {
     vod_dir: PathBuf,
     live_playlist_max_age_s: u64,
     metrics: OriginMetrics,
+    /// More `/metrics` text from the ingest side (RTP counters), set once before serving.
+    ingest_metrics: std::sync::OnceLock<IngestMetrics>,
 }
+
+/// Renders ingest counters as Prometheus text.
+pub type IngestMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A bound, not yet running origin server.
 pub struct OriginServer {
@@ -96,6 +101,7 @@ impl OriginServer {
                 // Live playlists: at most half a target duration (whole seconds, at least 1).
                 live_playlist_max_age_s: (config.ladder.segment_duration_ms / 2000).max(1),
                 metrics: OriginMetrics::default(),
+                ingest_metrics: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -104,6 +110,11 @@ impl OriginServer {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Adds ingest counters to this origin's `/metrics`.
+    pub fn set_ingest_metrics(&self, render: IngestMetrics) {
+        let _ = self.state.ingest_metrics.set(render);
     }
 
     pub async fn run(self, shutdown: Shutdown) {
@@ -121,7 +132,13 @@ impl OriginServer {
 async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if let Some(r) = headers::common_routes(&method, &path, || state.metrics.render()) {
+    if let Some(r) = headers::common_routes(&method, &path, || {
+        let mut text = state.metrics.render();
+        if let Some(ingest) = state.ingest_metrics.get() {
+            text.push_str(&ingest());
+        }
+        text
+    }) {
         return r;
     }
     let (file, kind, live) = match locate(&state, &path) {

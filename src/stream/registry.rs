@@ -1,14 +1,15 @@
 //! The streams this origin serves: one live session per stream at a time, timelines kept
 //! across sessions (publisher reconnects) and restored from disk (worker restarts).
 
-use super::session::{Announce, SessionContext, run_session};
+use super::session::{Announce, NetworkSource, SessionContext, run_session};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::config::{Config, StreamConfig, StreamSource};
+use crate::ingest::rtp::RtpCounters;
 use crate::store::Janitor;
 use crate::transcode::Templates;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct StreamRegistry {
     shutdown: Shutdown,
     timelines: Mutex<HashMap<String, Arc<Mutex<StreamTimeline>>>>,
     live: Mutex<HashSet<String>>,
+    /// RTP datagram counters per configured RTP stream (bounded by the config).
+    rtp_counters: Mutex<BTreeMap<String, Arc<RtpCounters>>>,
     next_session: AtomicU64,
     tasks: TaskTracker,
 }
@@ -60,6 +63,7 @@ impl StreamRegistry {
             shutdown,
             timelines: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
+            rtp_counters: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
         })
@@ -96,6 +100,7 @@ impl StreamRegistry {
             announce: self.announce.clone(),
             janitor: self.janitor.clone(),
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            network: None,
         }
     }
 
@@ -162,24 +167,33 @@ impl StreamRegistry {
                         return;
                     }
                 };
-                let source = match &source {
+                let rendered = match &source {
                     StreamSource::TestPattern { width, height } => me.templates.render(
                         "source-test-pattern",
                         &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.ladder.frame_rate.to_string())],
                     ),
-                    StreamSource::RtpMpegts { listen } => me.templates.render(
+                    StreamSource::RtpMpegts { listen, rtp } => me.templates.render(
                         "source-rtp-mpegts",
-                        &[("port", listen.port().to_string()), ("address", listen.ip().to_string())],
+                        &[("port", listen.port().to_string()), ("address", listen.ip().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
+                    ),
+                    StreamSource::RtpSdp { sdp, has_audio, rtp } => me.templates.render(
+                        if *has_audio { "source-rtp-sdp" } else { "source-rtp-sdp-video-only" },
+                        &[("location", sdp.display().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
                 };
-                let source = match source {
+                let rendered = match rendered {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(stream = %sc.name, error = %e, "cannot build source; stream disabled");
                         return;
                     }
                 };
-                let result = run_session(me.context(&sc.name), source, None, me.shutdown.clone()).await;
+                let mut ctx = me.context(&sc.name);
+                ctx.network = source.rtp_options().map(|options| NetworkSource {
+                    options,
+                    counters: me.rtp_counters(&sc.name),
+                });
+                let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;
                 drop(guard);
                 match result {
                     Ok(()) => tracing::info!(stream = %sc.name, "source ended"),
@@ -191,6 +205,36 @@ impl StreamRegistry {
                 }
             }
         });
+    }
+
+    fn rtp_counters(&self, stream: &str) -> Arc<RtpCounters> {
+        let mut map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(stream.to_string()).or_default().clone()
+    }
+
+    /// Prometheus text for the RTP streams: datagrams accepted and dropped, by reason.
+    pub fn render_metrics(&self) -> String {
+        let map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "# HELP zoomate_rtp_datagrams_total RTP datagrams received by stream and outcome.\n\
+             # TYPE zoomate_rtp_datagrams_total counter\n",
+        );
+        for (stream, c) in map.iter() {
+            for (outcome, v) in [
+                ("accepted", &c.accepted),
+                ("malformed", &c.malformed),
+                ("wrong_payload_type", &c.wrong_payload_type),
+            ] {
+                out.push_str(&format!(
+                    "zoomate_rtp_datagrams_total{{stream=\"{stream}\",outcome=\"{outcome}\"}} {}\n",
+                    v.load(Ordering::Relaxed)
+                ));
+            }
+        }
+        out
     }
 
     /// Waits until every session has finished (after shutdown was signalled).

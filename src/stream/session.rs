@@ -43,6 +43,15 @@ pub struct SessionContext {
     pub announce: Announce,
     pub janitor: crate::store::Janitor,
     pub session_id: u64,
+    /// Network sources (RTP): the silence rule and the datagram counters.
+    pub network: Option<NetworkSource>,
+}
+
+/// What a session of a network source (RTP) needs beyond the media.
+#[derive(Clone)]
+pub struct NetworkSource {
+    pub options: crate::config::RtpOptions,
+    pub counters: Arc<crate::ingest::rtp::RtpCounters>,
 }
 
 fn now_ms() -> i64 {
@@ -81,6 +90,7 @@ pub async fn run_session(
         staging_dir: staging.clone(),
         format,
         wall_clock_timestamps: true,
+        rtp_guard: ctx.network.as_ref().map(|n| n.counters.clone()),
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
@@ -112,6 +122,15 @@ pub async fn run_session(
     }
 
     let stall = Duration::from_millis(ctx.config.pipelines.stall_timeout_ms);
+    // A network source may stay quiet before its first packet for as long as it likes: that is
+    // waiting, not a hung pipeline. The stall watchdog starts with the ladder.
+    let mut planned = ctx.network.is_none();
+    let silence = ctx
+        .network
+        .as_ref()
+        .map(|n| Duration::from_millis(n.options.silence_timeout_ms));
+    let mut silence_check = tokio::time::interval(SILENCE_CHECK_INTERVAL);
+    silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let eos_timeout = Duration::from_millis(ctx.config.pipelines.eos_timeout_ms);
     let frame_ns = 1_000_000_000 / ctx.config.ladder.frame_rate.max(1) as u64;
     let mut last_progress = Instant::now();
@@ -145,12 +164,25 @@ pub async fn run_session(
                     eos_deadline = Some(Instant::now() + eos_timeout);
                 }
             }
-            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() => break Err(SessionError::Stalled(stall)),
+            _ = silence_check.tick(), if silence.is_some() && eos_deadline.is_none() => {
+                let (Some(limit), Some(idle)) = (silence, pipeline.video_idle()) else { continue };
+                if idle >= limit {
+                    tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream");
+                    pipeline.send_eos();
+                    eos_sent = true;
+                    eos_deadline = Some(Instant::now() + eos_timeout);
+                }
+            }
+            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && planned => break Err(SessionError::Stalled(stall)),
             _ = tokio::time::sleep_until(eos_at), if eos_deadline.is_some() => break Err(SessionError::EosTimeout(eos_timeout)),
             ev = events.recv() => {
                 let Some(ev) = ev else { break Err(SessionError::Pipeline("pipeline bus closed".into())) };
                 match ev {
                     PipelineEvent::Eos => break Ok(()),
+                    PipelineEvent::LadderPlanned { .. } if !planned => {
+                        planned = true;
+                        last_progress = Instant::now();
+                    }
                     PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
                     PipelineEvent::FragmentClosed { .. } => {
                         last_progress = Instant::now();
@@ -193,6 +225,9 @@ struct PendingSegment {
     /// `closed_ns` is the exact end (CMAF), not the last frame's start (splitmuxsink).
     exact_end: bool,
 }
+
+/// How often a network source's silence is checked (the timeout's resolution).
+const SILENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// FLV tags to look at before deciding a stream has no audio (about 2 s of 30 fps video).
 const SNIFF_MAX_VIDEO_TAGS: usize = 60;

@@ -28,7 +28,9 @@ use super::{PlannedRendition, Templates, TranscodeError, plan_ladder};
 use crate::config::{LadderConfig, SegmentFormat};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Capacity of the pipeline → session event channel. Fragment messages arrive about once per
@@ -53,6 +55,8 @@ pub struct LadderSpec {
     pub format: SegmentFormat,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
+    /// RTP sources: guard every RTP socket, counting what it drops here.
+    pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
 }
 
 /// Name of the separate audio rendition of CMAF output.
@@ -103,6 +107,9 @@ pub enum PipelineEvent {
 pub struct LivePipeline {
     pipeline: gst::Pipeline,
     appsrc: Option<gst_app::AppSrc>,
+    started: Instant,
+    /// Milliseconds after `started` of the newest raw video frame at `vsrc`; 0 = none yet.
+    last_video_ms: Arc<AtomicU64>,
 }
 
 impl LivePipeline {
@@ -135,6 +142,20 @@ impl LivePipeline {
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
         std::fs::create_dir_all(&spec.staging_dir)
             .map_err(|e| build_err(format!("staging dir: {e}")))?;
+        if let Some(counters) = &spec.rtp_guard {
+            crate::ingest::rtp::guard_udp_sources(&pipeline, counters.clone());
+        }
+        // Source liveness: a network source can go quiet without any error or EOS.
+        let started = Instant::now();
+        let last_video_ms = Arc::new(AtomicU64::new(0));
+        {
+            let last_video_ms = last_video_ms.clone();
+            vsrc_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let ms = started.elapsed().as_millis() as u64;
+                last_video_ms.store(ms.max(1), Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
 
         // Hold audio until the ladder exists: an unlinked pad would fail the stream with not-linked.
         let audio_block = asrc_pad.as_ref().and_then(|p| {
@@ -195,7 +216,15 @@ impl LivePipeline {
                 stream: pipeline.name().to_string(),
                 reason: format!("{e} (see the error on the bus log line)"),
             })?;
-        Ok((LivePipeline { pipeline, appsrc }, rx))
+        Ok((
+            LivePipeline {
+                pipeline,
+                appsrc,
+                started,
+                last_video_ms,
+            },
+            rx,
+        ))
     }
 
     /// The `appsrc name=src` of a push source (RTMP), if the source has one.
@@ -212,6 +241,18 @@ impl LivePipeline {
             None => {
                 self.pipeline.send_event(gst::event::Eos::new());
             }
+        }
+    }
+
+    /// How long since the source's last video frame; `None` before the first one.
+    pub fn video_idle(&self) -> Option<Duration> {
+        match self.last_video_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
         }
     }
 

@@ -47,6 +47,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../pipelines/source-rtp-mpegts.pipeline"),
     ),
     (
+        "source-rtp-sdp",
+        include_str!("../../pipelines/source-rtp-sdp.pipeline"),
+    ),
+    (
+        "source-rtp-sdp-video-only",
+        include_str!("../../pipelines/source-rtp-sdp-video-only.pipeline"),
+    ),
+    (
         "source-file",
         include_str!("../../pipelines/source-file.pipeline"),
     ),

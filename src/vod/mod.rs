@@ -291,6 +291,7 @@ async fn build(
         staging_dir: work.join(".staging"),
         format,
         wall_clock_timestamps: false,
+        rtp_guard: None,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
