@@ -189,6 +189,7 @@ mod tests {
             "port",
             "address",
             "location",
+            "latency_ms",
         ]
         .iter()
         .map(|k| (*k, "1".to_string()))
