@@ -193,15 +193,29 @@ impl StreamRegistry {
                     options,
                     counters: me.rtp_counters(&sc.name),
                 });
+                let began = std::time::Instant::now();
                 let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;
                 drop(guard);
-                match result {
-                    Ok(()) => tracing::info!(stream = %sc.name, "source ended"),
-                    Err(e) => tracing::error!(stream = %sc.name, error = %e, "source failed; restarting"),
-                }
+                // A source that ended normally after a while (an RTP source gone quiet) listens
+                // again at once, so a returning sender loses nothing; a failure, or an end that
+                // comes straight away, waits first so a broken source cannot spin.
+                let backoff = match result {
+                    Ok(()) if began.elapsed() >= RESTART_BACKOFF => {
+                        tracing::info!(stream = %sc.name, "source ended; listening for it again");
+                        Duration::ZERO
+                    }
+                    Ok(()) => {
+                        tracing::info!(stream = %sc.name, "source ended");
+                        RESTART_BACKOFF
+                    }
+                    Err(e) => {
+                        tracing::error!(stream = %sc.name, error = %e, "source failed; restarting");
+                        RESTART_BACKOFF
+                    }
+                };
                 tokio::select! {
                     _ = me.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RESTART_BACKOFF) => {}
+                    _ = tokio::time::sleep(backoff) => {}
                 }
             }
         });
