@@ -113,8 +113,8 @@ pub async fn start(
         let (announce, publisher) = bus_announcer(&config, &mut addrs, shutdown.clone()).await?;
         let config = Arc::new(config.clone());
         let reg = StreamRegistry::new(config.clone(), announce.clone(), shutdown.clone());
-        for sc in config.streams.iter().cloned() {
-            reg.start_configured(sc);
+        for (index, sc) in config.streams.iter().cloned().enumerate() {
+            reg.start_configured(index, sc);
         }
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =

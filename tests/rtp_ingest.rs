@@ -367,3 +367,72 @@ fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments(
         );
     }
 }
+
+#[test]
+fn rtp_sdp_listing_audio_that_never_comes_falls_back_to_video_only() {
+    require_tool("ffmpeg");
+    // Cameras often describe an audio track they have switched off.
+    let (video_port, audio_port) = (free_rtp_port_pair(), free_rtp_port_pair());
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = dir.path().join("camera.sdp");
+    std::fs::write(
+        &sdp,
+        format!(
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=camera\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+             m=audio {audio_port} RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n\
+             a=fmtp:97 streamtype=5; profile-level-id=15; mode=AAC-hbr; config=1190; sizeLength=13; indexLength=3; indexDeltaLength=3\r\n"
+        ),
+    )
+    .unwrap();
+    let z = Zoomate::start_in(
+        dir,
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"mute\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n",
+            sdp.display()
+        ),
+    );
+    let mut ff = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "10",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
+        .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
+        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video_port}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let origin = z.origin.unwrap();
+    wait_for(Duration::from_secs(30), "video-only segments", || {
+        let r = get(origin, "/live/mute/240p/index.m3u8");
+        (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 2).then_some(())
+    });
+    let _ = ff.kill();
+    let _ = ff.wait();
+    let master = get(origin, "/live/mute/master.m3u8").text();
+    assert!(!master.contains("mp4a"), "no audio is advertised: {master}");
+    assert!(
+        z.log().contains("restarting video-only"),
+        "the fallback is logged: {}",
+        z.log()
+    );
+    let v = parse_media_playlist(&get(origin, "/live/mute/240p/index.m3u8").text());
+    let seg = get(origin, &format!("/live/mute/240p/{}", v.segments[0].1));
+    let p = z.dir.path().join("mute.ts");
+    std::fs::write(&p, &seg.body).unwrap();
+    let probe = ffprobe(&p, &[]);
+    let kinds: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, vec!["video"], "{probe}");
+}

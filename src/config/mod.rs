@@ -497,6 +497,29 @@ impl StreamConfig {
                 }
                 Ok(StreamSource::TestPattern { width, height })
             }
+            SourceKind::RtpMpegts if self.sdp.is_some() => Err(ConfigError::invalid(
+                key("sdp"),
+                "(set)",
+                "only for rtp-sdp sources (rtp-mpegts takes listen)",
+            )),
+            SourceKind::RtpSdp if self.listen.is_some() => Err(ConfigError::invalid(
+                key("listen"),
+                "(set)",
+                "only for rtp-mpegts sources (rtp-sdp takes its ports from the SDP file)",
+            )),
+            SourceKind::RtpMpegts | SourceKind::RtpSdp
+                if self.width.is_some() || self.height.is_some() =>
+            {
+                Err(ConfigError::invalid(
+                    key(if self.width.is_some() {
+                        "width"
+                    } else {
+                        "height"
+                    }),
+                    "(set)",
+                    "only for test-pattern sources (RTP picture size comes from the sender)",
+                ))
+            }
             SourceKind::RtpMpegts => match self.listen {
                 Some(listen) => Ok(StreamSource::RtpMpegts {
                     listen,
@@ -516,6 +539,14 @@ impl StreamConfig {
                         "rtp-sdp needs sdp = \"path/to/stream.sdp\"",
                     ));
                 };
+                // The path goes into a pipeline description between double quotes.
+                if sdp.to_string_lossy().contains(['"', '\\']) {
+                    return Err(ConfigError::invalid(
+                        key("sdp"),
+                        sdp.display(),
+                        "path must not contain '\"' or '\\'",
+                    ));
+                }
                 let text = std::fs::read_to_string(&sdp).map_err(|e| {
                     ConfigError::invalid(key("sdp"), sdp.display(), format!("cannot read: {e}"))
                 })?;

@@ -1,7 +1,7 @@
 //! The streams this origin serves: one live session per stream at a time, timelines kept
 //! across sessions (publisher reconnects) and restored from disk (worker restarts).
 
-use super::session::{Announce, NetworkSource, SessionContext, run_session};
+use super::session::{Announce, NetworkSource, SessionContext, SessionError, run_session};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::config::{Config, StreamConfig, StreamSource};
@@ -155,29 +155,35 @@ impl StreamRegistry {
     }
 
     /// Runs a configured source (test pattern, RTP) until shutdown, restarting it on failure.
-    pub fn start_configured(self: &Arc<Self>, sc: StreamConfig) {
+    /// `index` is the stream's place in `[[streams]]` (for error messages). The source is
+    /// resolved once (the SDP file read and checked): a restart does not depend on the file.
+    pub fn start_configured(self: &Arc<Self>, index: usize, sc: StreamConfig) {
+        let source = match sc.source(index) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(stream = %sc.name, error = %e, "bad source; stream disabled");
+                return;
+            }
+        };
         let me = self.clone();
         self.tasks.spawn(async move {
+            // Set when the sender turned out to send no audio; cleared when it goes away (the
+            // next sender may send audio again).
+            let mut video_only = false;
             while !me.shutdown.is_cancelled() {
                 let Some(guard) = me.try_go_live(&sc.name) else { return };
-                let source = match sc.source(0) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(stream = %sc.name, error = %e, "bad source; stream disabled");
-                        return;
-                    }
-                };
+                let only = if video_only { "-video-only" } else { "" };
                 let rendered = match &source {
                     StreamSource::TestPattern { width, height } => me.templates.render(
                         "source-test-pattern",
                         &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.ladder.frame_rate.to_string())],
                     ),
                     StreamSource::RtpMpegts { listen, rtp } => me.templates.render(
-                        "source-rtp-mpegts",
+                        &format!("source-rtp-mpegts{only}"),
                         &[("port", listen.port().to_string()), ("address", listen.ip().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
                     StreamSource::RtpSdp { sdp, has_audio, rtp } => me.templates.render(
-                        if *has_audio { "source-rtp-sdp" } else { "source-rtp-sdp-video-only" },
+                        if *has_audio && !video_only { "source-rtp-sdp" } else { "source-rtp-sdp-video-only" },
                         &[("location", sdp.display().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
                 };
@@ -202,6 +208,13 @@ impl StreamRegistry {
                 let backoff = match result {
                     Ok(()) if began.elapsed() >= RESTART_BACKOFF => {
                         tracing::info!(stream = %sc.name, "source ended; listening for it again");
+                        video_only = false;
+                        Duration::ZERO
+                    }
+                    Err(SessionError::NoAudio(grace)) if !video_only => {
+                        tracing::warn!(stream = %sc.name, grace_ms = grace.as_millis() as u64,
+                            "the source sends no audio although it describes some; restarting video-only");
+                        video_only = true;
                         Duration::ZERO
                     }
                     Ok(()) => {

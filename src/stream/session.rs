@@ -31,6 +31,10 @@ pub enum SessionError {
     EosTimeout(Duration),
     #[error("store: {0}")]
     Store(#[from] std::io::Error),
+    /// A network source's template expects audio (the SDP lists it, or the transport stream
+    /// is assumed to carry it) and none arrived: restart video-only.
+    #[error("no audio within {0:?} of the first video although the source describes audio")]
+    NoAudio(Duration),
 }
 
 /// Everything a session needs from its surroundings.
@@ -125,6 +129,7 @@ pub async fn run_session(
     // A network source may stay quiet before its first packet for as long as it likes: that is
     // waiting, not a hung pipeline. The stall watchdog starts with the ladder.
     let mut planned = ctx.network.is_none();
+    let mut planned_at: Option<Instant> = None;
     let silence = ctx
         .network
         .as_ref()
@@ -165,6 +170,12 @@ pub async fn run_session(
                 }
             }
             _ = silence_check.tick(), if silence.is_some() && eos_deadline.is_none() => {
+                if let Some(at) = planned_at
+                    && at.elapsed() >= AUDIO_GRACE
+                    && pipeline.audio_seen() == Some(false)
+                {
+                    break Err(SessionError::NoAudio(AUDIO_GRACE));
+                }
                 let (Some(limit), Some(idle)) = (silence, pipeline.video_idle()) else { continue };
                 if idle >= limit {
                     tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream");
@@ -173,14 +184,26 @@ pub async fn run_session(
                     eos_deadline = Some(Instant::now() + eos_timeout);
                 }
             }
-            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && planned => break Err(SessionError::Stalled(stall)),
+            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && planned => {
+                // A network source that went quiet is the silence rule's to end (cleanly, with
+                // EOS), whatever the two timeouts are; a stall is frames going in and no
+                // segments coming out.
+                let quiet = ctx.network.is_some()
+                    && pipeline.video_idle().is_some_and(|idle| idle >= QUIET_SOURCE);
+                if quiet {
+                    last_progress = Instant::now();
+                    continue;
+                }
+                break Err(SessionError::Stalled(stall));
+            }
             _ = tokio::time::sleep_until(eos_at), if eos_deadline.is_some() => break Err(SessionError::EosTimeout(eos_timeout)),
             ev = events.recv() => {
                 let Some(ev) = ev else { break Err(SessionError::Pipeline("pipeline bus closed".into())) };
                 match ev {
                     PipelineEvent::Eos => break Ok(()),
-                    PipelineEvent::LadderPlanned { .. } if !planned => {
+                    PipelineEvent::LadderPlanned { .. } => {
                         planned = true;
+                        planned_at = Some(Instant::now());
                         last_progress = Instant::now();
                     }
                     PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
@@ -225,6 +248,12 @@ struct PendingSegment {
     /// `closed_ns` is the exact end (CMAF), not the last frame's start (splitmuxsink).
     exact_end: bool,
 }
+
+/// How long a network source may send video without the audio its description promises.
+const AUDIO_GRACE: Duration = Duration::from_secs(3);
+
+/// A network source with no video for this long is quiet, not hung (see the stall arm).
+const QUIET_SOURCE: Duration = Duration::from_secs(1);
 
 /// How often a network source's silence is checked (the timeout's resolution).
 const SILENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);

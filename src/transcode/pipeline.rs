@@ -28,7 +28,7 @@ use super::{PlannedRendition, Templates, TranscodeError, plan_ladder};
 use crate::config::{LadderConfig, SegmentFormat};
 use gst::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -110,6 +110,8 @@ pub struct LivePipeline {
     started: Instant,
     /// Milliseconds after `started` of the newest raw video frame at `vsrc`; 0 = none yet.
     last_video_ms: Arc<AtomicU64>,
+    /// Whether raw audio reached `asrc`; `None` when the source has no audio branch.
+    audio_seen: Option<Arc<AtomicBool>>,
 }
 
 impl LivePipeline {
@@ -156,6 +158,17 @@ impl LivePipeline {
                 gst::PadProbeReturn::Ok
             });
         }
+        // Audio that a source template expects but the sender never sends holds the muxers:
+        // the session watches for it (see `audio_seen`).
+        let audio_seen = asrc_pad.as_ref().map(|pad| {
+            let seen = Arc::new(AtomicBool::new(false));
+            let flag = seen.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                flag.store(true, Ordering::Relaxed);
+                gst::PadProbeReturn::Remove
+            });
+            seen
+        });
 
         // Hold audio until the ladder exists: an unlinked pad would fail the stream with not-linked.
         let audio_block = asrc_pad.as_ref().and_then(|p| {
@@ -222,6 +235,7 @@ impl LivePipeline {
                 appsrc,
                 started,
                 last_video_ms,
+                audio_seen,
             },
             rx,
         ))
@@ -242,6 +256,13 @@ impl LivePipeline {
                 self.pipeline.send_event(gst::event::Eos::new());
             }
         }
+    }
+
+    /// `Some(false)` while a source with an audio branch has delivered no audio yet.
+    pub fn audio_seen(&self) -> Option<bool> {
+        self.audio_seen
+            .as_ref()
+            .map(|seen| seen.load(Ordering::Relaxed))
     }
 
     /// How long since the source's last video frame; `None` before the first one.

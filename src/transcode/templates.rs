@@ -47,6 +47,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../pipelines/source-rtp-mpegts.pipeline"),
     ),
     (
+        "source-rtp-mpegts-video-only",
+        include_str!("../../pipelines/source-rtp-mpegts-video-only.pipeline"),
+    ),
+    (
         "source-rtp-sdp",
         include_str!("../../pipelines/source-rtp-sdp.pipeline"),
     ),
