@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -300,39 +300,6 @@ fn a_publisher_reconnect_is_a_new_period_and_a_new_init_segment() {
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
 }
 
-fn clip(dir: &Path, size: &str, seconds: u32) -> PathBuf {
-    require_tool("ffmpeg");
-    let path = dir.join("clip.mp4");
-    let ok = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={size}:rate=30"),
-        ])
-        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-c:a", "aac"])
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "250",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    path
-}
-
 fn vod(z: &Zoomate, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_zoomate"))
         .arg("--config")
@@ -347,7 +314,7 @@ fn vod(z: &Zoomate, args: &[&str]) -> std::process::Output {
 fn vod_cmaf_asset_is_hls_and_static_dash_served_by_the_origin() {
     let z = Zoomate::start("origin", TEST_LADDER);
     let origin = z.origin.expect("origin bound");
-    let input = clip(z.dir.path(), "426x240", 6);
+    let input = make_clip(z.dir.path(), "clip.mp4", "426x240", 6, true);
     let input = input.to_str().unwrap();
     let o = vod(&z, &[input, "--name", "c1", "--format", "cmaf"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

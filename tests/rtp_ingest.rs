@@ -165,19 +165,18 @@ fn ffmpeg_rtp_h264_opus(video_port: u16, audio_port: u16, seconds: u32) -> std::
         .expect("ffmpeg")
 }
 
-#[test]
-fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() {
-    require_tool("ffmpeg");
+/// An origin with one `rtp-sdp` stream whose SDP lists H.264 video (PT 96) and the audio
+/// described by `audio_lines` (PT 97) on fresh ports; returns it with the two RTP ports.
+fn start_sdp_stream(name: &str, audio_lines: &str, extra_keys: &str) -> (Zoomate, u16, u16) {
     let (video_port, audio_port) = (free_rtp_port_pair(), free_rtp_port_pair());
     let dir = tempfile::tempdir().unwrap();
-    // What an operator writes for a camera: ports, payload types and codecs.
     let sdp = dir.path().join("camera.sdp");
     std::fs::write(
         &sdp,
         format!(
             "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=camera\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-             m=audio {audio_port} RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n"
+             m=audio {audio_port} RTP/AVP 97\r\n{audio_lines}"
         ),
     )
     .unwrap();
@@ -185,9 +184,21 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
         dir,
         "origin",
         &format!(
-            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\nsilence_timeout_ms = 1500\n",
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"{name}\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n{extra_keys}",
             sdp.display()
         ),
+    );
+    (z, video_port, audio_port)
+}
+
+#[test]
+fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() {
+    require_tool("ffmpeg");
+    // What an operator writes for a camera: ports, payload types and codecs.
+    let (z, video_port, audio_port) = start_sdp_stream(
+        "cam",
+        "a=rtpmap:97 opus/48000/2\r\n",
+        "silence_timeout_ms = 1500\n",
     );
     let origin = z.origin.unwrap();
     let playlist = |origin| parse_media_playlist(&get(origin, "/live/cam/240p/index.m3u8").text());
@@ -372,26 +383,11 @@ fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments(
 fn rtp_sdp_listing_audio_that_never_comes_falls_back_to_video_only() {
     require_tool("ffmpeg");
     // Cameras often describe an audio track they have switched off.
-    let (video_port, audio_port) = (free_rtp_port_pair(), free_rtp_port_pair());
-    let dir = tempfile::tempdir().unwrap();
-    let sdp = dir.path().join("camera.sdp");
-    std::fs::write(
-        &sdp,
-        format!(
-            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=camera\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=video {video_port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-             m=audio {audio_port} RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/48000/2\r\n\
-             a=fmtp:97 streamtype=5; profile-level-id=15; mode=AAC-hbr; config=1190; sizeLength=13; indexLength=3; indexDeltaLength=3\r\n"
-        ),
-    )
-    .unwrap();
-    let z = Zoomate::start_in(
-        dir,
-        "origin",
-        &format!(
-            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"mute\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n",
-            sdp.display()
-        ),
+    let (z, video_port, _) = start_sdp_stream(
+        "mute",
+        "a=rtpmap:97 MPEG4-GENERIC/48000/2\r\n\
+         a=fmtp:97 streamtype=5; profile-level-id=15; mode=AAC-hbr; config=1190; sizeLength=13; indexLength=3; indexDeltaLength=3\r\n",
+        "",
     );
     let mut ff = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])

@@ -16,52 +16,10 @@ fn zoomate(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn clip(
-    dir: &std::path::Path,
-    name: &str,
-    size: &str,
-    seconds: u32,
-    audio: bool,
-) -> std::path::PathBuf {
-    require_tool("ffmpeg");
-    let path = dir.join(name);
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size={size}:rate=30"),
-    ]);
-    if audio {
-        cmd.args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-c:a", "aac"]);
-    }
-    let ok = cmd
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "250",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    path
-}
-
 #[test]
 fn a_clip_becomes_a_complete_vod_asset() {
     let dir = tempfile::tempdir().unwrap();
-    let input = clip(dir.path(), "clip.mp4", "426x240", 6, true);
+    let input = make_clip(dir.path(), "clip.mp4", "426x240", 6, true);
     let out = dir.path().join("out");
     let o = zoomate(
         dir.path(),
@@ -140,7 +98,7 @@ fn a_clip_becomes_a_complete_vod_asset() {
 #[test]
 fn bad_inputs_fail_clearly_and_leave_no_output() {
     let dir = tempfile::tempdir().unwrap();
-    let good = clip(dir.path(), "good.mp4", "320x180", 4, true);
+    let good = make_clip(dir.path(), "good.mp4", "320x180", 4, true);
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "this is not a video\n".repeat(100)).unwrap();
     let truncated = dir.path().join("truncated.mp4");

@@ -462,3 +462,46 @@ pub fn parse_master(text: &str) -> Vec<(std::collections::HashMap<String, String
     }
     out
 }
+
+/// A short H.264 (+ AAC) MP4 made with ffmpeg's test sources: the VOD tests' input.
+pub fn make_clip(
+    dir: &std::path::Path,
+    name: &str,
+    size: &str,
+    seconds: u32,
+    audio: bool,
+) -> std::path::PathBuf {
+    require_tool("ffmpeg");
+    let path = dir.join(name);
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=30"),
+    ]);
+    if audio {
+        cmd.args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-c:a", "aac"]);
+    }
+    let ok = cmd
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "250",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    path
+}
