@@ -10,51 +10,8 @@ use std::time::Duration;
 #[test]
 fn rtp_mpegts_from_ffmpeg_produces_a_live_ladder_and_survives_garbage() {
     require_tool("ffmpeg");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let z = Zoomate::start(
-        "origin",
-        &format!(
-            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"cam\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    );
-    let mut ff = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-        ])
-        .args([
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-x264-params",
-            "repeat-headers=1",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args([
-            "-c:a",
-            "aac",
-            "-f",
-            "rtp_mpegts",
-            &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
-        ])
-        .stdout(std::process::Stdio::null())
+    let (z, port) = start_mpegts_stream("cam");
+    let mut ff = ffmpeg_rtp_mpegts(port, 8)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -110,6 +67,55 @@ fn rtp_mpegts_from_ffmpeg_produces_a_live_ladder_and_survives_garbage() {
     let p = z.dir.path().join("rtp.ts");
     std::fs::write(&p, &seg.body).unwrap();
     assert_eq!(ffprobe(&p, &[])["streams"].as_array().unwrap().len(), 2);
+}
+
+/// An origin with one `rtp-mpegts` stream on a fresh UDP port; returns it with the port.
+fn start_mpegts_stream(name: &str) -> (Zoomate, u16) {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"{name}\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    (z, port)
+}
+
+/// ffmpeg sending `seconds` of H.264 + AAC as MPEG-TS over RTP to `port` (not yet started).
+fn ffmpeg_rtp_mpegts(port: u16, seconds: u32) -> std::process::Command {
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+        ])
+        .args([
+            "-x264-params",
+            "repeat-headers=1",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .args([
+            "-f",
+            "rtp_mpegts",
+            &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
+        ])
+        .stdout(std::process::Stdio::null());
+    cmd
 }
 
 fn rtp_counter(metrics: &str, stream: &str, outcome: &str) -> u64 {
@@ -273,17 +279,7 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
 #[test]
 fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments() {
     require_tool("ffmpeg");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let z = Zoomate::start(
-        "origin",
-        &format!(
-            "{TEST_LADDER}\n[rtmp]\nenabled = false\n[[streams]]\nname = \"lossy\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    );
+    let (z, port) = start_mpegts_stream("lossy");
     // The network: ffmpeg → relay → zoomate. The relay drops 1 datagram in 50 and swaps
     // every 7th with the one after it (reordering within the jitter buffer's window).
     let relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -314,36 +310,7 @@ fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments(
         }
         (n, dropped, swapped)
     });
-    let ff = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            "7",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-        ])
-        .args([
-            "-x264-params",
-            "repeat-headers=1",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ])
-        .args([
-            "-f",
-            "rtp_mpegts",
-            &format!("rtp://127.0.0.1:{relay_port}?pkt_size=1316"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let ff = ffmpeg_rtp_mpegts(relay_port, 7).status().unwrap();
     assert!(ff.success());
     let (sent, dropped, swapped) = stats.join().unwrap();
     assert!(
