@@ -11,7 +11,7 @@ use std::time::Duration;
 fn rtp_mpegts_from_ffmpeg_produces_a_live_ladder_and_survives_garbage() {
     require_tool("ffmpeg");
     let (z, port) = start_mpegts_stream("cam");
-    let mut ff = ffmpeg_rtp_mpegts(port, 8)
+    let mut ff = ffmpeg_rtp_mpegts(port, 8, true)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -85,36 +85,39 @@ fn start_mpegts_stream(name: &str) -> (Zoomate, u16) {
     (z, port)
 }
 
-/// ffmpeg sending `seconds` of H.264 + AAC as MPEG-TS over RTP to `port` (not yet started).
-fn ffmpeg_rtp_mpegts(port: u16, seconds: u32) -> std::process::Command {
+/// ffmpeg sending `seconds` of H.264 (+ AAC when `audio`) as MPEG-TS over RTP to `port`
+/// (not yet started).
+fn ffmpeg_rtp_mpegts(port: u16, seconds: u32, audio: bool) -> std::process::Command {
     let mut cmd = std::process::Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-        ])
-        .args([
-            "-x264-params",
-            "repeat-headers=1",
-            "-pix_fmt",
-            "yuv420p",
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
+    if audio {
+        cmd.args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
             "-c:a",
             "aac",
-        ])
-        .args([
-            "-f",
-            "rtp_mpegts",
-            &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
-        ])
-        .stdout(std::process::Stdio::null());
+        ]);
+    }
+    cmd.args([
+        "-t",
+        &seconds.to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "30",
+    ])
+    .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
+    .args([
+        "-f",
+        "rtp_mpegts",
+        &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
+    ])
+    .stdout(std::process::Stdio::null());
     cmd
 }
 
@@ -232,9 +235,11 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
         Duration::from_secs(20),
         "the silent source's stream to end",
         || {
-            z.log()
-                .contains("source silent; ending the stream")
-                .then_some(())
+            // Logged once the ended session's last segments are listed.
+            let log = z.log();
+            (log.contains("source silent; ending the stream")
+                && log.contains("source ended; listening for it again"))
+            .then_some(())
         },
     );
     let first = playlist(origin);
@@ -310,7 +315,7 @@ fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments(
         }
         (n, dropped, swapped)
     });
-    let ff = ffmpeg_rtp_mpegts(relay_port, 7).status().unwrap();
+    let ff = ffmpeg_rtp_mpegts(relay_port, 7, true).status().unwrap();
     assert!(ff.success());
     let (sent, dropped, swapped) = stats.join().unwrap();
     assert!(
@@ -398,4 +403,28 @@ fn rtp_sdp_listing_audio_that_never_comes_falls_back_to_video_only() {
         .map(|s| s["codec_type"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(kinds, vec!["video"], "{probe}");
+}
+
+#[test]
+fn rtp_mpegts_without_audio_falls_back_to_video_only() {
+    require_tool("ffmpeg");
+    let (z, port) = start_mpegts_stream("noaudio");
+    let mut ff = ffmpeg_rtp_mpegts(port, 10, false).spawn().unwrap();
+    let origin = z.origin.unwrap();
+    let v = wait_for(Duration::from_secs(30), "video-only segments", || {
+        let r = get(origin, "/live/noaudio/240p/index.m3u8");
+        let v = (r.status == 200).then(|| parse_media_playlist(&r.text()))?;
+        (v.segments.len() >= 2).then_some(v)
+    });
+    let _ = ff.kill();
+    let _ = ff.wait();
+    assert!(z.log().contains("restarting video-only"), "{}", z.log());
+    let master = get(origin, "/live/noaudio/master.m3u8").text();
+    assert!(!master.contains("mp4a"), "no audio is advertised: {master}");
+    let seg = get(origin, &format!("/live/noaudio/240p/{}", v.segments[0].1));
+    let p = z.dir.path().join("noaudio.ts");
+    std::fs::write(&p, &seg.body).unwrap();
+    let probe = ffprobe(&p, &[]);
+    assert_eq!(probe["streams"].as_array().unwrap().len(), 1, "{probe}");
+    assert_eq!(probe["streams"][0]["codec_type"], "video", "{probe}");
 }
