@@ -85,39 +85,47 @@ fn start_mpegts_stream(name: &str) -> (Zoomate, u16) {
     (z, port)
 }
 
-/// ffmpeg sending `seconds` of H.264 (+ AAC when `audio`) as MPEG-TS over RTP to `port`
-/// (not yet started).
-fn ffmpeg_rtp_mpegts(port: u16, seconds: u32, audio: bool) -> std::process::Command {
+/// How every RTP sender here encodes video: an IDR each second and SPS/PPS repeated in-band
+/// (an RTP receiver may start listening at any packet).
+const SENDER_X264: [&str; 10] = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "30",
+    "-x264-params",
+    "repeat-headers=1",
+    "-pix_fmt",
+    "yuv420p",
+];
+
+/// ffmpeg with a 640x360 test picture as input 0 (and a tone as input 1 when `tone`), in real time.
+fn ffmpeg_sender(tone: bool) -> std::process::Command {
     let mut cmd = std::process::Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"]);
-    if audio {
-        cmd.args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-c:a",
-            "aac",
-        ]);
+    if tone {
+        cmd.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]);
     }
-    cmd.args([
-        "-t",
-        &seconds.to_string(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "30",
-    ])
-    .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
-    .args([
-        "-f",
-        "rtp_mpegts",
-        &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
-    ])
-    .stdout(std::process::Stdio::null());
+    cmd.stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// ffmpeg sending `seconds` of H.264 (+ AAC when `audio`) as MPEG-TS over RTP to `port`
+/// (not yet started).
+fn ffmpeg_rtp_mpegts(port: u16, seconds: u32, audio: bool) -> std::process::Command {
+    let mut cmd = ffmpeg_sender(audio);
+    if audio {
+        cmd.args(["-c:a", "aac"]);
+    }
+    cmd.args(["-t", &seconds.to_string()])
+        .args(SENDER_X264)
+        .args([
+            "-f",
+            "rtp_mpegts",
+            &format!("rtp://127.0.0.1:{port}?pkt_size=1316"),
+        ]);
     cmd
 }
 
@@ -145,33 +153,20 @@ fn free_rtp_port_pair() -> u16 {
     panic!("no free UDP port pair");
 }
 
-/// ffmpeg sending `seconds` of H.264 to `video_port` and Opus to `audio_port` as plain RTP.
-fn ffmpeg_rtp_h264_opus(video_port: u16, audio_port: u16, seconds: u32) -> std::process::Child {
+/// ffmpeg sending `seconds` of H.264 to `video_port` (and Opus to `opus_port`) as plain RTP.
+fn ffmpeg_rtp_h264(video_port: u16, opus_port: Option<u16>, seconds: u32) -> std::process::Child {
     let t = seconds.to_string();
-    std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args([
-            "-map",
-            "0:v",
-            "-t",
-            &t,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-        ])
-        .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
-        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video_port}")])
-        .args(["-map", "1:a", "-t", &t, "-c:a", "libopus", "-b:a", "64k"])
-        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{audio_port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("ffmpeg")
+    let mut cmd = ffmpeg_sender(opus_port.is_some());
+    cmd.args(["-map", "0:v", "-t", &t]).args(SENDER_X264).args([
+        "-f",
+        "rtp",
+        &format!("rtp://127.0.0.1:{video_port}"),
+    ]);
+    if let Some(port) = opus_port {
+        cmd.args(["-map", "1:a", "-t", &t, "-c:a", "libopus", "-b:a", "64k"])
+            .args(["-f", "rtp", &format!("rtp://127.0.0.1:{port}")]);
+    }
+    cmd.spawn().expect("ffmpeg")
 }
 
 /// An origin with one `rtp-sdp` stream whose SDP lists H.264 video (PT 96) and the audio
@@ -213,7 +208,7 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
     let playlist = |origin| parse_media_playlist(&get(origin, "/live/cam/240p/index.m3u8").text());
 
     // First burst: a ladder appears with audio from the Opus stream.
-    let mut ff = ffmpeg_rtp_h264_opus(video_port, audio_port, 4);
+    let mut ff = ffmpeg_rtp_h264(video_port, Some(audio_port), 4);
     wait_for(
         Duration::from_secs(30),
         "segments from the SDP source",
@@ -253,7 +248,7 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
     assert_eq!(streams, 2, "video + audio in the segment");
 
     // The source returns: same stream, sequence numbers continue, marked as a discontinuity.
-    let mut ff = ffmpeg_rtp_h264_opus(video_port, audio_port, 4);
+    let mut ff = ffmpeg_rtp_h264(video_port, Some(audio_port), 4);
     let second = wait_for(
         Duration::from_secs(30),
         "segments after the source returned",
@@ -361,22 +356,7 @@ fn rtp_sdp_listing_audio_that_never_comes_falls_back_to_video_only() {
          a=fmtp:97 streamtype=5; profile-level-id=15; mode=AAC-hbr; config=1190; sizeLength=13; indexLength=3; indexDeltaLength=3\r\n",
         "",
     );
-    let mut ff = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-t",
-            "10",
-        ])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
-        .args(["-x264-params", "repeat-headers=1", "-pix_fmt", "yuv420p"])
-        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{video_port}")])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut ff = ffmpeg_rtp_h264(video_port, None, 10);
     let origin = z.origin.unwrap();
     wait_for(Duration::from_secs(30), "video-only segments", || {
         let r = get(origin, "/live/mute/240p/index.m3u8");

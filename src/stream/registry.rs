@@ -183,7 +183,7 @@ impl StreamRegistry {
                         &[("port", listen.port().to_string()), ("address", listen.ip().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
                     StreamSource::RtpSdp { sdp, has_audio, rtp } => me.templates.render(
-                        if *has_audio && !video_only { "source-rtp-sdp" } else { "source-rtp-sdp-video-only" },
+                        &format!("source-rtp-sdp{}", if *has_audio { only } else { "-video-only" }),
                         &[("location", sdp.display().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
                 };

@@ -127,8 +127,7 @@ pub async fn run_session(
 
     let stall = Duration::from_millis(ctx.config.pipelines.stall_timeout_ms);
     // A network source may stay quiet before its first packet for as long as it likes: that is
-    // waiting, not a hung pipeline. The stall watchdog starts with the ladder.
-    let mut planned = ctx.network.is_none();
+    // waiting, not a hung pipeline. Its stall watchdog starts with the ladder.
     let mut planned_at: Option<Instant> = None;
     let silence = ctx
         .network
@@ -184,7 +183,7 @@ pub async fn run_session(
                     eos_deadline = Some(Instant::now() + eos_timeout);
                 }
             }
-            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && planned => {
+            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && (ctx.network.is_none() || planned_at.is_some()) => {
                 // A network source that went quiet is the silence rule's to end (cleanly, with
                 // EOS), whatever the two timeouts are; a stall is frames going in and no
                 // segments coming out.
@@ -202,9 +201,8 @@ pub async fn run_session(
                 match ev {
                     PipelineEvent::Eos => break Ok(()),
                     PipelineEvent::LadderPlanned { .. } => {
-                        planned = true;
-                        planned_at = Some(Instant::now());
                         last_progress = Instant::now();
+                        planned_at = Some(last_progress);
                     }
                     PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
                     PipelineEvent::FragmentClosed { .. } => {
