@@ -206,6 +206,10 @@ impl StreamRegistry {
                 // again at once, so a returning sender loses nothing; a failure, or an end that
                 // comes straight away, waits first so a broken source cannot spin.
                 let backoff = match result {
+                    Ok(()) if me.shutdown.is_cancelled() => {
+                        tracing::info!(stream = %sc.name, "source stopped for shutdown");
+                        return;
+                    }
                     Ok(()) if began.elapsed() >= RESTART_BACKOFF => {
                         tracing::info!(stream = %sc.name, "source ended; listening for it again");
                         video_only = false;
