@@ -13,6 +13,16 @@ pub mod tail;
 
 pub use event::{BusEvent, RenditionInfo};
 
+/// One message as a subscriber received it: the endpoint it arrived on (the peer the edge
+/// connected to, so the identity it authenticated when CURVE is on), its topic frame as sent,
+/// and the decoded payload. The edge checks the three against each other before believing any.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub endpoint: std::sync::Arc<str>,
+    pub topic: String,
+    pub event: BusEvent,
+}
+
 #[allow(clippy::all, dead_code, unused_parens)]
 pub mod zoomate_bus_capnp {
     include!(concat!(env!("OUT_DIR"), "/zoomate_bus_capnp.rs"));

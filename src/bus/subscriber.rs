@@ -7,7 +7,7 @@
 //! socket and connects a fresh one, retrying every [`DEFAULT_RETRY_DELAY`]. Subscriptions are
 //! set before connecting, so the publisher learns them in the handshake.
 
-use super::{BusEvent, codec};
+use super::{BusEvent, Delivery, codec};
 use crate::Shutdown;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -103,6 +103,42 @@ impl BusSubscriber {
         shutdown: Shutdown,
     ) -> (BusSubscriber, mpsc::Receiver<BusEvent>) {
         let (tx, rx) = mpsc::channel(options.capacity.max(1));
+        let sub = Self::spawn_workers(
+            endpoints,
+            topic_prefixes,
+            options,
+            Output::Events(tx),
+            shutdown,
+        );
+        (sub, rx)
+    }
+
+    /// Like [`BusSubscriber::spawn_with`], but each message comes with what the edge needs to
+    /// judge it: the endpoint it arrived on and its topic frame.
+    pub fn spawn_deliveries(
+        endpoints: Vec<String>,
+        topic_prefixes: Vec<String>,
+        options: SubscriberOptions,
+        shutdown: Shutdown,
+    ) -> (BusSubscriber, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(options.capacity.max(1));
+        let sub = Self::spawn_workers(
+            endpoints,
+            topic_prefixes,
+            options,
+            Output::Deliveries(tx),
+            shutdown,
+        );
+        (sub, rx)
+    }
+
+    fn spawn_workers(
+        endpoints: Vec<String>,
+        topic_prefixes: Vec<String>,
+        options: SubscriberOptions,
+        tx: Output,
+        shutdown: Shutdown,
+    ) -> BusSubscriber {
         let counters = Arc::new(Counters::default());
         let prefixes = if topic_prefixes.is_empty() {
             vec![String::new()]
@@ -111,6 +147,7 @@ impl BusSubscriber {
         };
         for endpoint in endpoints {
             let worker = EndpointWorker {
+                source: Arc::from(endpoint.as_str()),
                 endpoint,
                 prefixes: prefixes.clone(),
                 tx: tx.clone(),
@@ -125,7 +162,7 @@ impl BusSubscriber {
                 }
             });
         }
-        (BusSubscriber { counters }, rx)
+        BusSubscriber { counters }
     }
 
     pub fn stats(&self) -> SubscriberStats {
@@ -146,10 +183,41 @@ enum SessionEnd {
     ConsumerGone,
 }
 
+/// Where decoded messages go: bare events (tools) or deliveries with their provenance (edge).
+#[derive(Clone)]
+enum Output {
+    Events(mpsc::Sender<BusEvent>),
+    Deliveries(mpsc::Sender<Delivery>),
+}
+
+impl Output {
+    fn try_send(&self, delivery: Delivery) -> Result<(), mpsc::error::TrySendError<()>> {
+        fn erase<T>(e: mpsc::error::TrySendError<T>) -> mpsc::error::TrySendError<()> {
+            match e {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            }
+        }
+        match self {
+            Output::Events(tx) => tx.try_send(delivery.event).map_err(erase),
+            Output::Deliveries(tx) => tx.try_send(delivery).map_err(erase),
+        }
+    }
+
+    async fn closed(&self) {
+        match self {
+            Output::Events(tx) => tx.closed().await,
+            Output::Deliveries(tx) => tx.closed().await,
+        }
+    }
+}
+
 struct EndpointWorker {
     endpoint: String,
+    /// The endpoint again, shared by every delivery from it.
+    source: Arc<str>,
     prefixes: Vec<String>,
-    tx: mpsc::Sender<BusEvent>,
+    tx: Output,
     counters: Arc<Counters>,
     options: SubscriberOptions,
 }
@@ -233,8 +301,11 @@ impl EndpointWorker {
 
     /// Decodes one message and hands it on; returns true when the consumer is gone.
     fn handle(&self, msg: zeromq::ZmqMessage) -> bool {
-        let event = match (msg.len(), msg.get(1)) {
-            (2, Some(payload)) => codec::decode(payload),
+        let (topic, event) = match (msg.len(), msg.get(0), msg.get(1)) {
+            (2, Some(topic), Some(payload)) => (
+                String::from_utf8_lossy(topic).into_owned(),
+                codec::decode(payload),
+            ),
             _ => {
                 let n = self.counters.malformed.fetch_add(1, Ordering::Relaxed) + 1;
                 // Rate-limited: the 1st, 2nd, 4th, 8th… occurrence is logged.
@@ -247,7 +318,12 @@ impl EndpointWorker {
         match event {
             Ok(ev) => {
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
-                match self.tx.try_send(ev) {
+                let delivery = Delivery {
+                    endpoint: self.source.clone(),
+                    topic,
+                    event: ev,
+                };
+                match self.tx.try_send(delivery) {
                     Ok(()) => false,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         let n = self.counters.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;

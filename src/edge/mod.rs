@@ -379,7 +379,7 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
     let mut options =
         crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
     options.idle_reconnect = Some(BUS_IDLE_RECONNECT);
-    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_with(
+    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_deliveries(
         edge.config.bus_connect.clone(),
         vec![],
         options,
@@ -387,11 +387,11 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
     );
     let _ = edge.bus_stats.set(sub);
     loop {
-        let ev = tokio::select! {
+        let delivery = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = rx.recv() => match ev { Some(ev) => ev, None => return },
+            d = rx.recv() => match d { Some(d) => d, None => return },
         };
-        match ev {
+        match delivery.event {
             BusEvent::OriginHeartbeat {
                 origin_id,
                 http_base_url,
