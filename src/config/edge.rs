@@ -21,6 +21,10 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Static origin base URLs, in addition to those discovered from bus heartbeats.
     pub origins: Vec<String>,
+    /// Base URLs, besides `origins`, that origins may announce in bus heartbeats: patterns
+    /// `http://HOST[:PORT]` where a whole host label or the port may be `*`
+    /// (`http://10.0.0.*:8081`). A heartbeat naming any other base URL is ignored.
+    pub origin_allow: Vec<String>,
     /// Bus endpoints to subscribe to (origins' PUB sockets or a bus proxy backend).
     pub bus_connect: Vec<String>,
     pub balance: BalancePolicy,
@@ -52,6 +56,7 @@ impl Default for EdgeConfig {
             enabled: true,
             listen: "0.0.0.0:8080".parse().expect("static address"),
             origins: Vec::new(),
+            origin_allow: Vec::new(),
             bus_connect: Vec::new(),
             balance: BalancePolicy::ConsistentHash,
             cache_bytes: 512 * 1024 * 1024,
@@ -70,12 +75,22 @@ impl Default for EdgeConfig {
 
 impl EdgeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::http::base_url::{BaseUrl, OriginPattern};
         for (i, o) in self.origins.iter().enumerate() {
-            if !o.starts_with("http://") {
+            if let Err(e) = BaseUrl::parse(o) {
                 return Err(ConfigError::invalid(
                     format!("edge.origins[{i}]"),
                     o,
-                    "must be an http:// URL",
+                    format!("must be an http:// URL: {e}"),
+                ));
+            }
+        }
+        for (i, p) in self.origin_allow.iter().enumerate() {
+            if let Err(e) = OriginPattern::parse(p) {
+                return Err(ConfigError::invalid(
+                    format!("edge.origin_allow[{i}]"),
+                    p,
+                    format!("{e} (a host label or the port may be *)"),
                 ));
             }
         }

@@ -13,6 +13,7 @@
 //! active health checker.
 
 pub mod balancer;
+pub mod trust;
 pub mod upstream;
 
 use crate::Shutdown;
@@ -38,6 +39,20 @@ const MAX_CONCURRENT_PREFETCHES: usize = 32;
 const BUS_IDLE_RECONNECT: Duration = Duration::from_secs(10);
 /// Playlists whose latest announced sequence is remembered.
 const MAX_TRACKED_PLAYLISTS: u64 = 100_000;
+/// Announced segment sizes remembered (to refuse an origin answer that disagrees).
+const MAX_TRACKED_SEGMENT_SIZES: u64 = 100_000;
+/// How long an announcement (sequence, size) is remembered without being renewed.
+const ANNOUNCEMENT_MEMORY: Duration = Duration::from_secs(600);
+/// Learned origins at once, and how long one is remembered after its last heartbeat.
+const MAX_LEARNED_ORIGINS: usize = 64;
+const LEARNED_ORIGIN_EXPIRY_MS: i64 = 30_000;
+
+/// The newest segment the bus announced for a playlist, and when it was believed.
+#[derive(Debug, Clone, Copy)]
+struct Announced {
+    sequence: u64,
+    at: Instant,
+}
 
 /// One cached response body and what is needed to answer any request for it.
 pub struct CachedObject {
@@ -74,6 +89,28 @@ struct EdgeMetrics {
     prefetches: AtomicU64,
     prefetch_skipped: AtomicU64,
     stale_playlist_refreshes: AtomicU64,
+    /// Bus announcements not believed, by [`trust::Rejection`] (indexed as `Rejection::ALL`).
+    bus_rejected: [AtomicU64; trust::Rejection::ALL.len()],
+}
+
+impl EdgeMetrics {
+    /// Counts a rejection and logs it, rate-limited (the 1st, 2nd, 4th, 8th… of each reason).
+    fn bus_rejected(&self, reason: trust::Rejection, endpoint: &str, topic: &str) {
+        let i = trust::Rejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        let n = self.bus_rejected[i].fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                reason = reason.label(),
+                endpoint,
+                topic = %topic.escape_debug(),
+                rejected = n,
+                "bus announcement not believed"
+            );
+        }
+    }
 }
 
 const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
@@ -82,7 +119,9 @@ const STATUSES: [u16; 6] = [200, 206, 304, 404, 400, 502];
 struct Edge {
     config: EdgeConfig,
     cache: moka::future::Cache<String, Arc<CachedObject>>,
-    announced: moka::sync::Cache<String, u64>,
+    announced: moka::sync::Cache<String, Announced>,
+    /// Segment URI → announced byte size.
+    announced_sizes: moka::sync::Cache<String, u64>,
     upstream: Upstream,
     metrics: EdgeMetrics,
     prefetch_permits: Arc<tokio::sync::Semaphore>,
@@ -128,7 +167,14 @@ impl EdgeServer {
             listener,
             edge: Arc::new(Edge {
                 cache,
-                announced: moka::sync::Cache::new(MAX_TRACKED_PLAYLISTS),
+                announced: moka::sync::Cache::builder()
+                    .max_capacity(MAX_TRACKED_PLAYLISTS)
+                    .time_to_idle(ANNOUNCEMENT_MEMORY)
+                    .build(),
+                announced_sizes: moka::sync::Cache::builder()
+                    .max_capacity(MAX_TRACKED_SEGMENT_SIZES)
+                    .time_to_live(ANNOUNCEMENT_MEMORY)
+                    .build(),
                 upstream,
                 metrics,
                 prefetch_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PREFETCHES)),
@@ -270,8 +316,12 @@ fn is_fresh(edge: &Edge, path: &str, obj: &CachedObject, live: bool) -> bool {
         return true; // segment names are never reused; VOD playlists never change
     }
     if let (Some(newest), Some(announced)) = (obj.newest_sequence, edge.announced.get(path)) {
-        if newest < announced {
-            return false; // the bus says there is a newer segment: never serve an older list
+        // The bus says there is a newer segment: never serve an older list. Only a list
+        // fetched before the announcement is stale: one that was fetched after it and still
+        // lacks the segment is the origin's answer, so a wrong announcement costs one refetch,
+        // not the cache.
+        if newest < announced.sequence && obj.fetched_at < announced.at {
+            return false;
         }
     }
     obj.fetched_at.elapsed() < Duration::from_millis(edge.config.playlist_ttl_ms)
@@ -297,7 +347,7 @@ async fn lookup_or_fetch(
     }
     edge.metrics.misses.fetch_add(1, Ordering::Relaxed);
     let ran = Arc::new(AtomicBool::new(false));
-    let result = fetch_into_cache(edge, stream, path, kind, live, ran.clone()).await;
+    let result = fetch_into_cache(edge, stream, path, kind, live, None, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
         edge.metrics
             .coalesced_waiters
@@ -314,6 +364,7 @@ async fn fetch_into_cache(
     path: &str,
     kind: ResourceKind,
     live: bool,
+    only_origin: Option<String>,
     ran: Arc<AtomicBool>,
 ) -> Result<Arc<CachedObject>, FetchError> {
     let e = edge.clone();
@@ -321,7 +372,21 @@ async fn fetch_into_cache(
     edge.cache
         .try_get_with(path.to_string(), async move {
             ran.store(true, Ordering::Relaxed);
-            let f = e.upstream.fetch(&stream_owned, &path_owned).await?;
+            let f = match &only_origin {
+                Some(id) => e.upstream.fetch_from(id, &path_owned).await?,
+                None => e.upstream.fetch(&stream_owned, &path_owned).await?,
+            };
+            if let Some(announced) = e.announced_sizes.get(&path_owned) {
+                if f.body.len() as u64 != announced {
+                    e.metrics
+                        .bus_rejected(trust::Rejection::Size, &f.origin, &path_owned);
+                    return Err(FetchError::Unavailable(format!(
+                        "origin {} sent {} bytes for {path_owned}, announced {announced}",
+                        f.origin,
+                        f.body.len()
+                    )));
+                }
+            }
             let name = path_owned.rsplit('/').next().unwrap_or("");
             let last_modified = f
                 .last_modified
@@ -386,11 +451,22 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
         shutdown.clone(),
     );
     let _ = edge.bus_stats.set(sub);
+    let mut judge = trust::Judge::new(trust_policy(&edge.config));
     loop {
         let delivery = tokio::select! {
             _ = shutdown.cancelled() => return,
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
+        if let Err(reason) = judge.judge(
+            &delivery.endpoint,
+            &delivery.topic,
+            &delivery.event,
+            unix_ms(),
+        ) {
+            edge.metrics
+                .bus_rejected(reason, &delivery.endpoint, &delivery.topic);
+            continue;
+        }
         match delivery.event {
             BusEvent::OriginHeartbeat {
                 origin_id,
@@ -408,16 +484,22 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                 rendition,
                 media_sequence,
                 uri,
+                byte_size,
+                origin_id,
                 ..
             } => {
-                let playlist = format!("/live/{stream}/{rendition}/index.m3u8");
-                announce(&edge, &playlist, media_sequence);
+                announce(
+                    &edge,
+                    &crate::http::paths::live_playlist_uri(&stream, &rendition),
+                    media_sequence,
+                );
+                edge.announced_sizes.insert(uri.clone(), byte_size);
                 // The MPD lists every rendition: it changed with this segment (CMAF streams).
                 edge.cache
-                    .invalidate(&format!("/live/{stream}/manifest.mpd"))
+                    .invalidate(&crate::http::paths::live_manifest_uri(&stream))
                     .await;
                 if edge.config.prefetch {
-                    prefetch(&edge, stream, uri);
+                    prefetch(&edge, stream, uri, origin_id);
                 }
             }
             BusEvent::PlaylistUpdated {
@@ -427,25 +509,63 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
             } => announce(&edge, &uri, media_sequence),
             BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
                 edge.cache
-                    .invalidate(&format!("/live/{stream}/master.m3u8"))
+                    .invalidate(&crate::http::paths::live_master_uri(&stream))
                     .await;
             }
         }
     }
 }
 
-fn announce(edge: &Edge, playlist: &str, seq: u64) {
-    let newer = edge
-        .announced
-        .get(playlist)
-        .map(|s| seq > s)
-        .unwrap_or(true);
-    if newer {
-        edge.announced.insert(playlist.to_string(), seq);
+/// The allow-list: every configured origin (for `zoomate run`, its own), plus the operator's
+/// `edge.origin_allow` patterns. Validated at config time; an entry that does not parse here
+/// cannot occur, and is skipped rather than allowing anything.
+fn trust_policy(config: &EdgeConfig) -> trust::TrustPolicy {
+    use crate::http::base_url::{BaseUrl, OriginPattern};
+    let allow = config
+        .origins
+        .iter()
+        .filter_map(|o| BaseUrl::parse(o).ok().map(|u| OriginPattern::exact(&u)))
+        .chain(
+            config
+                .origin_allow
+                .iter()
+                .filter_map(|p| OriginPattern::parse(p).ok()),
+        )
+        .collect();
+    trust::TrustPolicy {
+        allow,
+        max_origins: MAX_LEARNED_ORIGINS,
+        origin_expiry_ms: LEARNED_ORIGIN_EXPIRY_MS,
     }
 }
 
-fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn announce(edge: &Edge, playlist: &str, sequence: u64) {
+    let newer = edge
+        .announced
+        .get(playlist)
+        .map(|a| sequence > a.sequence)
+        .unwrap_or(true);
+    if newer {
+        edge.announced.insert(
+            playlist.to_string(),
+            Announced {
+                sequence,
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
+/// Pulls an announced segment into the cache from the origin that announced it (never from
+/// another: the announcement vouches only for its own origin's copy).
+fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
     let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
         edge.metrics
             .prefetch_skipped
@@ -468,6 +588,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
             &uri,
             kind,
             live,
+            Some(origin_id),
             Arc::new(AtomicBool::new(false)),
         )
         .await
@@ -607,6 +728,15 @@ fn render_metrics(edge: &Edge) -> String {
             "zoomate_edge_bus_malformed_total",
             "Bus messages dropped: malformed.",
             s.malformed,
+        );
+    }
+    out.push_str("# HELP zoomate_edge_bus_rejected_total Bus announcements not believed, by reason.\n# TYPE zoomate_edge_bus_rejected_total counter\n");
+    for (i, reason) in trust::Rejection::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "zoomate_edge_bus_rejected_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            m.bus_rejected[i].load(Ordering::Relaxed)
         );
     }
     out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");

@@ -13,6 +13,10 @@ use std::time::Duration;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
+/// Origins one request may try (the best candidates first): a failover needs one or two more,
+/// and a request must not fan out over every origin the edge knows.
+pub const MAX_ORIGIN_ATTEMPTS: usize = 3;
+
 /// An origin's successful answer.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -71,7 +75,7 @@ impl Upstream {
         }
         let mut last_error = String::new();
         let mut not_found = false;
-        for (attempt, origin) in candidates.into_iter().enumerate() {
+        for (attempt, origin) in candidates.into_iter().take(MAX_ORIGIN_ATTEMPTS).enumerate() {
             if attempt > 0 {
                 self.failovers.fetch_add(1, Ordering::Relaxed);
             }
@@ -99,6 +103,37 @@ impl Upstream {
             Err(FetchError::NotFound)
         } else {
             Err(FetchError::Unavailable(last_error))
+        }
+    }
+
+    /// GETs `path` from the origin known as `origin_id` only (an announced segment is fetched
+    /// from the origin that announced it, nowhere else). No failover: the announcement vouches
+    /// for that copy alone.
+    pub async fn fetch_from(&self, origin_id: &str, path: &str) -> Result<Fetched, FetchError> {
+        let Some(origin) = self
+            .origins
+            .snapshot()
+            .iter()
+            .find(|o| o.id == origin_id)
+            .cloned()
+        else {
+            return Err(FetchError::Unavailable(format!(
+                "origin {origin_id} is not in the origin set"
+            )));
+        };
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        origin.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(origin.clone());
+        match self.fetch_one(&origin, path).await {
+            Ok(Some(f)) => {
+                origin.record_success(self.rise);
+                Ok(f)
+            }
+            Ok(None) => Err(FetchError::NotFound),
+            Err(e) => {
+                origin.record_failure(self.fall);
+                Err(FetchError::Unavailable(e))
+            }
         }
     }
 

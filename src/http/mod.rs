@@ -1,5 +1,6 @@
 //! HTTP pieces shared by the origin and the edge.
 
+pub mod base_url;
 pub mod headers;
 pub mod paths;
 pub mod server;
