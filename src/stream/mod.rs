@@ -1,6 +1,8 @@
 //! A live stream's lifecycle: a session per publisher (or configured source), and a timeline
 //! that outlives sessions so media sequences continue across reconnects and restarts.
 
+pub mod assembler;
+pub mod phase;
 pub mod registry;
 pub mod session;
 pub mod timeline;

@@ -2,6 +2,8 @@
 //! segments. Order per segment (never announce what a client can't fetch yet):
 //! promote file → rewrite media playlist → rewrite master → announce on the bus.
 
+use super::assembler::{AssembledSegment, SegmentAssembler};
+use super::phase::{Action, EosReason, SessionMachine, SessionRules, Stimulus};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
@@ -125,24 +127,20 @@ pub async fn run_session(
         drop(input_done_tx);
     }
 
-    let stall = Duration::from_millis(ctx.config.pipelines.stall_timeout_ms);
-    // A network source may stay quiet before its first packet for as long as it likes: that is
-    // waiting, not a hung pipeline. Its stall watchdog starts with the ladder.
-    let mut planned_at: Option<Instant> = None;
-    let silence = ctx
-        .network
-        .as_ref()
-        .map(|n| Duration::from_millis(n.options.silence_timeout_ms));
+    let rules = SessionRules {
+        stall: Duration::from_millis(ctx.config.pipelines.stall_timeout_ms),
+        eos_timeout: Duration::from_millis(ctx.config.pipelines.eos_timeout_ms),
+        network_silence: ctx
+            .network
+            .as_ref()
+            .map(|n| Duration::from_millis(n.options.silence_timeout_ms)),
+    };
+    let mut machine = SessionMachine::new(rules, Instant::now());
     let mut silence_check = tokio::time::interval(SILENCE_CHECK_INTERVAL);
     silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let eos_timeout = Duration::from_millis(ctx.config.pipelines.eos_timeout_ms);
     let frame_ns = 1_000_000_000 / ctx.config.ladder.frame_rate.max(1) as u64;
-    let mut last_progress = Instant::now();
-    let mut eos_deadline: Option<Instant> = None;
-    let mut eos_sent = false;
     let mut state = SessionState {
-        opened: HashMap::new(),
-        pending: HashMap::new(),
+        assembler: SegmentAssembler::default(),
         anchor_wall_ms: None,
         started_announced: false,
         stream_dir,
@@ -152,73 +150,49 @@ pub async fn run_session(
         init_name: "init.mp4".into(),
     };
     let result = loop {
-        let stall_at = last_progress + stall;
-        let eos_at = eos_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-        tokio::select! {
-            _ = shutdown.cancelled(), if !eos_sent => {
-                tracing::info!(stream = %ctx.stream, "shutdown: finishing open segments");
-                pipeline.send_eos();
-                eos_sent = true;
-                eos_deadline.get_or_insert_with(|| Instant::now() + eos_timeout);
-            }
+        let stall_at = machine.stall_deadline();
+        let eos_at = machine.eos_deadline();
+        let stimulus = tokio::select! {
+            _ = shutdown.cancelled(), if machine.awaits_shutdown() => Stimulus::Shutdown,
             _ = &mut input_done, if input_open => {
                 input_open = false;
-                if eos_deadline.is_none() {
+                if machine.eos_deadline().is_none() {
                     tracing::info!(stream = %ctx.stream, "publisher ended; finishing open segments");
-                    eos_deadline = Some(Instant::now() + eos_timeout);
                 }
+                Stimulus::InputEnded
             }
-            _ = silence_check.tick(), if silence.is_some() && eos_deadline.is_none() => {
-                if let Some(at) = planned_at
-                    && at.elapsed() >= AUDIO_GRACE
-                    && pipeline.audio_seen() == Some(false)
-                {
-                    break Err(SessionError::NoAudio(AUDIO_GRACE));
-                }
-                let (Some(limit), Some(idle)) = (silence, pipeline.video_idle()) else { continue };
-                if idle >= limit {
-                    tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream");
-                    pipeline.send_eos();
-                    eos_sent = true;
-                    eos_deadline = Some(Instant::now() + eos_timeout);
-                }
-            }
-            _ = tokio::time::sleep_until(stall_at), if eos_deadline.is_none() && (ctx.network.is_none() || planned_at.is_some()) => {
-                // A network source that went quiet is the silence rule's to end (cleanly, with
-                // EOS), whatever the two timeouts are; a stall is frames going in and no
-                // segments coming out.
-                let quiet = ctx.network.is_some()
-                    && pipeline.video_idle().is_some_and(|idle| idle >= QUIET_SOURCE);
-                if quiet {
-                    last_progress = Instant::now();
-                    continue;
-                }
-                break Err(SessionError::Stalled(stall));
-            }
-            _ = tokio::time::sleep_until(eos_at), if eos_deadline.is_some() => break Err(SessionError::EosTimeout(eos_timeout)),
-            ev = events.recv() => {
-                let Some(ev) = ev else { break Err(SessionError::Pipeline("pipeline bus closed".into())) };
-                match ev {
-                    PipelineEvent::Eos => break Ok(()),
-                    PipelineEvent::LadderPlanned { .. } => {
-                        last_progress = Instant::now();
-                        planned_at = Some(last_progress);
+            _ = silence_check.tick(), if machine.checks_silence() => Stimulus::SilenceCheck {
+                audio_seen: pipeline.audio_seen(),
+                video_idle: pipeline.video_idle(),
+            },
+            _ = sleep_until(stall_at), if stall_at.is_some() => Stimulus::StallTimer {
+                video_idle: pipeline.video_idle(),
+            },
+            _ = sleep_until(eos_at), if eos_at.is_some() => Stimulus::EosTimer,
+            ev = events.recv() => match ev {
+                Some(ev) => Stimulus::Pipeline(ev),
+                None => break Err(SessionError::Pipeline("pipeline bus closed".into())),
+            },
+        };
+        match machine.on(&stimulus, Instant::now()) {
+            Action::Continue => {}
+            Action::SendEos(reason) => {
+                match reason {
+                    EosReason::Shutdown => {
+                        tracing::info!(stream = %ctx.stream, "shutdown: finishing open segments")
                     }
-                    PipelineEvent::Failed(reason) => break Err(SessionError::Pipeline(reason)),
-                    PipelineEvent::FragmentClosed { .. } => {
-                        last_progress = Instant::now();
-                        // Still draining (a publisher that sent faster than realtime leaves a
-                        // backlog): the EOS watchdog measures silence, not total drain time.
-                        if let Some(deadline) = eos_deadline.as_mut() {
-                            *deadline = last_progress + eos_timeout;
-                        }
+                    EosReason::Silence { idle } => {
+                        tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream")
                     }
-                    _ => {}
                 }
-                if let Err(e) = handle_event(&ctx, &mut state, ev).await {
-                    break Err(e);
-                }
+                pipeline.send_eos();
             }
+            Action::Stop(outcome) => break outcome,
+        }
+        if let Stimulus::Pipeline(ev) = stimulus
+            && let Err(e) = handle_event(&ctx, &mut state, ev).await
+        {
+            break Err(e);
         }
     };
     // Closed fragments are complete files: list them however the session ended.
@@ -237,21 +211,13 @@ pub async fn run_session(
     result
 }
 
-/// A closed fragment waiting for the next one to open: its exact duration is the distance
-/// between the two starts (splitmuxsink's close time can run ahead with audio).
-struct PendingSegment {
-    location: PathBuf,
-    start_ns: u64,
-    closed_ns: u64,
-    /// `closed_ns` is the exact end (CMAF), not the last frame's start (splitmuxsink).
-    exact_end: bool,
+/// Sleeps until `at`; never returns for `None` (its `select!` arm is disabled then anyway).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
-
-/// How long a network source may send video without the audio its description promises.
-const AUDIO_GRACE: Duration = Duration::from_secs(3);
-
-/// A network source with no video for this long is quiet, not hung (see the stall arm).
-const QUIET_SOURCE: Duration = Duration::from_secs(1);
 
 /// How often a network source's silence is checked (the timeout's resolution).
 const SILENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -288,8 +254,8 @@ async fn sniff_flv_audio(rx: &mut mpsc::Receiver<Bytes>) -> (bool, Vec<Bytes>) {
 }
 
 struct SessionState {
-    opened: HashMap<String, u64>,
-    pending: HashMap<String, PendingSegment>,
+    /// Closed fragments wait here for their exact end.
+    assembler: SegmentAssembler,
     anchor_wall_ms: Option<i64>,
     started_announced: bool,
     stream_dir: PathBuf,
@@ -343,11 +309,9 @@ async fn handle_event(
             if st.anchor_wall_ms.is_none() {
                 st.anchor_wall_ms = Some(now_ms() - (running_time_ns / 1_000_000) as i64);
             }
-            if let Some(p) = st.pending.remove(&rendition) {
-                let duration_ns = running_time_ns.saturating_sub(p.start_ns);
-                publish_pending(ctx, st, &rendition, p, duration_ns).await?;
+            if let Some(done) = st.assembler.opened(&rendition, running_time_ns) {
+                publish_assembled(ctx, st, done).await?;
             }
-            st.opened.insert(rendition, running_time_ns);
         }
         PipelineEvent::FragmentClosed {
             rendition,
@@ -355,60 +319,42 @@ async fn handle_event(
             running_time_ns,
             exact_end,
         } => {
-            let start_ns = st.opened.get(&rendition).copied().unwrap_or(0);
-            if let Some(prev) = st.pending.remove(&rendition) {
-                let duration_ns = prev.closed_ns.saturating_sub(prev.start_ns);
-                publish_pending(ctx, st, &rendition, prev, duration_ns).await?;
+            if let Some(done) =
+                st.assembler
+                    .closed(&rendition, location, running_time_ns, exact_end)
+            {
+                publish_assembled(ctx, st, done).await?;
             }
-            st.pending.insert(
-                rendition,
-                PendingSegment {
-                    location,
-                    start_ns,
-                    closed_ns: running_time_ns,
-                    exact_end,
-                },
-            );
         }
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
     Ok(())
 }
 
-/// Lists the last fragment of each rendition. At EOS splitmuxsink reports the last frame's
-/// start as the close time; that frame still plays for one frame duration.
+/// Lists the last fragment of each rendition (see [`SegmentAssembler::finish`]).
 async fn flush_pending(
     ctx: &SessionContext,
     st: &mut SessionState,
     frame_ns: u64,
 ) -> Result<(), SessionError> {
-    let mut renditions: Vec<String> = st.pending.keys().cloned().collect();
-    renditions.sort();
-    for r in renditions {
-        if let Some(p) = st.pending.remove(&r) {
-            let tail = if p.exact_end { 0 } else { frame_ns };
-            let duration_ns = p.closed_ns.saturating_sub(p.start_ns) + tail;
-            publish_pending(ctx, st, &r, p, duration_ns).await?;
-        }
+    for done in st.assembler.finish(frame_ns) {
+        publish_assembled(ctx, st, done).await?;
     }
     Ok(())
 }
 
-async fn publish_pending(
+async fn publish_assembled(
     ctx: &SessionContext,
     st: &mut SessionState,
-    rendition: &str,
-    p: PendingSegment,
-    duration_ns: u64,
+    done: AssembledSegment,
 ) -> Result<(), SessionError> {
-    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (p.start_ns / 1_000_000) as i64;
+    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (done.start_ns / 1_000_000) as i64;
     publish_segment(
         ctx,
         st,
-        rendition,
-        &p.location,
-        // Between rounded endpoints, so that PDT + duration = the next segment's PDT exactly.
-        (p.start_ns + duration_ns) / 1_000_000 - p.start_ns / 1_000_000,
+        &done.rendition,
+        &done.location,
+        done.duration_ms(),
         pdt,
     )
     .await

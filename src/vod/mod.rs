@@ -15,6 +15,7 @@ use crate::packaging::{
     AudioMedia, BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream,
     render_multivariant_with_audio,
 };
+use crate::stream::assembler::AssembledSegment;
 use crate::stream::timeline::{AUDIO_CHANNELS, AUDIO_SAMPLE_RATE};
 use crate::transcode::{
     AUDIO_RENDITION, LadderSpec, LivePipeline, PipelineEvent, PlannedRendition, Templates,
@@ -144,12 +145,6 @@ pub struct VodSummary {
     pub segments: usize,
     pub duration_ms: u64,
     pub elapsed: Duration,
-}
-
-struct Fragment {
-    location: PathBuf,
-    start_ns: u64,
-    end_ns: u64,
 }
 
 /// Reports progress: a bar on a terminal, plain lines otherwise.
@@ -303,8 +298,8 @@ async fn build(
     let mut inits: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut video_codecs: BTreeMap<String, String> = BTreeMap::new();
     let mut audio_codec = None;
-    let mut opened: BTreeMap<String, u64> = BTreeMap::new();
-    let mut fragments: BTreeMap<String, Vec<Fragment>> = BTreeMap::new();
+    let mut assembler = crate::stream::assembler::SegmentAssembler::default();
+    let mut fragments: BTreeMap<String, Vec<AssembledSegment>> = BTreeMap::new();
     let mut progress = Progress::new(info.duration_ms);
     let outcome = loop {
         let ev = match tokio::time::timeout(STALL_TIMEOUT, events.recv()).await {
@@ -335,11 +330,9 @@ async fn build(
                 rendition,
                 running_time_ns,
             } => {
-                // The previous fragment of this rendition ends exactly where this one starts.
-                if let Some(last) = fragments.get_mut(&rendition).and_then(|f| f.last_mut()) {
-                    last.end_ns = running_time_ns;
+                if let Some(done) = assembler.opened(&rendition, running_time_ns) {
+                    fragments.entry(rendition).or_default().push(done);
                 }
-                opened.insert(rendition, running_time_ns);
             }
             PipelineEvent::FragmentClosed {
                 rendition,
@@ -347,25 +340,24 @@ async fn build(
                 running_time_ns,
                 exact_end,
             } => {
-                let start_ns = opened.get(&rendition).copied().unwrap_or(0);
                 progress.update(running_time_ns / 1_000_000);
-                // splitmuxsink reports the last frame's start; it still plays for one frame.
-                let end_ns = if exact_end {
-                    running_time_ns
-                } else {
-                    running_time_ns + frame_ns
-                };
-                fragments.entry(rendition).or_default().push(Fragment {
-                    location,
-                    start_ns,
-                    end_ns,
-                });
+                if let Some(done) =
+                    assembler.closed(&rendition, location, running_time_ns, exact_end)
+                {
+                    fragments.entry(rendition).or_default().push(done);
+                }
             }
             PipelineEvent::Eos => break Ok(()),
             PipelineEvent::Failed(reason) => break Err(fail(reason)),
         }
     };
     progress.finish();
+    for done in assembler.finish(frame_ns) {
+        fragments
+            .entry(done.rendition.clone())
+            .or_default()
+            .push(done);
+    }
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     outcome?;
     if planned.is_empty() || fragments.is_empty() {

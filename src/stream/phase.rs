@@ -1,0 +1,364 @@
+//! A session's lifecycle as an explicit state machine. Pure: the session's driver turns
+//! timers, the input, shutdown and pipeline events into [`Stimulus`]es and carries out the
+//! [`Action`]s; tests feed stimuli with chosen instants, without GStreamer or sockets.
+//!
+//! ```text
+//!  Starting ──LadderPlanned──▶ Running ──shutdown / input ended / silence──▶ Draining ──EOS──▶ done
+//!      └──────────────shutdown / input ended─────────────────────────────────▲
+//! ```
+//!
+//! The watchdogs per phase:
+//! - **stall** (`pipelines.stall_timeout_ms` without a segment) while Starting or Running;
+//!   a network source waits for its first packet as long as it likes (no stall while
+//!   Starting), and one that has gone quiet is the silence rule's, never a stall;
+//! - **silence** (network sources, `silence_timeout_ms` without video) ends the stream cleanly;
+//!   a source that describes audio but sends none for [`AUDIO_GRACE`] restarts video-only;
+//! - **EOS** (`pipelines.eos_timeout_ms`) while Draining measures silence, not drain time: every
+//!   segment that still comes out pushes the deadline back (a faster-than-realtime publisher's
+//!   backlog is not cut).
+
+use super::session::SessionError;
+use crate::transcode::PipelineEvent;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a network source may send video without the audio its description promises.
+pub const AUDIO_GRACE: Duration = Duration::from_secs(3);
+/// A network source with no video for this long is quiet, not hung.
+pub const QUIET_SOURCE: Duration = Duration::from_secs(1);
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The pipeline runs; no ladder yet (no video caps seen).
+    Starting,
+    /// The ladder was planned at `planned_at`: segments are expected.
+    Running { planned_at: Instant },
+    /// Open segments are being finished: EOS was sent (`eos_sent`) or the input ended by
+    /// itself; done when the pipeline reports EOS, failed at `deadline`.
+    Draining { eos_sent: bool, deadline: Instant },
+}
+
+/// The timeouts a session runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules {
+    pub stall: Duration,
+    pub eos_timeout: Duration,
+    /// Network (RTP) sources: `Some(silence_timeout)`.
+    pub network_silence: Option<Duration>,
+}
+
+/// Something that happened to the session.
+#[derive(Debug)]
+pub enum Stimulus {
+    Shutdown,
+    /// A pushed source's input ended (publisher gone).
+    InputEnded,
+    /// The periodic silence check of a network source, with what the pipeline observed.
+    SilenceCheck {
+        audio_seen: Option<bool>,
+        video_idle: Option<Duration>,
+    },
+    /// The stall deadline passed; `video_idle` is how long since the last raw video frame.
+    StallTimer {
+        video_idle: Option<Duration>,
+    },
+    /// The EOS deadline passed.
+    EosTimer,
+    Pipeline(PipelineEvent),
+}
+
+/// Why EOS is sent into the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EosReason {
+    Shutdown,
+    Silence { idle: Duration },
+}
+
+/// What the driver does next.
+#[derive(Debug)]
+pub enum Action {
+    Continue,
+    SendEos(EosReason),
+    /// The session is over: `Ok` after a complete EOS.
+    Stop(Result<(), SessionError>),
+}
+
+#[derive(Debug)]
+pub struct SessionMachine {
+    phase: Phase,
+    rules: SessionRules,
+    /// Last sign of life from the pipeline (ladder planned or a segment closed).
+    last_progress: Instant,
+}
+
+impl SessionMachine {
+    pub fn new(rules: SessionRules, now: Instant) -> SessionMachine {
+        SessionMachine {
+            phase: Phase::Starting,
+            rules,
+            last_progress: now,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When the stall watchdog fires, if it is armed.
+    pub fn stall_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Starting if self.rules.network_silence.is_some() => None,
+            Phase::Starting | Phase::Running { .. } => Some(self.last_progress + self.rules.stall),
+            Phase::Draining { .. } => None,
+        }
+    }
+
+    /// When the EOS watchdog fires, if draining.
+    pub fn eos_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Draining { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether a shutdown still changes anything (EOS not yet sent).
+    pub fn awaits_shutdown(&self) -> bool {
+        !matches!(self.phase, Phase::Draining { eos_sent: true, .. })
+    }
+
+    /// Whether the silence check runs (network sources, not draining).
+    pub fn checks_silence(&self) -> bool {
+        self.rules.network_silence.is_some() && !matches!(self.phase, Phase::Draining { .. })
+    }
+
+    pub fn on(&mut self, stimulus: &Stimulus, now: Instant) -> Action {
+        match stimulus {
+            Stimulus::Shutdown => {
+                if !self.awaits_shutdown() {
+                    return Action::Continue;
+                }
+                let deadline = self.eos_deadline().unwrap_or(now + self.rules.eos_timeout);
+                self.phase = Phase::Draining {
+                    eos_sent: true,
+                    deadline,
+                };
+                Action::SendEos(EosReason::Shutdown)
+            }
+            Stimulus::InputEnded => {
+                if !matches!(self.phase, Phase::Draining { .. }) {
+                    self.phase = Phase::Draining {
+                        eos_sent: false,
+                        deadline: now + self.rules.eos_timeout,
+                    };
+                }
+                Action::Continue
+            }
+            Stimulus::SilenceCheck {
+                audio_seen,
+                video_idle,
+            } => {
+                if !self.checks_silence() {
+                    return Action::Continue;
+                }
+                if let Phase::Running { planned_at } = self.phase
+                    && now.duration_since(planned_at) >= AUDIO_GRACE
+                    && *audio_seen == Some(false)
+                {
+                    return Action::Stop(Err(SessionError::NoAudio(AUDIO_GRACE)));
+                }
+                match (self.rules.network_silence, video_idle) {
+                    (Some(limit), Some(idle)) if *idle >= limit => {
+                        self.phase = Phase::Draining {
+                            eos_sent: true,
+                            deadline: now + self.rules.eos_timeout,
+                        };
+                        Action::SendEos(EosReason::Silence { idle: *idle })
+                    }
+                    _ => Action::Continue,
+                }
+            }
+            Stimulus::StallTimer { video_idle } => {
+                if self.stall_deadline().is_none_or(|at| now < at) {
+                    return Action::Continue;
+                }
+                let quiet = self.rules.network_silence.is_some()
+                    && video_idle.is_some_and(|idle| idle >= QUIET_SOURCE);
+                if quiet {
+                    self.last_progress = now;
+                    return Action::Continue;
+                }
+                Action::Stop(Err(SessionError::Stalled(self.rules.stall)))
+            }
+            Stimulus::EosTimer => match self.eos_deadline() {
+                Some(at) if now >= at => {
+                    Action::Stop(Err(SessionError::EosTimeout(self.rules.eos_timeout)))
+                }
+                _ => Action::Continue,
+            },
+            Stimulus::Pipeline(event) => match event {
+                PipelineEvent::Eos => Action::Stop(Ok(())),
+                PipelineEvent::Failed(reason) => {
+                    Action::Stop(Err(SessionError::Pipeline(reason.clone())))
+                }
+                PipelineEvent::LadderPlanned { .. } => {
+                    self.last_progress = now;
+                    if !matches!(self.phase, Phase::Draining { .. }) {
+                        self.phase = Phase::Running { planned_at: now };
+                    }
+                    Action::Continue
+                }
+                PipelineEvent::FragmentClosed { .. } => {
+                    self.last_progress = now;
+                    if let Phase::Draining { deadline, .. } = &mut self.phase {
+                        *deadline = now + self.rules.eos_timeout;
+                    }
+                    Action::Continue
+                }
+                _ => Action::Continue,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALL: Duration = Duration::from_secs(10);
+    const EOS: Duration = Duration::from_secs(5);
+
+    fn rules(network: bool) -> SessionRules {
+        SessionRules {
+            stall: STALL,
+            eos_timeout: EOS,
+            network_silence: network.then_some(Duration::from_secs(2)),
+        }
+    }
+
+    fn planned() -> Stimulus {
+        Stimulus::Pipeline(PipelineEvent::LadderPlanned {
+            renditions: vec![],
+            source_width: 1280,
+            source_height: 720,
+            anchor_wall_ms: 0,
+            separate_audio: false,
+        })
+    }
+
+    fn closed() -> Stimulus {
+        Stimulus::Pipeline(PipelineEvent::FragmentClosed {
+            rendition: "720p".into(),
+            location: "x".into(),
+            running_time_ns: 0,
+            exact_end: true,
+        })
+    }
+
+    #[test]
+    fn shutdown_drains_until_eos_and_sends_eos_once() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(false), t0);
+        m.on(&planned(), t0);
+        assert!(matches!(m.phase(), Phase::Running { .. }));
+        assert!(matches!(
+            m.on(&Stimulus::Shutdown, t0),
+            Action::SendEos(EosReason::Shutdown)
+        ));
+        assert!(!m.awaits_shutdown());
+        assert!(matches!(m.on(&Stimulus::Shutdown, t0), Action::Continue));
+        assert_eq!(m.stall_deadline(), None, "no stall watchdog while draining");
+        assert_eq!(m.eos_deadline(), Some(t0 + EOS));
+        assert!(matches!(
+            m.on(&Stimulus::Pipeline(PipelineEvent::Eos), t0),
+            Action::Stop(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn the_eos_watchdog_measures_silence_not_drain_time() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(false), t0);
+        m.on(&planned(), t0);
+        m.on(&Stimulus::InputEnded, t0);
+        assert!(
+            m.awaits_shutdown(),
+            "input ended by itself: EOS not sent yet"
+        );
+        // A backlog keeps producing segments well past the first deadline.
+        for s in 1..=4 {
+            m.on(&closed(), t0 + EOS * s);
+        }
+        assert!(matches!(
+            m.on(&Stimulus::EosTimer, t0 + EOS * 4 + EOS / 2),
+            Action::Continue
+        ));
+        assert!(matches!(
+            m.on(&Stimulus::EosTimer, t0 + EOS * 5),
+            Action::Stop(Err(SessionError::EosTimeout(_)))
+        ));
+    }
+
+    #[test]
+    fn a_pipeline_without_segments_stalls_but_a_waiting_network_source_does_not() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(false), t0);
+        assert_eq!(m.stall_deadline(), Some(t0 + STALL));
+        m.on(&closed(), t0 + STALL / 2);
+        assert!(matches!(
+            m.on(&Stimulus::StallTimer { video_idle: None }, t0 + STALL),
+            Action::Continue
+        ));
+        assert!(matches!(
+            m.on(&Stimulus::StallTimer { video_idle: None }, t0 + STALL * 2),
+            Action::Stop(Err(SessionError::Stalled(_)))
+        ));
+
+        let mut n = SessionMachine::new(rules(true), t0);
+        assert_eq!(n.stall_deadline(), None, "waiting for the first packet");
+        n.on(&planned(), t0);
+        // Quiet (no video for a while): the silence rule's, not a stall.
+        assert!(matches!(
+            n.on(
+                &Stimulus::StallTimer {
+                    video_idle: Some(QUIET_SOURCE)
+                },
+                t0 + STALL
+            ),
+            Action::Continue
+        ));
+        assert_eq!(n.stall_deadline(), Some(t0 + STALL * 2));
+    }
+
+    #[test]
+    fn silence_ends_a_network_stream_and_missing_audio_restarts_it() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(true), t0);
+        m.on(&planned(), t0);
+        let check = |audio, idle| Stimulus::SilenceCheck {
+            audio_seen: audio,
+            video_idle: idle,
+        };
+        assert!(matches!(
+            m.on(
+                &check(Some(false), Some(Duration::ZERO)),
+                t0 + AUDIO_GRACE / 2
+            ),
+            Action::Continue
+        ));
+        assert!(matches!(
+            m.on(&check(Some(false), Some(Duration::ZERO)), t0 + AUDIO_GRACE),
+            Action::Stop(Err(SessionError::NoAudio(_)))
+        ));
+
+        let mut s = SessionMachine::new(rules(true), t0);
+        s.on(&planned(), t0);
+        let idle = Duration::from_secs(3);
+        assert!(matches!(
+            s.on(&check(Some(true), Some(idle)), t0 + idle),
+            Action::SendEos(EosReason::Silence { .. })
+        ));
+        assert!(!s.checks_silence());
+        assert!(!s.awaits_shutdown());
+    }
+}
