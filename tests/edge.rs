@@ -116,6 +116,7 @@ fn player_follows_through_the_edge_and_survives_an_origin_crash() {
                 requests += 1;
             }
         }
+        // Pacing: a player's reload interval.
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(

@@ -15,7 +15,12 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
     );
     let rtmp = z.rtmp.unwrap();
     let mut good = ffmpeg_publish(&z.rtmp_url("good"), "640x360", 6, 30);
-    std::thread::sleep(Duration::from_millis(500));
+    // The attack starts once the good publisher is publishing.
+    wait_for(
+        Duration::from_secs(20),
+        "the good publisher to start",
+        || z.log().contains("publish started").then_some(()),
+    );
     let mut attackers = Vec::new();
     // Random bytes.
     attackers.push(std::thread::spawn(move || {
@@ -38,6 +43,7 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         let mut s2 = TcpStream::connect(rtmp).unwrap();
         let _ = s2.write_all(&[0xffu8; 1537]);
         let stalled = TcpStream::connect(rtmp).unwrap();
+        // Pacing, not synchronisation: the stalled client holds its connection this long.
         std::thread::sleep(Duration::from_secs(3));
         drop((s, s2, stalled));
     }));
@@ -68,7 +74,7 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         "the good publisher failed; log:\n{}",
         z.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    z.wait_sessions_over("good", 1);
     let text = get(z.origin.unwrap(), "/live/good/180p/index.m3u8").text();
     let v = parse_media_playlist(&text);
     let total: f64 = v.segments.iter().map(|s| s.0).sum();

@@ -142,6 +142,28 @@ impl Zoomate {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// How many publish sessions of `stream` are over (ended or failed), from the log: a
+    /// session logs this after its last segments are listed and its pipeline is torn down.
+    pub fn sessions_over(&self, stream: &str) -> usize {
+        let (bare, quoted) = (format!("stream={stream}"), format!("stream=\"{stream}\""));
+        strip_ansi(&self.log())
+            .lines()
+            .filter(|l| {
+                (l.contains("publish session ended") || l.contains("publish session failed"))
+                    && l.split_whitespace().any(|t| t == bare || t == quoted)
+            })
+            .count()
+    }
+
+    /// Waits (bounded) until `n` publish sessions of `stream` are over.
+    pub fn wait_sessions_over(&self, stream: &str, n: usize) {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{n} publish session(s) of {stream} to end"),
+            || (self.sessions_over(stream) >= n).then_some(()),
+        );
+    }
+
     pub fn rtmp_url(&self, stream: &str) -> String {
         format!("rtmp://{}/live/{stream}", self.rtmp.expect("rtmp bound"))
     }
@@ -213,6 +235,25 @@ fn spawn_ready(
     );
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
     (child, v, reader)
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`), which the text log format writes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released: only for processes that need a port
