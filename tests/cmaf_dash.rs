@@ -255,7 +255,7 @@ fn a_publisher_reconnect_is_a_new_period_and_a_new_init_segment() {
     let extra = format!("{TEST_LADDER}\n[rtmp.stream_formats]\nshow = \"cmaf\"\n");
     let z = Zoomate::start("origin", &extra);
     let origin = z.origin.expect("origin bound");
-    for _ in 0..2 {
+    for session in 1..=2 {
         let mut p = ffmpeg_publish(&z.rtmp_url("show"), "640x360", 4, 60);
         assert!(
             p.wait().unwrap().success(),
@@ -263,7 +263,7 @@ fn a_publisher_reconnect_is_a_new_period_and_a_new_init_segment() {
             z.log()
         );
         // The session finishes its last segments after the publisher leaves.
-        std::thread::sleep(Duration::from_millis(1500));
+        z.wait_sessions_over("show", session);
     }
     let text = wait_for(Duration::from_secs(20), "both sessions listed", || {
         let t = get(origin, "/live/show/360p/index.m3u8").text();

@@ -81,6 +81,7 @@ fn rtmp_publish_yields_aligned_abr_ladder_over_http() {
                 v.media_sequence
             );
         }
+        // Pacing: a player reloads the live playlist about this often.
         std::thread::sleep(Duration::from_millis(400));
     }
     let status = ff.wait().expect("ffmpeg");
@@ -120,7 +121,7 @@ fn rtmp_publish_yields_aligned_abr_ladder_over_http() {
     );
 
     // Let the last segments land after EOS.
-    std::thread::sleep(Duration::from_secs(2));
+    z.wait_sessions_over("cam", 1);
     let tmp = tempfile::tempdir().unwrap();
     let mut starts: HashMap<u64, Vec<f64>> = HashMap::new();
     for r in ["360p", "240p", "180p"] {
@@ -197,15 +198,15 @@ fn reconnect_continues_media_sequence_with_discontinuity() {
             .then(|| parse_media_playlist(&r.text()))
             .filter(|v| v.segments.len() >= 2)
     });
-    // The publisher is gone; give the session time to finish, then reconnect.
-    std::thread::sleep(Duration::from_secs(2));
+    // The publisher is gone; let the session finish, then reconnect.
+    z.wait_sessions_over("re", 1);
     let mut second = ffmpeg_publish(&z.rtmp_url("re"), "640x360", 3, 30);
     assert!(
         second.wait().unwrap().success(),
         "second publish rejected; log:\n{}",
         z.log()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    z.wait_sessions_over("re", 2);
     for r in ["360p", "240p", "180p"] {
         let text = get(origin, &format!("/live/re/{r}/index.m3u8")).text();
         let v = parse_media_playlist(&text);
@@ -375,7 +376,7 @@ fn a_publisher_without_audio_gets_a_video_only_ladder() {
             "{master}"
         );
     }
-    std::thread::sleep(Duration::from_secs(2));
+    z.wait_sessions_over("mute", 1);
     let v = parse_media_playlist(&get(z.origin.unwrap(), "/live/mute/180p/index.m3u8").text());
     let total: f64 = v.segments.iter().map(|s| s.0).sum();
     assert!(total >= 4.5, "only {total} s listed");

@@ -109,6 +109,8 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
             "no exit after SIGTERM; log:\n{}",
             log()
         );
+        // Poll interval of this wait for the exit (a loop rather than `wait_for` so the
+        // assertion can print the log).
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status:?}; log:\n{}", log());

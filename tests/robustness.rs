@@ -15,7 +15,12 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
     );
     let rtmp = z.rtmp.unwrap();
     let mut good = ffmpeg_publish(&z.rtmp_url("good"), "640x360", 6, 30);
-    std::thread::sleep(Duration::from_millis(500));
+    // The attack starts once the good publisher is publishing.
+    wait_for(
+        Duration::from_secs(20),
+        "the good publisher to start",
+        || z.log().contains("publish started").then_some(()),
+    );
     let mut attackers = Vec::new();
     // Random bytes.
     attackers.push(std::thread::spawn(move || {
@@ -38,6 +43,7 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         let mut s2 = TcpStream::connect(rtmp).unwrap();
         let _ = s2.write_all(&[0xffu8; 1537]);
         let stalled = TcpStream::connect(rtmp).unwrap();
+        // Pacing, not synchronisation: the stalled client holds its connection this long.
         std::thread::sleep(Duration::from_secs(3));
         drop((s, s2, stalled));
     }));
@@ -68,7 +74,7 @@ fn rtmp_garbage_truncated_handshakes_and_stalls_do_not_disturb_a_good_publisher(
         "the good publisher failed; log:\n{}",
         z.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    z.wait_sessions_over("good", 1);
     let text = get(z.origin.unwrap(), "/live/good/180p/index.m3u8").text();
     let v = parse_media_playlist(&text);
     let total: f64 = v.segments.iter().map(|s| s.0).sum();
@@ -186,23 +192,27 @@ fn origin_http_semantics_and_traversal() {
 
 #[test]
 fn slowloris_does_not_delay_other_clients_and_is_cut_off() {
+    const HEADER_READ_TIMEOUT_MS: u64 = 2000;
     let z = Zoomate::start(
         "origin",
-        "[origin.limits]\nheader_read_timeout_ms = 800\n[rtmp]\nenabled = false\n",
+        &format!(
+            "[origin.limits]\nheader_read_timeout_ms = {HEADER_READ_TIMEOUT_MS}\n[rtmp]\nenabled = false\n"
+        ),
     );
     let origin = z.origin.unwrap();
-    let mut slow = TcpStream::connect(origin).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .unwrap();
-    // Other clients are served while the slow one dribbles.
+    let slow = Slowloris::start(origin, 1);
+    // Other clients are served while the slow one dribbles: all five fully served before the
+    // slow connection is closed (order of events, not a latency).
     for _ in 0..5 {
         assert_eq!(get(origin, "/healthz").status, 200);
     }
-    std::thread::sleep(Duration::from_millis(1500));
-    slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut buf = Vec::new();
-    let _ = slow.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
+    assert_eq!(
+        slow.open_count(),
+        1,
+        "the other clients must be served while the slow connection is still open"
+    );
+    let received = slow.wait_closed(Duration::from_millis(HEADER_READ_TIMEOUT_MS * 3));
+    let text = String::from_utf8_lossy(&received[0]);
     assert!(
         !text.contains("200 OK"),
         "the slow client should be cut off, got {text:?}"

@@ -710,6 +710,7 @@ async fn connection_limit_closes_excess_connections() {
             third = Some(s);
             break;
         }
+        // Retry interval of this bounded wait for the slot to free (the event is the answer).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(

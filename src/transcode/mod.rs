@@ -5,6 +5,7 @@
 //! resolution is not known before then. GStreamer runs on its own threads; its bus is bridged
 //! into a bounded tokio channel of [`PipelineEvent`]s ([`pipeline`]).
 
+pub mod colorimetry;
 pub mod fragment_writer;
 pub mod ladder;
 pub mod pipeline;

@@ -6,9 +6,9 @@
 //! source template … ! videoconvert name=vsrc          (raw video)
 //! source template … ! audioconvert name=asrc          (raw audio)
 //!   ── on vsrc's first CAPS event, the ladder bin is planned, added and linked: ──
-//! vsrc → queue ! videorate ! tee ─┬─ queue ! videoscale ! I420 WxH ! {video encoder} ! h264parse ─┐
-//!                                 └─ … one branch per rendition                                   │
-//! asrc → queue ! audioresample ! {audio encoder} ! aacparse ! tee ── queue ───────────── splitmuxsink per rendition
+//! vsrc → queue ! videorate ! tee ─┬─ queue ! videoscale ! I420 WxH colorimetry ! {video encoder} ! h264parse ─┐
+//!                                 └─ … one branch per rendition                                               │
+//! asrc → queue ! audioresample ! {audio encoder} ! aacparse ! tee ── queue ───────────────────────── splitmuxsink per rendition
 //! ```
 //!
 //! CMAF (`format = "cmaf"`): each video branch ends in `cmafmux ! appsink` instead of a
@@ -18,6 +18,10 @@
 //! time, so the boundaries are the same everywhere. In live pipelines the `tfdt` is put on the
 //! wall clock (`decode-time-offset` = wall-clock time at running time 0), which is what the
 //! DASH timeline and EXT-X-PROGRAM-DATE-TIME both use.
+//!
+//! Colour: every branch fixes the same colorimetry in its caps after scaling (the source's, or
+//! BT.709 for an RGB/untagged one: [`super::colorimetry`]), so no rendition gets a colour-matrix
+//! conversion and the encoder tags each SPS VUI with the same value.
 //!
 //! Alignment (TS): every splitmuxsink asks its own encoder for a keyframe at the same running times
 //! (`send-keyframe-requests`, multiples of the segment duration from the shared start), all
@@ -190,19 +194,21 @@ impl LivePipeline {
             let Some(pipeline) = weak_pipeline.upgrade() else {
                 return gst::PadProbeReturn::Remove;
             };
-            let dims = caps
-                .caps()
-                .structure(0)
+            let source = caps.caps().structure(0);
+            let dims = source
                 .and_then(|s| Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?)));
-            let result = match dims {
-                Some((w, h)) if w > 0 && h > 0 => build_ladder(
+            let result = match (source, dims) {
+                (Some(source), Some((w, h))) if w > 0 && h > 0 => build_ladder(
                     &pipeline,
                     &spec,
                     pad,
                     asrc_pad.as_ref(),
                     &audio_block,
-                    w as u32,
-                    h as u32,
+                    SourceVideo {
+                        width: w as u32,
+                        height: h as u32,
+                        colorimetry: super::colorimetry::ladder_colorimetry(source),
+                    },
                 ),
                 _ => Err(format!("video caps without a size: {}", caps.caps())),
             };
@@ -289,6 +295,14 @@ impl Drop for LivePipeline {
     }
 }
 
+/// What the ladder is planned from: the source's first raw video caps.
+struct SourceVideo {
+    width: u32,
+    height: u32,
+    /// Every rendition's colorimetry (see [`super::colorimetry`]).
+    colorimetry: gst_video::VideoColorimetry,
+}
+
 /// Runs in vsrc's streaming thread on the first CAPS event: plan, build, add, link.
 fn build_ladder(
     pipeline: &gst::Pipeline,
@@ -296,9 +310,13 @@ fn build_ladder(
     vsrc_pad: &gst::Pad,
     asrc_pad: Option<&gst::Pad>,
     audio_block: &Mutex<Option<gst::PadProbeId>>,
-    source_width: u32,
-    source_height: u32,
+    source: SourceVideo,
 ) -> Result<(), String> {
+    let SourceVideo {
+        width: source_width,
+        height: source_height,
+        colorimetry,
+    } = source;
     let planned = plan_ladder(&spec.ladder.renditions, source_width, source_height);
     let cmaf = spec.format == SegmentFormat::Cmaf;
     let separate_audio = cmaf && asrc_pad.is_some();
@@ -325,7 +343,13 @@ fn build_ladder(
     } else {
         0
     };
-    let description = ladder_description(spec, &planned, asrc_pad.is_some(), tfdt_offset_ns)?;
+    let description = ladder_description(
+        spec,
+        &planned,
+        asrc_pad.is_some(),
+        tfdt_offset_ns,
+        &colorimetry,
+    )?;
     let bin = gst::parse::bin_from_description(&description, false)
         .map_err(|e| format!("ladder: {e}"))?;
     if cmaf {
@@ -394,6 +418,7 @@ pub fn ladder_description(
     planned: &[PlannedRendition],
     with_audio: bool,
     tfdt_offset_ns: i64,
+    colorimetry: &gst_video::VideoColorimetry,
 ) -> Result<String, String> {
     let cmaf = spec.format == SegmentFormat::Cmaf;
     let l = &spec.ladder;
@@ -438,11 +463,14 @@ pub fn ladder_description(
                     ("width", r.width.to_string()),
                     ("height", r.height.to_string()),
                     ("name", r.name.clone()),
+                    ("colorimetry", colorimetry.to_string()),
                 ],
             )
             .map_err(|e| e.to_string())?;
+        // The same colorimetry in every branch, fixed after scaling: left open, the converters
+        // would pick BT.601 for SD sizes and convert the colour matrix (see `colorimetry`).
         let scaled = format!(
-            "vt. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videoscale ! videoconvert ! video/x-raw,width={w},height={h},format=I420,pixel-aspect-ratio=1/1 ! {video} ! h264parse name=parse_{name}",
+            "vt. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videoscale ! videoconvert ! video/x-raw,width={w},height={h},format=I420,pixel-aspect-ratio=1/1,colorimetry={colorimetry} ! {video} ! h264parse name=parse_{name}",
             name = r.name,
             w = r.width,
             h = r.height,

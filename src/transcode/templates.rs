@@ -190,6 +190,7 @@ mod tests {
             "width",
             "height",
             "name",
+            "colorimetry",
             "port",
             "address",
             "location",

@@ -142,6 +142,28 @@ impl Zoomate {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// How many publish sessions of `stream` are over (ended or failed), from the log: a
+    /// session logs this after its last segments are listed and its pipeline is torn down.
+    pub fn sessions_over(&self, stream: &str) -> usize {
+        let (bare, quoted) = (format!("stream={stream}"), format!("stream=\"{stream}\""));
+        strip_ansi(&self.log())
+            .lines()
+            .filter(|l| {
+                (l.contains("publish session ended") || l.contains("publish session failed"))
+                    && l.split_whitespace().any(|t| t == bare || t == quoted)
+            })
+            .count()
+    }
+
+    /// Waits (bounded) until `n` publish sessions of `stream` are over.
+    pub fn wait_sessions_over(&self, stream: &str, n: usize) {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{n} publish session(s) of {stream} to end"),
+            || (self.sessions_over(stream) >= n).then_some(()),
+        );
+    }
+
     pub fn rtmp_url(&self, stream: &str) -> String {
         format!("rtmp://{}/live/{stream}", self.rtmp.expect("rtmp bound"))
     }
@@ -213,6 +235,25 @@ fn spawn_ready(
     );
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
     (child, v, reader)
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`), which the text log format writes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released: only for processes that need a port
@@ -504,4 +545,112 @@ pub fn make_clip(
         .unwrap();
     assert!(ok.success());
     path
+}
+
+/// A slowloris attacker: `connections` sockets, each dribbled a request head one byte at a time
+/// and never finished, until the server closes it (or the attacker is dropped).
+pub struct Slowloris {
+    conns: Vec<std::net::TcpStream>,
+    started: Instant,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    dribbler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Slowloris {
+    pub fn start(addr: SocketAddr, connections: usize) -> Slowloris {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let started = Instant::now();
+        let conns: Vec<std::net::TcpStream> = (0..connections)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect slow client"))
+            .collect();
+        let mut writers: Vec<Option<std::net::TcpStream>> = conns
+            .iter()
+            .map(|c| Some(c.try_clone().expect("clone slow client")))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let dribbler = std::thread::spawn(move || {
+            // A head that never ends: the header value grows one byte per round.
+            let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            let mut sent = 0usize;
+            while !stop_flag.load(Ordering::Relaxed) && writers.iter().any(Option::is_some) {
+                let byte = head.get(sent).copied().unwrap_or(b'a');
+                for w in writers.iter_mut() {
+                    // A failed write means the server closed this one: stop writing to it.
+                    if w.as_mut().is_some_and(|s| s.write_all(&[byte]).is_err()) {
+                        *w = None;
+                    }
+                }
+                sent += 1;
+                // Pacing, not synchronisation: this is what makes the client slow.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Slowloris {
+            conns,
+            started,
+            stop,
+            dribbler: Some(dribbler),
+        }
+    }
+
+    /// How many connections the server has neither closed nor answered yet. The server's
+    /// close or answer is already in our socket buffer when it happened, so a short peek sees it.
+    pub fn open_count(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| {
+                c.set_read_timeout(Some(Duration::from_millis(10)))
+                    .expect("read timeout");
+                matches!(
+                    c.peek(&mut [0u8; 1]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                )
+            })
+            .count()
+    }
+
+    /// Waits until the server has closed every connection (EOF or reset), panicking if one is
+    /// still open `within` after the attack began. Returns what each received before the close.
+    pub fn wait_closed(&self, within: Duration) -> Vec<Vec<u8>> {
+        use std::io::ErrorKind;
+        let deadline = self.started + within;
+        self.conns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                c.set_read_timeout(Some(left)).expect("read timeout");
+                let mut buf = Vec::new();
+                match c.take(1024 * 1024).read_to_end(&mut buf) {
+                    Ok(_) => buf,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                        ) =>
+                    {
+                        buf
+                    }
+                    Err(e) => panic!(
+                        "slow connection {i} still open {within:?} after the attack began \
+                         (the server never cut it off): {e}; received {:?}",
+                        String::from_utf8_lossy(&buf)
+                    ),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = self.dribbler.take() {
+            let _ = d.join();
+        }
+    }
 }
