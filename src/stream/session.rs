@@ -200,6 +200,9 @@ pub async fn run_session(
         tracing::warn!(stream = %ctx.stream, error = %e, "could not list the final segments");
     }
     // Tear down off the runtime: set_state(Null) joins GStreamer threads.
+    // Release any streaming thread waiting for room in the event channel first: teardown
+    // joins those threads.
+    drop(events);
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     if state.started_announced {

@@ -3,38 +3,38 @@
 //! cmafmux emits its init segment once (`ftyp`+`moov`, flagged `HEADER|DISCONT`), then each
 //! fragment as a `moof` header buffer (`HEADER`, not `DELTA_UNIT`) followed by its `mdat`
 //! buffers. This writer splits that byte stream into `init.mp4` and `%08d.m4s` files in the
-//! staging directory and posts the same element messages splitmuxsink posts
-//! (`splitmuxsink-fragment-opened` / `-closed`), so the session handles both formats alike.
+//! staging directory and reports the same typed fragment events as splitmuxsink's bridge
+//! (`FragmentOpened` / `FragmentClosed`), so the session handles both formats alike.
 //! Bytes are written as they arrive (no user-space buffering): a closed fragment is complete
-//! on disk when its message is posted.
+//! on disk when its event is sent.
 
-use gst::prelude::*;
+use super::events::{EventSender, PipelineEvent};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Element message posted once the init segment is on disk: fields `location`.
-pub const MSG_INIT_SEGMENT: &str = "zoomate-init-segment";
-
 struct OpenFragment {
     file: std::fs::File,
     location: PathBuf,
-    start_ns: u64,
     end_ns: u64,
 }
 
 struct WriterState {
     dir: PathBuf,
+    rendition: String,
+    events: EventSender,
     next_index: u32,
     init_written: bool,
     current: Option<OpenFragment>,
     failed: bool,
 }
 
-/// Installs the writer on `appsink` (named `mux_{rendition}`), writing into `dir`.
-pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf) {
+/// Installs the writer on `appsink`, writing `rendition`'s files into `dir`.
+pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, events: EventSender) {
     let state = std::sync::Arc::new(Mutex::new(WriterState {
         dir,
+        rendition,
+        events,
         next_index: 0,
         init_written: false,
         current: None,
@@ -72,12 +72,10 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf) {
                             crate::store::write_atomic(&location, map.as_slice())
                                 .map_err(|e| format!("{}: {e}", location.display()))?;
                             st.init_written = true;
-                            post(
-                                sink,
-                                gst::Structure::builder(MSG_INIT_SEGMENT)
-                                    .field("location", location.to_string_lossy().as_ref())
-                                    .build(),
-                            );
+                            st.events.emit(PipelineEvent::InitSegment {
+                                rendition: st.rendition.clone(),
+                                location,
+                            });
                         }
                         return Ok(());
                     }
@@ -86,7 +84,7 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf) {
                     {
                         // A new fragment: the previous one is complete.
                         if let Some(done) = st.current.take() {
-                            close(sink, done);
+                            close(&st, done);
                         }
                         let start_ns = running_time(buffer.pts());
                         let end_ns =
@@ -95,17 +93,13 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf) {
                         st.next_index += 1;
                         let file = std::fs::File::create(&location)
                             .map_err(|e| format!("{}: {e}", location.display()))?;
-                        post(
-                            sink,
-                            gst::Structure::builder("splitmuxsink-fragment-opened")
-                                .field("location", location.to_string_lossy().as_ref())
-                                .field("running-time", start_ns)
-                                .build(),
-                        );
+                        st.events.emit(PipelineEvent::FragmentOpened {
+                            rendition: st.rendition.clone(),
+                            running_time_ns: start_ns,
+                        });
                         st.current = Some(OpenFragment {
                             file,
                             location,
-                            start_ns,
                             end_ns,
                         });
                     }
@@ -135,30 +129,23 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf) {
                 }
                 Ok(gst::FlowSuccess::Ok)
             })
-            .eos(move |sink| {
+            .eos(move |_| {
                 let mut st = on_eos.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(done) = st.current.take() {
-                    close(sink, done);
+                    close(&st, done);
                 }
             })
             .build(),
     );
 }
 
-fn close(sink: &gst_app::AppSink, done: OpenFragment) {
+fn close(st: &WriterState, done: OpenFragment) {
     drop(done.file);
-    post(
-        sink,
-        gst::Structure::builder("splitmuxsink-fragment-closed")
-            .field("location", done.location.to_string_lossy().as_ref())
-            // splitmuxsink reports the last frame's start here; cmafmux knows the exact end.
-            .field("running-time", done.end_ns)
-            .field("exact-end", true)
-            .field("start-running-time", done.start_ns)
-            .build(),
-    );
-}
-
-fn post(sink: &gst_app::AppSink, s: gst::Structure) {
-    let _ = sink.post_message(gst::message::Element::builder(s).src(sink).build());
+    st.events.emit(PipelineEvent::FragmentClosed {
+        rendition: st.rendition.clone(),
+        location: done.location,
+        // splitmuxsink reports the last frame's start here; cmafmux knows the exact end.
+        running_time_ns: done.end_ns,
+        exact_end: true,
+    });
 }

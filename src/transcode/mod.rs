@@ -2,17 +2,28 @@
 //!
 //! The pipeline is built from `pipelines/` templates ([`templates`]). The ladder is planned
 //! ([`ladder`], pure) only when the first decoded video caps arrive, because a publisher's
-//! resolution is not known before then. GStreamer runs on its own threads; its bus is bridged
-//! into a bounded tokio channel of [`PipelineEvent`]s ([`pipeline`]).
+//! resolution is not known before then. GStreamer runs on its own threads and reports typed
+//! [`PipelineEvent`]s into one bounded channel ([`events`]).
+//!
+//! By job: [`pipeline`] starts a pipeline and builds the ladder into it on the first video
+//! caps; [`description`] writes the ladder's gst-launch text; [`codec_probe`] reads CODECS from
+//! the encoded streams; [`fragment_writer`] turns CMAF output into fragment files;
+//! [`bus_bridge`] forwards what only the GStreamer bus knows; [`colorimetry`] picks the
+//! ladder's one colorimetry.
 
+pub mod bus_bridge;
+pub mod codec_probe;
 pub mod colorimetry;
+pub mod description;
+pub mod events;
 pub mod fragment_writer;
 pub mod ladder;
 pub mod pipeline;
 pub mod templates;
 
+pub use events::PipelineEvent;
 pub use ladder::{PlannedRendition, plan_ladder};
-pub use pipeline::{AUDIO_RENDITION, LadderSpec, LivePipeline, PipelineEvent};
+pub use pipeline::{AUDIO_RENDITION, LadderSpec, LivePipeline};
 pub use templates::Templates;
 
 /// Errors building or running a pipeline.

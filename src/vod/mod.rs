@@ -358,6 +358,9 @@ async fn build(
             .or_default()
             .push(done);
     }
+    // Release any streaming thread waiting for room in the event channel first: teardown
+    // joins those threads.
+    drop(events);
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     outcome?;
     if planned.is_empty() || fragments.is_empty() {

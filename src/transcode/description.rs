@@ -1,0 +1,98 @@
+//! The ladder bin's gst-launch description: text from the `pipelines/` templates plus the
+//! fixed glue (tee, queues, scaling, colorimetry, muxers). Pure apart from template loading.
+
+use super::{AUDIO_RENDITION, LadderSpec, PlannedRendition};
+use crate::config::SegmentFormat;
+
+/// The ladder bin's gst-launch description. Pure apart from template loading.
+pub fn ladder_description(
+    spec: &LadderSpec,
+    planned: &[PlannedRendition],
+    with_audio: bool,
+    tfdt_offset_ns: i64,
+    colorimetry: &gst_video::VideoColorimetry,
+) -> Result<String, String> {
+    let cmaf = spec.format == SegmentFormat::Cmaf;
+    let l = &spec.ladder;
+    let fps = l.frame_rate;
+    let seg_ns = l.segment_duration_ms * 1_000_000;
+    let frames_per_segment = (l.segment_duration_ms * fps as u64).div_ceil(1000).max(1);
+    let mut d = String::new();
+    // Deep enough queues to ride out an encoder hiccup; bounded in time, not bytes.
+    d.push_str(&format!(
+        "queue name=vin max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videorate ! video/x-raw,framerate={fps}/1 ! tee name=vt\n"
+    ));
+    if with_audio {
+        let audio = spec
+            .templates
+            .render(
+                &format!("audio-{}", l.audio_encoder),
+                &[
+                    ("bitrate_bps", (l.audio_bitrate_kbps * 1000).to_string()),
+                    ("bitrate_kbps", l.audio_bitrate_kbps.to_string()),
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        d.push_str(&format!(
+            "queue name=ain max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! {} ! aacparse name=aparse ! {}\n",
+            audio.trim(),
+            if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, tfdt_offset_ns) } else { "tee name=at".to_string() }
+        ));
+    }
+    for r in planned {
+        let video = spec
+            .templates
+            .render(
+                &format!("video-{}", l.video_encoder),
+                &[
+                    ("bitrate_kbps", r.video_bitrate_kbps.to_string()),
+                    (
+                        "bitrate_bps",
+                        (r.video_bitrate_kbps as u64 * 1000).to_string(),
+                    ),
+                    ("gop_frames", (frames_per_segment * 2).to_string()),
+                    ("fps", fps.to_string()),
+                    ("width", r.width.to_string()),
+                    ("height", r.height.to_string()),
+                    ("name", r.name.clone()),
+                    ("colorimetry", colorimetry.to_string()),
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        // The same colorimetry in every branch, fixed after scaling: left open, the converters
+        // would pick BT.601 for SD sizes and convert the colour matrix (see `colorimetry`).
+        let scaled = format!(
+            "vt. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! videoscale ! videoconvert ! video/x-raw,width={w},height={h},format=I420,pixel-aspect-ratio=1/1,colorimetry={colorimetry} ! {video} ! h264parse name=parse_{name}",
+            name = r.name,
+            w = r.width,
+            h = r.height,
+            video = video.trim(),
+        );
+        if cmaf {
+            d.push_str(&format!(
+                "{scaled} ! video/x-h264,stream-format=avc,alignment=au ! {}\n",
+                cmaf_tail(&r.name, seg_ns, tfdt_offset_ns)
+            ));
+            continue;
+        }
+        let location = spec.staging_dir.join(&r.name).join("%08d.ts");
+        let location = location.to_str().ok_or("staging path is not UTF-8")?;
+        d.push_str(&format!(
+            "splitmuxsink name=mux_{name} muxer-factory=mpegtsmux max-size-time={seg_ns} send-keyframe-requests=true location=\"{location}\"\n\
+             {scaled} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! mux_{name}.video\n",
+            name = r.name,
+        ));
+        if with_audio {
+            d.push_str(&format!("at. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! mux_{}.audio_%u\n", r.name));
+        }
+    }
+    Ok(d)
+}
+
+/// `cmafmux ! appsink` for one rendition. The appsink never syncs to the clock (a file writer)
+/// and never blocks preroll (the ladder is added to an already playing pipeline).
+pub fn cmaf_tail(name: &str, seg_ns: u64, tfdt_offset_ns: i64) -> String {
+    format!(
+        "queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! cmafmux name=cmaf_{name} fragment-duration={seg_ns} decode-time-offset={tfdt_offset_ns} ! appsink name=mux_{name} sync=false async=false emit-signals=false max-buffers=64"
+    )
+}
