@@ -8,6 +8,33 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// What the edge knows of one origin worker beyond its identity: health, requests in flight
+/// and heartbeat liveness. Shared (`Arc`) by every `Origin` the set is rebuilt into, so guards
+/// and health updates made through an older snapshot still land on the current counters.
+#[derive(Debug)]
+pub struct OriginState {
+    pub healthy: AtomicBool,
+    pub consecutive_ok: AtomicU32,
+    pub consecutive_fail: AtomicU32,
+    pub in_flight: AtomicUsize,
+    /// Last heartbeat (ms since epoch) and its promised interval; 0 = never (static).
+    pub last_heartbeat_ms: AtomicI64,
+    pub heartbeat_interval_ms: AtomicU64,
+}
+
+impl Default for OriginState {
+    fn default() -> Self {
+        OriginState {
+            healthy: AtomicBool::new(true),
+            consecutive_ok: AtomicU32::new(0),
+            consecutive_fail: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_heartbeat_ms: AtomicI64::new(0),
+            heartbeat_interval_ms: AtomicU64::new(0),
+        }
+    }
+}
+
 /// One origin worker as the edge sees it.
 #[derive(Debug)]
 pub struct Origin {
@@ -19,13 +46,18 @@ pub struct Origin {
     pub streams: BTreeSet<String>,
     /// From config (true) or discovered on the bus (false).
     pub is_static: bool,
-    pub healthy: AtomicBool,
-    pub consecutive_ok: AtomicU32,
-    pub consecutive_fail: AtomicU32,
-    pub in_flight: AtomicUsize,
-    /// Last heartbeat (ms since epoch) and its promised interval; 0 = never (static).
-    pub last_heartbeat_ms: AtomicI64,
-    pub heartbeat_interval_ms: AtomicU64,
+    /// Carried over when the set is rebuilt (see [`OriginState`]).
+    pub state: Arc<OriginState>,
+}
+
+/// One request in flight to an origin; decrements the shared count however the fetch ends.
+#[derive(Debug)]
+pub struct InFlight(Arc<OriginState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Origin {
@@ -35,40 +67,52 @@ impl Origin {
             base_url: base_url.trim_end_matches('/').to_string(),
             streams: BTreeSet::new(),
             is_static,
-            healthy: AtomicBool::new(true),
-            consecutive_ok: AtomicU32::new(0),
-            consecutive_fail: AtomicU32::new(0),
-            in_flight: AtomicUsize::new(0),
-            last_heartbeat_ms: AtomicI64::new(0),
-            heartbeat_interval_ms: AtomicU64::new(0),
+            state: Arc::new(OriginState::default()),
         }
+    }
+
+    /// Counts a request to this origin until the returned guard is dropped.
+    pub fn start_request(&self) -> InFlight {
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.state.clone())
+    }
+
+    /// Requests to this origin in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state.healthy.load(Ordering::Relaxed)
     }
 
     /// Heartbeats missed for 3 intervals → treated as gone, whatever /healthz says.
     pub fn heartbeat_lost(&self, now_ms: i64) -> bool {
-        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
-        let interval = self.heartbeat_interval_ms.load(Ordering::Relaxed) as i64;
+        let last = self.state.last_heartbeat_ms.load(Ordering::Relaxed);
+        let interval = self.state.heartbeat_interval_ms.load(Ordering::Relaxed) as i64;
         last > 0 && interval > 0 && now_ms - last > 3 * interval
     }
 
     pub fn usable(&self, now_ms: i64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.heartbeat_lost(now_ms)
+        self.is_healthy() && !self.heartbeat_lost(now_ms)
     }
 
     /// A success (health check or request); `rise` in a row brings an ejected origin back.
     pub fn record_success(&self, rise: u32) {
-        self.consecutive_fail.store(0, Ordering::Relaxed);
-        let ok = self.consecutive_ok.fetch_add(1, Ordering::Relaxed) + 1;
-        if ok >= rise && !self.healthy.swap(true, Ordering::Relaxed) {
+        let s = &self.state;
+        s.consecutive_fail.store(0, Ordering::Relaxed);
+        let ok = s.consecutive_ok.fetch_add(1, Ordering::Relaxed) + 1;
+        if ok >= rise && !s.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!(origin = %self.id, "origin healthy again");
         }
     }
 
     /// A failure; `fall` in a row ejects the origin.
     pub fn record_failure(&self, fall: u32) {
-        self.consecutive_ok.store(0, Ordering::Relaxed);
-        let failed = self.consecutive_fail.fetch_add(1, Ordering::Relaxed) + 1;
-        if failed >= fall && self.healthy.swap(false, Ordering::Relaxed) {
+        let s = &self.state;
+        s.consecutive_ok.store(0, Ordering::Relaxed);
+        let failed = s.consecutive_fail.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed >= fall && s.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(origin = %self.id, "origin ejected");
         }
     }
@@ -125,8 +169,9 @@ impl OriginSet {
             })
             .unwrap_or(false);
         if let (Some(o), true) = (existing, same_streams) {
-            o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            o.heartbeat_interval_ms
+            o.state.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            o.state
+                .heartbeat_interval_ms
                 .store(interval_ms as u64, Ordering::Relaxed);
             return;
         }
@@ -145,13 +190,13 @@ impl OriginSet {
             );
             o.streams = streams.iter().cloned().collect();
             if let Some(p) = prev {
-                o.healthy
-                    .store(p.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
-                o.in_flight
-                    .store(p.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+                // Same worker: keep its counters, so in-flight guards taken from the old
+                // snapshot decrement the count the new one reads.
+                o.state = p.state.clone();
             }
-            o.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-            o.heartbeat_interval_ms
+            o.state.last_heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            o.state
+                .heartbeat_interval_ms
                 .store(interval_ms as u64, Ordering::Relaxed);
             next.push(Arc::new(o));
             next
@@ -170,7 +215,7 @@ impl OriginSet {
                 id: &o.id,
                 usable: o.usable(now),
                 serves: o.streams.contains(stream),
-                in_flight: o.in_flight.load(Ordering::Relaxed),
+                in_flight: o.in_flight(),
             })
             .collect();
         let rr = self.round_robin.fetch_add(1, Ordering::Relaxed);
@@ -340,7 +385,7 @@ mod tests {
         assert_eq!(set.snapshot().len(), 2);
         assert_eq!(set.candidates("other")[0].id, "w1");
         let w1 = set.candidates("other")[0].clone();
-        w1.last_heartbeat_ms.store(1, Ordering::Relaxed);
+        w1.state.last_heartbeat_ms.store(1, Ordering::Relaxed);
         assert!(
             !w1.usable(now_ms()),
             "heartbeat loss makes an origin unusable"
@@ -351,12 +396,35 @@ mod tests {
     fn passive_ejection_and_rise() {
         let o = Origin::new("a".into(), "http://x".into(), true);
         o.record_failure(2);
-        assert!(o.healthy.load(Ordering::Relaxed));
+        assert!(o.is_healthy());
         o.record_failure(2);
-        assert!(!o.healthy.load(Ordering::Relaxed));
+        assert!(!o.is_healthy());
         o.record_success(2);
-        assert!(!o.healthy.load(Ordering::Relaxed));
+        assert!(!o.is_healthy());
         o.record_success(2);
-        assert!(o.healthy.load(Ordering::Relaxed));
+        assert!(o.is_healthy());
+    }
+
+    #[test]
+    fn in_flight_count_survives_a_rebuild_of_the_origin_set() {
+        let set = OriginSet::new(&[], BalancePolicy::LeastConnections);
+        set.heartbeat("w1", "http://127.0.0.1:1", &["a".into()], 1000);
+        let guard = set.snapshot()[0].start_request();
+        // New streams → the set is rebuilt with a new `Origin` for w1.
+        set.heartbeat("w1", "http://127.0.0.1:1", &["a".into(), "b".into()], 1000);
+        assert_eq!(set.snapshot()[0].in_flight(), 1);
+        drop(guard);
+        assert_eq!(set.snapshot()[0].in_flight(), 0, "count drifted up");
+    }
+
+    #[test]
+    fn health_survives_a_rebuild_of_the_origin_set() {
+        let set = OriginSet::new(&[], BalancePolicy::LeastConnections);
+        set.heartbeat("w1", "http://127.0.0.1:1", &["a".into()], 1000);
+        let old = set.snapshot()[0].clone();
+        set.heartbeat("w1", "http://127.0.0.1:1", &["b".into()], 1000);
+        // A failure recorded through the old snapshot (a fetch that began before the rebuild).
+        old.record_failure(1);
+        assert!(!set.snapshot()[0].is_healthy());
     }
 }

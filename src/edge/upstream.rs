@@ -41,14 +41,6 @@ pub fn client(timeout: Duration) -> HttpClient {
         .build(connector)
 }
 
-/// Decrements an origin's in-flight count however the fetch ends.
-struct InFlight(Arc<Origin>);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub struct Upstream {
     pub client: HttpClient,
     pub origins: Arc<OriginSet>,
@@ -76,8 +68,7 @@ impl Upstream {
                 self.failovers.fetch_add(1, Ordering::Relaxed);
             }
             self.fetches.fetch_add(1, Ordering::Relaxed);
-            origin.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _guard = InFlight(origin.clone());
+            let _in_flight = origin.start_request();
             match self.fetch_one(&origin, path).await {
                 Ok(Some(f)) => {
                     origin.record_success(self.rise);
