@@ -112,7 +112,14 @@ impl EdgeServer {
                 }
             })
             .build();
-        let origins = Arc::new(OriginSet::new(&ec.origins, ec.balance));
+        let origins = Arc::new(OriginSet::with_limits(
+            &ec.origins,
+            ec.balance,
+            balancer::LearnedOriginLimits {
+                max_origins: ec.max_learned_origins,
+                expiry_ms: ec.learned_origin_expiry_ms,
+            },
+        ));
         let timeout = Duration::from_millis(ec.origin_timeout_ms);
         let upstream = Upstream {
             client: upstream::client(timeout),
@@ -477,7 +484,8 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
     });
 }
 
-/// Active health checks: `GET /healthz` on every origin each interval.
+/// Active health checks: `GET /healthz` on every origin each interval, after forgetting the
+/// learned origins whose heartbeats stopped (so the dead are not checked forever).
 async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
     let mut tick =
         tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
@@ -487,6 +495,7 @@ async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        edge.upstream.origins.expire_learned(unix_now_ms());
         for origin in edge.upstream.origins.snapshot().iter() {
             let uri: Result<http::Uri, _> = format!("{}/healthz", origin.base_url).parse();
             let Ok(uri) = uri else { continue };
@@ -505,6 +514,13 @@ async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
             }
         }
     }
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn render_metrics(edge: &Edge) -> String {
@@ -609,11 +625,14 @@ fn render_metrics(edge: &Edge) -> String {
             s.malformed,
         );
     }
+    counter(
+        &mut out,
+        "zoomate_edge_origins_rejected_total",
+        "Heartbeats from new origins ignored: edge.max_learned_origins reached.",
+        edge.upstream.origins.rejected_heartbeats(),
+    );
     out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = unix_now_ms();
     for o in edge.upstream.origins.snapshot().iter() {
         let _ = writeln!(
             out,
