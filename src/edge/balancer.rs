@@ -4,7 +4,6 @@
 use crate::config::BalancePolicy;
 use arc_swap::ArcSwap;
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -358,11 +357,16 @@ pub struct OriginView<'a> {
     pub in_flight: usize,
 }
 
+/// Rendezvous weight of (stream, origin id): XXH3-64 over the stream's length (u64 LE), the
+/// stream and the id. A specified hash, so edges built at different times (or with another
+/// Rust release, whose `DefaultHasher` may differ) send a stream to the same origin. The
+/// length prefix keeps ("ab", "c") and ("a", "bc") apart.
 fn rendezvous_score(stream: &str, id: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    stream.hash(&mut h);
-    id.hash(&mut h);
-    h.finish()
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(stream.len() as u64).to_le_bytes());
+    h.update(stream.as_bytes());
+    h.update(id.as_bytes());
+    h.digest()
 }
 
 /// Indices into `origins` in the order to try them. Pure.
@@ -422,6 +426,26 @@ mod tests {
             in_flight,
         }
     }
+
+    #[test]
+    fn rendezvous_scores_and_order_are_pinned() {
+        // Edges of different builds must agree on these: a change here moves every stream.
+        assert_eq!(rendezvous_score("cam", "origin-a"), PINNED_CAM_ORIGIN_A);
+        assert_ne!(rendezvous_score("ab", "c"), rendezvous_score("a", "bc"));
+        let all = [
+            v("origin-a", true, false, 0),
+            v("origin-b", true, false, 0),
+            v("origin-c", true, false, 0),
+        ];
+        let firsts: Vec<usize> = ["cam", "demo", "live", "s1", "s2", "s3"]
+            .iter()
+            .map(|s| order(BalancePolicy::ConsistentHash, s, &all, 0)[0])
+            .collect();
+        assert_eq!(firsts, PINNED_FIRSTS);
+    }
+
+    const PINNED_CAM_ORIGIN_A: u64 = 0xf2a6_66c9_5fcc_a4f8;
+    const PINNED_FIRSTS: [usize; 6] = [0, 0, 2, 1, 1, 2];
 
     #[test]
     fn consistent_hash_is_sticky_and_moves_only_the_lost_origins_streams() {
