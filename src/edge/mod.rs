@@ -13,6 +13,7 @@
 //! active health checker.
 
 pub mod balancer;
+pub mod metrics;
 pub mod upstream;
 
 use crate::Shutdown;
@@ -20,13 +21,15 @@ use crate::bus::BusEvent;
 use crate::config::{Config, EdgeConfig};
 use crate::http::Body;
 use crate::http::headers::{self, Representation};
+use crate::http::metrics::Counter;
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use balancer::OriginSet;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use metrics::EdgeMetrics;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
@@ -64,21 +67,6 @@ pub fn newest_sequence(playlist: &str) -> Option<u64> {
     (ms + n).checked_sub(1)
 }
 
-#[derive(Default)]
-struct EdgeMetrics {
-    requests: [[AtomicU64; 6]; 6],
-    hits: AtomicU64,
-    misses: AtomicU64,
-    coalesced_waiters: AtomicU64,
-    evictions: Arc<AtomicU64>,
-    prefetches: AtomicU64,
-    prefetch_skipped: AtomicU64,
-    stale_playlist_refreshes: AtomicU64,
-}
-
-const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
-const STATUSES: [u16; 6] = [200, 206, 304, 404, 400, 502];
-
 struct Edge {
     config: EdgeConfig,
     cache: moka::future::Cache<String, Arc<CachedObject>>,
@@ -99,7 +87,8 @@ impl EdgeServer {
     pub async fn bind(config: &Config) -> std::io::Result<EdgeServer> {
         let listener = TcpListener::bind(config.edge.listen).await?;
         let ec = config.edge.clone();
-        let metrics = EdgeMetrics::default();
+        let (fetches, failovers) = (Counter::default(), Counter::default());
+        let metrics = EdgeMetrics::new(&fetches, &failovers);
         let evictions = metrics.evictions.clone();
         let cache = moka::future::Cache::builder()
             .max_capacity(ec.cache_bytes)
@@ -108,7 +97,7 @@ impl EdgeServer {
             })
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
-                    evictions.fetch_add(1, Ordering::Relaxed);
+                    evictions.inc();
                 }
             })
             .build();
@@ -128,8 +117,8 @@ impl EdgeServer {
             max_object_bytes: ec.max_object_bytes as usize,
             fall: ec.health_fall,
             rise: ec.health_rise,
-            fetches: AtomicU64::new(0),
-            failovers: AtomicU64::new(0),
+            fetches,
+            failovers,
         };
         Ok(EdgeServer {
             listener,
@@ -175,7 +164,13 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || render_metrics(&edge)) {
-        return r;
+        // Health checks and scrapes are not viewer traffic; refusals (405) and preflights are.
+        let operator = matches!(path.as_str(), "/healthz" | "/metrics");
+        return if operator && r.status().is_success() {
+            r
+        } else {
+            count(&edge, None, r)
+        };
     }
     let (stream, kind, live) = match route(&path) {
         Ok(r) => r,
@@ -263,12 +258,7 @@ fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
 }
 
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {
-    let k = kind
-        .map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5))
-        .unwrap_or(5);
-    if let Some(s) = STATUSES.iter().position(|s| *s == resp.status().as_u16()) {
-        edge.metrics.requests[k][s].fetch_add(1, Ordering::Relaxed);
-    }
+    edge.metrics.request(kind, resp.status());
     resp
 }
 
@@ -294,21 +284,17 @@ async fn lookup_or_fetch(
 ) -> Result<(Arc<CachedObject>, bool), FetchError> {
     if let Some(obj) = edge.cache.get(path).await {
         if is_fresh(edge, path, &obj, live) {
-            edge.metrics.hits.fetch_add(1, Ordering::Relaxed);
+            edge.metrics.hits.inc();
             return Ok((obj, true));
         }
-        edge.metrics
-            .stale_playlist_refreshes
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.stale_playlist_refreshes.inc();
         edge.cache.invalidate(path).await;
     }
-    edge.metrics.misses.fetch_add(1, Ordering::Relaxed);
+    edge.metrics.misses.inc();
     let ran = Arc::new(AtomicBool::new(false));
     let result = fetch_into_cache(edge, stream, path, kind, live, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
-        edge.metrics
-            .coalesced_waiters
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.coalesced_waiters.inc();
     }
     result.map(|o| (o, false))
 }
@@ -454,9 +440,7 @@ fn announce(edge: &Edge, playlist: &str, seq: u64) {
 
 fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
     let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
-        edge.metrics
-            .prefetch_skipped
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.prefetch_skipped.inc();
         return;
     };
     let e = edge.clone();
@@ -468,7 +452,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String) {
         if e.cache.contains_key(&uri) {
             return;
         }
-        e.metrics.prefetches.fetch_add(1, Ordering::Relaxed);
+        e.metrics.prefetches.inc();
         if let Err(err) = fetch_into_cache(
             &e,
             &stream,
@@ -524,124 +508,12 @@ fn unix_now_ms() -> i64 {
 }
 
 fn render_metrics(edge: &Edge) -> String {
-    use std::fmt::Write;
-    let m = &edge.metrics;
-    let mut out = String::new();
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        );
-    };
-    out.push_str("# HELP zoomate_edge_requests_total Edge requests by resource kind and status.\n# TYPE zoomate_edge_requests_total counter\n");
-    for (k, kind) in KINDS.iter().enumerate() {
-        for (s, status) in STATUSES.iter().enumerate() {
-            let v = m.requests[k][s].load(Ordering::Relaxed);
-            if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "zoomate_edge_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}"
-                );
-            }
-        }
-    }
-    counter(
-        &mut out,
-        "zoomate_edge_cache_hits_total",
-        "Requests answered from the cache.",
-        m.hits.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_cache_misses_total",
-        "Requests that needed an origin fetch (own or joined).",
-        m.misses.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_coalesced_waiters_total",
-        "Misses that waited on another request's origin fetch.",
-        m.coalesced_waiters.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_cache_evictions_total",
-        "Objects evicted for space.",
-        m.evictions.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_origin_fetches_total",
-        "Origin GETs, retries included.",
-        edge.upstream.fetches.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_origin_failovers_total",
-        "Fetches retried on another origin.",
-        edge.upstream.failovers.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_prefetches_total",
-        "Segments pulled into the cache on a bus announcement.",
-        m.prefetches.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_prefetches_skipped_total",
-        "Announcements not prefetched (concurrency limit).",
-        m.prefetch_skipped.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_playlist_refreshes_total",
-        "Cached playlists refetched as stale (bus announcement or TTL).",
-        m.stale_playlist_refreshes.load(Ordering::Relaxed),
-    );
-    let _ = write!(
-        out,
-        "# HELP zoomate_edge_cache_bytes Bytes held in the cache.\n# TYPE zoomate_edge_cache_bytes gauge\nzoomate_edge_cache_bytes {}\n",
-        edge.cache.weighted_size()
-    );
-    if let Some(sub) = edge.bus_stats.get() {
-        let s = sub.stats();
-        counter(
-            &mut out,
-            "zoomate_edge_bus_messages_total",
-            "Bus messages received.",
-            s.received,
-        );
-        counter(
-            &mut out,
-            "zoomate_edge_bus_dropped_total",
-            "Bus messages dropped: queue full.",
-            s.dropped_full,
-        );
-        counter(
-            &mut out,
-            "zoomate_edge_bus_malformed_total",
-            "Bus messages dropped: malformed.",
-            s.malformed,
-        );
-    }
-    counter(
-        &mut out,
-        "zoomate_edge_origins_rejected_total",
-        "Heartbeats from new origins ignored: edge.max_learned_origins reached.",
-        edge.upstream.origins.rejected_heartbeats(),
-    );
-    out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");
-    let now = unix_now_ms();
-    for o in edge.upstream.origins.snapshot().iter() {
-        let _ = writeln!(
-            out,
-            "zoomate_edge_origin_up{{origin=\"{}\"}} {}",
-            o.id.replace('"', ""),
-            u8::from(o.usable(now))
-        );
-    }
-    out
+    edge.metrics.render(metrics::ScrapeState {
+        cache_bytes: edge.cache.weighted_size(),
+        origins: &edge.upstream.origins,
+        bus: edge.bus_stats.get().map(|sub| sub.stats()),
+        now_ms: unix_now_ms(),
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -48,8 +47,9 @@ pub struct Upstream {
     pub max_object_bytes: usize,
     pub fall: u32,
     pub rise: u32,
-    pub fetches: std::sync::atomic::AtomicU64,
-    pub failovers: std::sync::atomic::AtomicU64,
+    /// Origin GETs (retries included) and retries on another origin, for `/metrics`.
+    pub fetches: crate::http::metrics::Counter,
+    pub failovers: crate::http::metrics::Counter,
 }
 
 impl Upstream {
@@ -65,9 +65,9 @@ impl Upstream {
         let mut not_found = false;
         for (attempt, origin) in candidates.into_iter().enumerate() {
             if attempt > 0 {
-                self.failovers.fetch_add(1, Ordering::Relaxed);
+                self.failovers.inc();
             }
-            self.fetches.fetch_add(1, Ordering::Relaxed);
+            self.fetches.inc();
             let _in_flight = origin.start_request();
             match self.fetch_one(&origin, path).await {
                 Ok(Some(f)) => {

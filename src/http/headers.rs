@@ -107,7 +107,7 @@ pub fn common_routes(
             let mut r = text(StatusCode::OK, metrics().trim_end());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(super::metrics::CONTENT_TYPE),
             );
             Some(r)
         }

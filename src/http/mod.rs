@@ -1,6 +1,7 @@
 //! HTTP pieces shared by the origin and the edge.
 
 pub mod headers;
+pub mod metrics;
 pub mod paths;
 pub mod server;
 pub use server::{Body, serve};
