@@ -141,7 +141,10 @@ fn every_status_is_counted_and_labels_are_escaped_for_the_official_parser() {
         )
         .unwrap_or_else(|| panic!("origin: no {kind}/{status} sample"));
         // The edge's fetch is a second 200 at the origin.
-        assert!(s.family_type == "counter" && s.value >= 1.0, "{kind}/{status}");
+        assert!(
+            s.family_type == "counter" && s.value >= 1.0,
+            "{kind}/{status}"
+        );
     }
     assert!(find(&o_samples, "zoomate_origin_segment_requests_total", &[]).is_some());
 
