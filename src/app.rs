@@ -125,7 +125,7 @@ pub async fn start(
             spawn_heartbeat(&config, reg.clone(), publisher, shutdown.clone());
         }
         let metrics_registry = reg.clone();
-        origin.set_ingest_metrics(Arc::new(move || metrics_registry.render_metrics()));
+        origin.set_ingest_metrics(Arc::new(move |r| metrics_registry.register_metrics(r)));
         tasks.spawn(origin.run(shutdown.clone()));
         registry = Some(reg);
     }

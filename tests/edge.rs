@@ -305,3 +305,63 @@ fn slowloris_on_the_edge_does_not_delay_other_clients() {
         );
     }
 }
+
+/// An origin with no streams that heartbeats every 200 ms as `id`.
+fn bare_origin(id: &str) -> Zoomate {
+    Zoomate::start(
+        "origin",
+        &format!(
+            "[origin]\nid = \"{id}\"\n[rtmp]\nenabled = false\n[bus]\nheartbeat_interval_ms = 200\n"
+        ),
+    )
+}
+
+#[test]
+fn learned_origins_are_capped_and_forgotten_when_their_heartbeats_stop() {
+    let mut workers = [bare_origin("learn-a"), bare_origin("learn-b")];
+    let bus: Vec<String> = workers
+        .iter()
+        .map(|o| format!("\"{}\"", o.bus.as_deref().unwrap()))
+        .collect();
+    // No static origins: everything is learned from the bus, at most one at a time.
+    let e = Zoomate::start(
+        "edge",
+        &format!(
+            "[edge]\nbus_connect = [{}]\norigin_allow = [\"http://127.0.0.1:*\"]\nhealth_check_interval_ms = 200\nlearned_origin_expiry_ms = 1000\nmax_learned_origins = 1\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+            bus.join(",")
+        ),
+    );
+    let edge_addr = e.edge.unwrap();
+    let listed =
+        |m: &str, id: &str| m.contains(&format!("zoomate_edge_origin_up{{origin=\"{id}\"}}"));
+    let first = wait_for(
+        Duration::from_secs(30),
+        "one origin learned, the other's heartbeats rejected",
+        || {
+            let m = get(edge_addr, "/metrics").text();
+            let (a, b) = (listed(&m, "learn-a"), listed(&m, "learn-b"));
+            // Refused by the announcement check's cap (or, behind it, the origin set's).
+            let refused = metric(
+                edge_addr,
+                "zoomate_edge_bus_rejected_total{reason=\"too_many_origins\"}",
+            ) + metric(edge_addr, "zoomate_edge_origins_rejected_total");
+            (a != b && refused > 0)
+                .then_some(if a { 0 } else { 1 })
+        },
+    );
+    let (gone, other) = (
+        ["learn-a", "learn-b"][first],
+        ["learn-a", "learn-b"][1 - first],
+    );
+    let _ = workers[first].child.kill();
+    let _ = workers[first].child.wait();
+    // The dead origin expires; that frees the slot for the live one.
+    wait_for(
+        Duration::from_secs(30),
+        "the dead origin forgotten and the live one learned",
+        || {
+            let m = get(edge_addr, "/metrics").text();
+            (!listed(&m, gone) && listed(&m, other)).then_some(())
+        },
+    );
+}

@@ -137,3 +137,55 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
                 .is_none()
     );
 }
+
+#[test]
+fn zoomate_config_names_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[hls]\nwindow_segments = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+        .arg("check-config")
+        .env("ZOOMATE_CONFIG", &bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("hls.window_segments"),
+        "the file named by ZOOMATE_CONFIG must be the one checked: {stderr}"
+    );
+    // A real start: the edge listens where the file says.
+    let port = free_port();
+    let good = dir.path().join("edge.toml");
+    std::fs::write(
+        &good,
+        format!("[edge]\nlisten = \"127.0.0.1:{port}\"\n[bus]\nenabled = false\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+        .args(["--print-ready", "edge"])
+        .env("ZOOMATE_CONFIG", &good)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let n = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap_or(0);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        n > 0,
+        "zoomate exited before ready: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        ready["addrs"]["edge_http"].as_str(),
+        Some(format!("127.0.0.1:{port}").as_str()),
+        "{line}"
+    );
+}

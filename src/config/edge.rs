@@ -47,6 +47,12 @@ pub struct EdgeConfig {
     pub max_object_bytes: u64,
     /// Bus events queued for the edge before new ones are dropped (and counted).
     pub bus_queue_capacity: usize,
+    /// An origin learned from heartbeats is forgotten after this long without one, in
+    /// milliseconds (never sooner than 3 of its heartbeat intervals). Static origins stay.
+    pub learned_origin_expiry_ms: u64,
+    /// Origins learned from heartbeats held at once; heartbeats from further new origins are
+    /// ignored and counted (`zoomate_edge_origins_rejected_total`).
+    pub max_learned_origins: usize,
     pub limits: HttpLimits,
 }
 
@@ -68,6 +74,8 @@ impl Default for EdgeConfig {
             origin_timeout_ms: 5_000,
             max_object_bytes: 64 * 1024 * 1024,
             bus_queue_capacity: 4_096,
+            learned_origin_expiry_ms: 30_000,
+            max_learned_origins: 64,
             limits: HttpLimits::default(),
         }
     }
@@ -121,6 +129,18 @@ impl EdgeConfig {
                 1024,
                 4 * 1024 * 1024 * 1024,
             ),
+            (
+                "edge.learned_origin_expiry_ms",
+                self.learned_origin_expiry_ms,
+                1_000,
+                86_400_000,
+            ),
+            (
+                "edge.max_learned_origins",
+                self.max_learned_origins as u64,
+                1,
+                10_000,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
@@ -141,5 +161,30 @@ impl EdgeConfig {
             ));
         }
         super::validate_limits("edge.limits", &self.limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn learned_origin_bounds_are_validated_naming_key_and_value() {
+        for (toml, key, value) in [
+            (
+                "learned_origin_expiry_ms = 10",
+                "edge.learned_origin_expiry_ms",
+                "10",
+            ),
+            ("max_learned_origins = 0", "edge.max_learned_origins", "0"),
+        ] {
+            let c = crate::config::Config::parse(&format!("[edge]\n{toml}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{e}");
+        }
+        let c = crate::config::Config::parse(
+            "[edge]\nlearned_origin_expiry_ms = 5000\nmax_learned_origins = 3\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.edge.max_learned_origins, 3);
     }
 }

@@ -36,6 +36,8 @@ pub fn apply_env_overrides(
             "VOD_DIR" => config.vod.dir = value.into(),
             "BUS_ENDPOINT" => config.bus.publish_endpoint = value,
             "PIPELINES_DIR" => config.pipelines.dir = value.into(),
+            // Not an override: clap reads it as `--config` (the file this config came from).
+            "CONFIG" => {}
             _ => {
                 return Err(ConfigError::invalid(
                     name,
@@ -65,5 +67,14 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("ZOOMATE_RTMP_LISTEN") && e.to_string().contains("nope"));
         apply_env_overrides(&mut c, [("PATH".into(), "/bin".into())]).unwrap();
+    }
+
+    #[test]
+    fn zoomate_config_names_the_file_and_is_not_an_unknown_override() {
+        let mut c = Config::default();
+        apply_env_overrides(&mut c, [("ZOOMATE_CONFIG".into(), "f.toml".into())]).unwrap();
+        let e =
+            apply_env_overrides(&mut c, [("ZOOMATE_CONFIGG".into(), "f.toml".into())]).unwrap_err();
+        assert!(e.to_string().contains("ZOOMATE_CONFIGG"), "{e}");
     }
 }

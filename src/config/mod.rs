@@ -115,6 +115,10 @@ impl Default for LogConfig {
     }
 }
 
+/// Smallest `max_header_bytes` the HTTP server can enforce: hyper's HTTP/1 read buffer (which
+/// bounds the request head) cannot be smaller than 8 KiB.
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+
 /// Limits for an HTTP listener (origin or edge).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,7 +127,8 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Time allowed for a client to send the complete request head, in milliseconds.
     pub header_read_timeout_ms: u64,
-    /// Largest request head accepted, in bytes.
+    /// Largest request head accepted, in bytes; at least [`MIN_MAX_HEADER_BYTES`] (hyper's
+    /// smallest read buffer).
     pub max_header_bytes: usize,
     /// Time allowed to shut down gracefully: in-flight responses finish, then connections close.
     pub drain_timeout_ms: u64,
@@ -786,11 +791,14 @@ pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), Config
             "must be > 0",
         ));
     }
-    if !(1024..=1024 * 1024).contains(&l.max_header_bytes) {
+    // Below hyper's minimum the server would silently use 8192: refuse instead of pretending.
+    if !(MIN_MAX_HEADER_BYTES..=1024 * 1024).contains(&l.max_header_bytes) {
         return Err(ConfigError::invalid(
             format!("{prefix}.max_header_bytes"),
             l.max_header_bytes,
-            "must be 1024..=1048576",
+            format!(
+                "must be {MIN_MAX_HEADER_BYTES}..=1048576 (the HTTP server cannot enforce less)"
+            ),
         ));
     }
     if l.drain_timeout_ms > 600_000 {
@@ -838,6 +846,22 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.ladder.renditions.len(), 3);
         assert!(c.streams.iter().any(|s| s.name == "demo"));
+    }
+
+    #[test]
+    fn max_header_bytes_below_what_the_server_enforces_is_rejected() {
+        for section in ["origin", "edge"] {
+            let c =
+                Config::parse(&format!("[{section}.limits]\nmax_header_bytes = 1024\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{section}.limits.max_header_bytes")) && e.contains("1024"),
+                "{e}"
+            );
+            let c =
+                Config::parse(&format!("[{section}.limits]\nmax_header_bytes = 8192\n")).unwrap();
+            c.validate().unwrap();
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! active health checker.
 
 pub mod balancer;
+pub mod metrics;
 pub mod trust;
 pub mod upstream;
 
@@ -21,11 +22,13 @@ use crate::bus::BusEvent;
 use crate::config::{Config, EdgeConfig};
 use crate::http::Body;
 use crate::http::headers::{self, Representation};
+use crate::http::metrics::Counter;
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use balancer::OriginSet;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use metrics::EdgeMetrics;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -43,9 +46,6 @@ const MAX_TRACKED_PLAYLISTS: u64 = 100_000;
 const MAX_TRACKED_SEGMENT_SIZES: u64 = 100_000;
 /// How long an announcement (sequence, size) is remembered without being renewed.
 const ANNOUNCEMENT_MEMORY: Duration = Duration::from_secs(600);
-/// Learned origins at once, and how long one is remembered after its last heartbeat.
-const MAX_LEARNED_ORIGINS: usize = 64;
-const LEARNED_ORIGIN_EXPIRY_MS: i64 = 30_000;
 
 /// The newest segment the bus announced for a playlist, and when it was believed.
 #[derive(Debug, Clone, Copy)]
@@ -79,43 +79,6 @@ pub fn newest_sequence(playlist: &str) -> Option<u64> {
     (ms + n).checked_sub(1)
 }
 
-#[derive(Default)]
-struct EdgeMetrics {
-    requests: [[AtomicU64; 6]; 6],
-    hits: AtomicU64,
-    misses: AtomicU64,
-    coalesced_waiters: AtomicU64,
-    evictions: Arc<AtomicU64>,
-    prefetches: AtomicU64,
-    prefetch_skipped: AtomicU64,
-    stale_playlist_refreshes: AtomicU64,
-    /// Bus announcements not believed, by [`trust::Rejection`] (indexed as `Rejection::ALL`).
-    bus_rejected: [AtomicU64; trust::Rejection::ALL.len()],
-}
-
-impl EdgeMetrics {
-    /// Counts a rejection and logs it, rate-limited (the 1st, 2nd, 4th, 8th… of each reason).
-    fn bus_rejected(&self, reason: trust::Rejection, endpoint: &str, topic: &str) {
-        let i = trust::Rejection::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        let n = self.bus_rejected[i].fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_power_of_two() {
-            tracing::warn!(
-                reason = reason.label(),
-                endpoint,
-                topic = %topic.escape_debug(),
-                rejected = n,
-                "bus announcement not believed"
-            );
-        }
-    }
-}
-
-const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
-const STATUSES: [u16; 6] = [200, 206, 304, 404, 400, 502];
-
 struct Edge {
     config: EdgeConfig,
     cache: moka::future::Cache<String, Arc<CachedObject>>,
@@ -126,6 +89,8 @@ struct Edge {
     metrics: EdgeMetrics,
     prefetch_permits: Arc<tokio::sync::Semaphore>,
     bus_stats: OnceLock<crate::bus::subscriber::BusSubscriber>,
+    /// Refusals per reason (indexed as `trust::Rejection::ALL`), for rate-limited logging.
+    rejections_logged: [AtomicU64; trust::Rejection::ALL.len()],
 }
 
 /// A bound, not yet running edge.
@@ -138,7 +103,8 @@ impl EdgeServer {
     pub async fn bind(config: &Config) -> std::io::Result<EdgeServer> {
         let listener = TcpListener::bind(config.edge.listen).await?;
         let ec = config.edge.clone();
-        let metrics = EdgeMetrics::default();
+        let (fetches, failovers) = (Counter::default(), Counter::default());
+        let metrics = EdgeMetrics::new(&fetches, &failovers);
         let evictions = metrics.evictions.clone();
         let cache = moka::future::Cache::builder()
             .max_capacity(ec.cache_bytes)
@@ -147,11 +113,18 @@ impl EdgeServer {
             })
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
-                    evictions.fetch_add(1, Ordering::Relaxed);
+                    evictions.inc();
                 }
             })
             .build();
-        let origins = Arc::new(OriginSet::new(&ec.origins, ec.balance));
+        let origins = Arc::new(OriginSet::with_limits(
+            &ec.origins,
+            ec.balance,
+            balancer::LearnedOriginLimits {
+                max_origins: ec.max_learned_origins,
+                expiry_ms: ec.learned_origin_expiry_ms,
+            },
+        ));
         let timeout = Duration::from_millis(ec.origin_timeout_ms);
         let upstream = Upstream {
             client: upstream::client(timeout),
@@ -160,8 +133,8 @@ impl EdgeServer {
             max_object_bytes: ec.max_object_bytes as usize,
             fall: ec.health_fall,
             rise: ec.health_rise,
-            fetches: AtomicU64::new(0),
-            failovers: AtomicU64::new(0),
+            fetches,
+            failovers,
         };
         Ok(EdgeServer {
             listener,
@@ -179,6 +152,7 @@ impl EdgeServer {
                 metrics,
                 prefetch_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PREFETCHES)),
                 bus_stats: OnceLock::new(),
+                rejections_logged: Default::default(),
                 config: ec,
             }),
         })
@@ -214,7 +188,13 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || render_metrics(&edge)) {
-        return r;
+        // Health checks and scrapes are not viewer traffic; refusals (405) and preflights are.
+        let operator = matches!(path.as_str(), "/healthz" | "/metrics");
+        return if operator && r.status().is_success() {
+            r
+        } else {
+            count(&edge, None, r)
+        };
     }
     let (stream, kind, live) = match route(&path) {
         Ok(r) => r,
@@ -302,12 +282,7 @@ fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
 }
 
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {
-    let k = kind
-        .map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5))
-        .unwrap_or(5);
-    if let Some(s) = STATUSES.iter().position(|s| *s == resp.status().as_u16()) {
-        edge.metrics.requests[k][s].fetch_add(1, Ordering::Relaxed);
-    }
+    edge.metrics.request(kind, resp.status());
     resp
 }
 
@@ -337,21 +312,17 @@ async fn lookup_or_fetch(
 ) -> Result<(Arc<CachedObject>, bool), FetchError> {
     if let Some(obj) = edge.cache.get(path).await {
         if is_fresh(edge, path, &obj, live) {
-            edge.metrics.hits.fetch_add(1, Ordering::Relaxed);
+            edge.metrics.hits.inc();
             return Ok((obj, true));
         }
-        edge.metrics
-            .stale_playlist_refreshes
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.stale_playlist_refreshes.inc();
         edge.cache.invalidate(path).await;
     }
-    edge.metrics.misses.fetch_add(1, Ordering::Relaxed);
+    edge.metrics.misses.inc();
     let ran = Arc::new(AtomicBool::new(false));
     let result = fetch_into_cache(edge, stream, path, kind, live, None, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
-        edge.metrics
-            .coalesced_waiters
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.coalesced_waiters.inc();
     }
     result.map(|o| (o, false))
 }
@@ -378,8 +349,7 @@ async fn fetch_into_cache(
             };
             if let Some(announced) = e.announced_sizes.get(&path_owned) {
                 if f.body.len() as u64 != announced {
-                    e.metrics
-                        .bus_rejected(trust::Rejection::Size, &f.origin, &path_owned);
+                    reject(&e, trust::Rejection::Size, &f.origin, &path_owned);
                     return Err(FetchError::Unavailable(format!(
                         "origin {} sent {} bytes for {path_owned}, announced {announced}",
                         f.origin,
@@ -461,10 +431,9 @@ async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
             &delivery.endpoint,
             &delivery.topic,
             &delivery.event,
-            unix_ms(),
+            unix_now_ms(),
         ) {
-            edge.metrics
-                .bus_rejected(reason, &delivery.endpoint, &delivery.topic);
+            reject(&edge, reason, &delivery.endpoint, &delivery.topic);
             continue;
         }
         match delivery.event {
@@ -534,16 +503,29 @@ fn trust_policy(config: &EdgeConfig) -> trust::TrustPolicy {
         .collect();
     trust::TrustPolicy {
         allow,
-        max_origins: MAX_LEARNED_ORIGINS,
-        origin_expiry_ms: LEARNED_ORIGIN_EXPIRY_MS,
+        max_origins: config.max_learned_origins,
+        origin_expiry_ms: config.learned_origin_expiry_ms as i64,
     }
 }
 
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Counts a refused announcement and logs it, rate-limited (the 1st, 2nd, 4th, 8th… of each
+/// reason): a flood of forgeries must not become a flood of log lines.
+fn reject(edge: &Edge, reason: trust::Rejection, source: &str, what: &str) {
+    edge.metrics.bus_rejected(reason.label());
+    let i = trust::Rejection::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(0);
+    let n = edge.rejections_logged[i].fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(
+            reason = reason.label(),
+            source,
+            what = %what.escape_debug(),
+            rejected = n,
+            "bus announcement not believed"
+        );
+    }
 }
 
 fn announce(edge: &Edge, playlist: &str, sequence: u64) {
@@ -567,9 +549,7 @@ fn announce(edge: &Edge, playlist: &str, sequence: u64) {
 /// another: the announcement vouches only for its own origin's copy).
 fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
     let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
-        edge.metrics
-            .prefetch_skipped
-            .fetch_add(1, Ordering::Relaxed);
+        edge.metrics.prefetch_skipped.inc();
         return;
     };
     let e = edge.clone();
@@ -581,7 +561,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
         if e.cache.contains_key(&uri) {
             return;
         }
-        e.metrics.prefetches.fetch_add(1, Ordering::Relaxed);
+        e.metrics.prefetches.inc();
         if let Err(err) = fetch_into_cache(
             &e,
             &stream,
@@ -598,7 +578,8 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
     });
 }
 
-/// Active health checks: `GET /healthz` on every origin each interval.
+/// Active health checks: `GET /healthz` on every origin each interval, after forgetting the
+/// learned origins whose heartbeats stopped (so the dead are not checked forever).
 async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
     let mut tick =
         tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
@@ -608,6 +589,7 @@ async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        edge.upstream.origins.expire_learned(unix_now_ms());
         for origin in edge.upstream.origins.snapshot().iter() {
             let uri: Result<http::Uri, _> = format!("{}/healthz", origin.base_url).parse();
             let Ok(uri) = uri else { continue };
@@ -628,131 +610,20 @@ async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
     }
 }
 
-fn render_metrics(edge: &Edge) -> String {
-    use std::fmt::Write;
-    let m = &edge.metrics;
-    let mut out = String::new();
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        );
-    };
-    out.push_str("# HELP zoomate_edge_requests_total Edge requests by resource kind and status.\n# TYPE zoomate_edge_requests_total counter\n");
-    for (k, kind) in KINDS.iter().enumerate() {
-        for (s, status) in STATUSES.iter().enumerate() {
-            let v = m.requests[k][s].load(Ordering::Relaxed);
-            if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "zoomate_edge_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}"
-                );
-            }
-        }
-    }
-    counter(
-        &mut out,
-        "zoomate_edge_cache_hits_total",
-        "Requests answered from the cache.",
-        m.hits.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_cache_misses_total",
-        "Requests that needed an origin fetch (own or joined).",
-        m.misses.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_coalesced_waiters_total",
-        "Misses that waited on another request's origin fetch.",
-        m.coalesced_waiters.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_cache_evictions_total",
-        "Objects evicted for space.",
-        m.evictions.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_origin_fetches_total",
-        "Origin GETs, retries included.",
-        edge.upstream.fetches.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_origin_failovers_total",
-        "Fetches retried on another origin.",
-        edge.upstream.failovers.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_prefetches_total",
-        "Segments pulled into the cache on a bus announcement.",
-        m.prefetches.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_prefetches_skipped_total",
-        "Announcements not prefetched (concurrency limit).",
-        m.prefetch_skipped.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "zoomate_edge_playlist_refreshes_total",
-        "Cached playlists refetched as stale (bus announcement or TTL).",
-        m.stale_playlist_refreshes.load(Ordering::Relaxed),
-    );
-    let _ = write!(
-        out,
-        "# HELP zoomate_edge_cache_bytes Bytes held in the cache.\n# TYPE zoomate_edge_cache_bytes gauge\nzoomate_edge_cache_bytes {}\n",
-        edge.cache.weighted_size()
-    );
-    if let Some(sub) = edge.bus_stats.get() {
-        let s = sub.stats();
-        counter(
-            &mut out,
-            "zoomate_edge_bus_messages_total",
-            "Bus messages received.",
-            s.received,
-        );
-        counter(
-            &mut out,
-            "zoomate_edge_bus_dropped_total",
-            "Bus messages dropped: queue full.",
-            s.dropped_full,
-        );
-        counter(
-            &mut out,
-            "zoomate_edge_bus_malformed_total",
-            "Bus messages dropped: malformed.",
-            s.malformed,
-        );
-    }
-    out.push_str("# HELP zoomate_edge_bus_rejected_total Bus announcements not believed, by reason.\n# TYPE zoomate_edge_bus_rejected_total counter\n");
-    for (i, reason) in trust::Rejection::ALL.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "zoomate_edge_bus_rejected_total{{reason=\"{}\"}} {}",
-            reason.label(),
-            m.bus_rejected[i].load(Ordering::Relaxed)
-        );
-    }
-    out.push_str("# HELP zoomate_edge_origin_up Whether an origin is in rotation (1) or ejected (0).\n# TYPE zoomate_edge_origin_up gauge\n");
-    let now = std::time::SystemTime::now()
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    for o in edge.upstream.origins.snapshot().iter() {
-        let _ = writeln!(
-            out,
-            "zoomate_edge_origin_up{{origin=\"{}\"}} {}",
-            o.id.replace('"', ""),
-            u8::from(o.usable(now))
-        );
-    }
-    out
+        .unwrap_or(0)
+}
+
+fn render_metrics(edge: &Edge) -> String {
+    edge.metrics.render(metrics::ScrapeState {
+        cache_bytes: edge.cache.weighted_size(),
+        origins: &edge.upstream.origins,
+        bus: edge.bus_stats.get().map(|sub| sub.stats()),
+        now_ms: unix_now_ms(),
+    })
 }
 
 #[cfg(test)]

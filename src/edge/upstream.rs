@@ -8,7 +8,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -45,14 +44,6 @@ pub fn client(timeout: Duration) -> HttpClient {
         .build(connector)
 }
 
-/// Decrements an origin's in-flight count however the fetch ends.
-struct InFlight(Arc<Origin>);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub struct Upstream {
     pub client: HttpClient,
     pub origins: Arc<OriginSet>,
@@ -60,8 +51,9 @@ pub struct Upstream {
     pub max_object_bytes: usize,
     pub fall: u32,
     pub rise: u32,
-    pub fetches: std::sync::atomic::AtomicU64,
-    pub failovers: std::sync::atomic::AtomicU64,
+    /// Origin GETs (retries included) and retries on another origin, for `/metrics`.
+    pub fetches: crate::http::metrics::Counter,
+    pub failovers: crate::http::metrics::Counter,
 }
 
 impl Upstream {
@@ -77,11 +69,10 @@ impl Upstream {
         let mut not_found = false;
         for (attempt, origin) in candidates.into_iter().take(MAX_ORIGIN_ATTEMPTS).enumerate() {
             if attempt > 0 {
-                self.failovers.fetch_add(1, Ordering::Relaxed);
+                self.failovers.inc();
             }
-            self.fetches.fetch_add(1, Ordering::Relaxed);
-            origin.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _guard = InFlight(origin.clone());
+            self.fetches.inc();
+            let _in_flight = origin.start_request();
             match self.fetch_one(&origin, path).await {
                 Ok(Some(f)) => {
                     origin.record_success(self.rise);
@@ -121,9 +112,8 @@ impl Upstream {
                 "origin {origin_id} is not in the origin set"
             )));
         };
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        origin.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _guard = InFlight(origin.clone());
+        self.fetches.inc();
+        let _in_flight = origin.start_request();
         match self.fetch_one(&origin, path).await {
             Ok(Some(f)) => {
                 origin.record_success(self.rise);

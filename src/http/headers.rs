@@ -6,7 +6,6 @@ use super::paths::ResourceKind;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
-use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
 /// One representation of a resource, ready to answer any GET/HEAD for it.
@@ -38,11 +37,11 @@ impl Representation {
 }
 
 /// A strong validator from the content itself: identical bytes on any origin → same ETag, so
-/// an edge can revalidate against whichever origin it picks.
+/// an edge can revalidate against whichever origin it picks. XXH3-64 is a specified algorithm
+/// (unlike `std`'s `DefaultHasher`), so origins and edges built at different times agree.
 pub fn strong_etag(body: &[u8]) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    format!("\"{:x}-{:016x}\"", body.len(), h.finish())
+    let h = xxhash_rust::xxh3::xxh3_64(body);
+    format!("\"{:x}-{h:016x}\"", body.len())
 }
 
 /// Cache-Control for a kind. Segment names are never reused, so they are immutable; live
@@ -108,7 +107,7 @@ pub fn common_routes(
             let mut r = text(StatusCode::OK, metrics().trim_end());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(super::metrics::CONTENT_TYPE),
             );
             Some(r)
         }
@@ -300,6 +299,16 @@ mod tests {
         }
         h
     }
+
+    #[test]
+    fn etag_is_pinned_to_xxh3_64() {
+        // XXH3-64 of the empty input, from the xxHash specification's reference output.
+        assert_eq!(strong_etag(b""), "\"0-2d06800538d394c2\"");
+        // Changing the algorithm changes every validator an origin fleet hands out: make it loud.
+        assert_eq!(strong_etag(b"0123456789"), PINNED_ETAG_0123456789);
+    }
+
+    const PINNED_ETAG_0123456789: &str = "\"a-6de3431b05f7c11f\"";
 
     #[test]
     fn ranges() {

@@ -2,6 +2,7 @@
 
 pub mod base_url;
 pub mod headers;
+pub mod metrics;
 pub mod paths;
 pub mod server;
 pub use server::{Body, serve};

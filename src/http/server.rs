@@ -2,7 +2,7 @@
 //! read timeout and size limit, and a graceful drain on the shutdown signal.
 
 use crate::Shutdown;
-use crate::config::HttpLimits;
+use crate::config::{HttpLimits, MIN_MAX_HEADER_BYTES};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
@@ -35,7 +35,9 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        // validate() refuses less than hyper's minimum, so this is the configured value; the
+        // max() only keeps hyper's assertion away from limits built without validation.
+        .max_buf_size(limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES))
         .keep_alive(true);
     loop {
         let permit = tokio::select! {

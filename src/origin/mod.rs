@@ -8,6 +8,7 @@ use crate::Shutdown;
 use crate::config::{Config, HttpLimits};
 use crate::http::Body;
 use crate::http::headers::{self, Representation};
+use crate::http::metrics::{Counter, Family, Registry, RequestLabels};
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -15,58 +16,63 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 /// Largest file the origin reads into memory for one response.
 const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Request counters for `/metrics` (atomics: the hot path takes no lock).
-#[derive(Default)]
+/// The origin's `/metrics` counters, in its own registry.
 pub struct OriginMetrics {
-    by_kind_status: [[AtomicU64; 5]; 6],
-    segment_requests: AtomicU64,
+    registry: Registry,
+    by_kind_status: Family<RequestLabels, Counter>,
+    segment_requests: Counter,
 }
 
-const KINDS: [&str; 6] = ["master", "playlist", "manifest", "segment", "init", "other"];
-const STATUSES: [u16; 5] = [200, 206, 304, 404, 400];
+impl Default for OriginMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let by_kind_status = Family::<RequestLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters: names here are without it.
+        registry.register(
+            "zoomate_origin_http_requests",
+            "Origin HTTP requests by resource kind and status",
+            by_kind_status.clone(),
+        );
+        let segment_requests = Counter::default();
+        registry.register(
+            "zoomate_origin_segment_requests",
+            "Segment and init segment requests (any status)",
+            segment_requests.clone(),
+        );
+        OriginMetrics {
+            registry,
+            by_kind_status,
+            segment_requests,
+        }
+    }
+}
 
 impl OriginMetrics {
+    /// One request answered with `status` (any code).
     fn record(&self, kind: Option<ResourceKind>, status: StatusCode) {
-        let k = kind
-            .map(|k| KINDS.iter().position(|n| *n == k.label()).unwrap_or(5))
-            .unwrap_or(5);
-        if let Some(s) = STATUSES.iter().position(|s| *s == status.as_u16()) {
-            self.by_kind_status[k][s].fetch_add(1, Ordering::Relaxed);
-        }
+        self.by_kind_status
+            .get_or_create(&RequestLabels::new(kind, status))
+            .inc();
         if matches!(
             kind,
             Some(ResourceKind::Segment | ResourceKind::InitSegment)
         ) {
-            self.segment_requests.fetch_add(1, Ordering::Relaxed);
+            self.segment_requests.inc();
         }
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::from(
-            "# HELP zoomate_origin_http_requests_total Origin HTTP requests by resource kind and status.\n\
-             # TYPE zoomate_origin_http_requests_total counter\n",
-        );
-        for (k, kind) in KINDS.iter().enumerate() {
-            for (s, status) in STATUSES.iter().enumerate() {
-                let v = self.by_kind_status[k][s].load(Ordering::Relaxed);
-                if v > 0 {
-                    out.push_str(&format!("zoomate_origin_http_requests_total{{kind=\"{kind}\",status=\"{status}\"}} {v}\n"));
-                }
-            }
+    /// The origin's own counters, plus whatever `extra` registers (ingest counters).
+    pub fn render(&self, extra: Option<&IngestMetrics>) -> String {
+        let mut scrape = Registry::default();
+        if let Some(register) = extra {
+            register(&mut scrape);
         }
-        out.push_str(&format!(
-            "# HELP zoomate_origin_segment_requests_total Segment and init segment requests (any status).\n\
-             # TYPE zoomate_origin_segment_requests_total counter\nzoomate_origin_segment_requests_total {}\n",
-            self.segment_requests.load(Ordering::Relaxed)
-        ));
-        out
+        crate::http::metrics::encode(&[&self.registry, &scrape])
     }
 }
 
@@ -79,8 +85,8 @@ struct OriginState {
     ingest_metrics: std::sync::OnceLock<IngestMetrics>,
 }
 
-/// Renders ingest counters as Prometheus text.
-pub type IngestMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+/// Registers the ingest side's metrics (RTP counters), read at scrape time, into a registry.
+pub type IngestMetrics = Arc<dyn Fn(&mut Registry) + Send + Sync>;
 
 /// A bound, not yet running origin server.
 pub struct OriginServer {
@@ -133,12 +139,12 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || {
-        let mut text = state.metrics.render();
-        if let Some(ingest) = state.ingest_metrics.get() {
-            text.push_str(&ingest());
-        }
-        text
+        state.metrics.render(state.ingest_metrics.get())
     }) {
+        // Health checks and scrapes are not media traffic; refusals (405) and preflights are.
+        if !(matches!(path.as_str(), "/healthz" | "/metrics") && r.status().is_success()) {
+            state.metrics.record(None, r.status());
+        }
         return r;
     }
     let (file, kind, live) = match locate(&state, &path) {

@@ -5,16 +5,25 @@ use super::session::{Announce, NetworkSource, SessionContext, SessionError, run_
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::config::{Config, StreamConfig, StreamSource};
+use crate::http::metrics::{Counter, Family, Registry};
 use crate::ingest::rtp::RtpCounters;
 use crate::store::Janitor;
 use crate::transcode::Templates;
 use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+
+/// Labels of `zoomate_rtp_datagrams_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RtpLabels {
+    stream: String,
+    outcome: &'static str,
+}
 
 /// FLV chunks buffered between the RTMP connection and the pipeline's appsrc.
 const PUBLISH_CHANNEL_CAPACITY: usize = 256;
@@ -243,29 +252,34 @@ impl StreamRegistry {
         map.entry(stream.to_string()).or_default().clone()
     }
 
-    /// Prometheus text for the RTP streams: datagrams accepted and dropped, by reason.
-    pub fn render_metrics(&self) -> String {
+    /// Registers the RTP streams' datagram counters (accepted and dropped, by reason) into
+    /// `registry`, read now: call it once per scrape.
+    pub fn register_metrics(&self, registry: &mut Registry) {
         let map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
-            return String::new();
+            return;
         }
-        let mut out = String::from(
-            "# HELP zoomate_rtp_datagrams_total RTP datagrams received by stream and outcome.\n\
-             # TYPE zoomate_rtp_datagrams_total counter\n",
-        );
+        let datagrams = Family::<RtpLabels, Counter>::default();
         for (stream, c) in map.iter() {
             for (outcome, v) in [
                 ("accepted", &c.accepted),
                 ("malformed", &c.malformed),
                 ("wrong_payload_type", &c.wrong_payload_type),
             ] {
-                out.push_str(&format!(
-                    "zoomate_rtp_datagrams_total{{stream=\"{stream}\",outcome=\"{outcome}\"}} {}\n",
-                    v.load(Ordering::Relaxed)
-                ));
+                datagrams
+                    .get_or_create(&RtpLabels {
+                        stream: stream.clone(),
+                        outcome,
+                    })
+                    .inc_by(v.load(Ordering::Relaxed));
             }
         }
-        out
+        // prometheus-client appends `_total`: exposed as zoomate_rtp_datagrams_total.
+        registry.register(
+            "zoomate_rtp_datagrams",
+            "RTP datagrams received by stream and outcome",
+            datagrams,
+        );
     }
 
     /// Waits until every session has finished (after shutdown was signalled).

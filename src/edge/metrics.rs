@@ -1,0 +1,220 @@
+//! The edge's `/metrics`: counters it owns live in one `prometheus-client` registry for the
+//! process; state owned elsewhere (cache size, the origin set, the bus subscriber) is read at
+//! scrape time into a second, per-scrape registry. Names are the ones dashboards use.
+
+use super::balancer::OriginSet;
+use crate::bus::subscriber::SubscriberStats;
+use crate::http::metrics::{Counter, Family, Gauge, Registry, RequestLabels};
+use crate::http::paths::ResourceKind;
+use prometheus_client::encoding::EncodeLabelSet;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    /// Bus origin id or configured URL: text from config or a peer, escaped by the encoder.
+    origin: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Counters the edge increments on its request path and in its background services.
+pub struct EdgeMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub coalesced_waiters: Counter,
+    pub evictions: Counter,
+    pub prefetches: Counter,
+    pub prefetch_skipped: Counter,
+    pub stale_playlist_refreshes: Counter,
+    bus_rejected: Family<ReasonLabels, Counter>,
+}
+
+/// What a scrape reads from the rest of the edge.
+pub struct ScrapeState<'a> {
+    pub cache_bytes: u64,
+    pub origins: &'a OriginSet,
+    pub bus: Option<SubscriberStats>,
+    pub now_ms: i64,
+}
+
+impl EdgeMetrics {
+    /// `origin_fetches` and `origin_failovers` are the upstream's counters (it increments them).
+    pub fn new(origin_fetches: &Counter, origin_failovers: &Counter) -> EdgeMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters: names here are without it.
+        registry.register(
+            "zoomate_edge_requests",
+            "Edge requests by resource kind and status",
+            requests.clone(),
+        );
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let hits = counter(
+            "zoomate_edge_cache_hits",
+            "Requests answered from the cache",
+        );
+        let misses = counter(
+            "zoomate_edge_cache_misses",
+            "Requests that needed an origin fetch (own or joined)",
+        );
+        let coalesced_waiters = counter(
+            "zoomate_edge_coalesced_waiters",
+            "Misses that waited on another request's origin fetch",
+        );
+        let evictions = counter("zoomate_edge_cache_evictions", "Objects evicted for space");
+        let prefetches = counter(
+            "zoomate_edge_prefetches",
+            "Segments pulled into the cache on a bus announcement",
+        );
+        let prefetch_skipped = counter(
+            "zoomate_edge_prefetches_skipped",
+            "Announcements not prefetched (concurrency limit)",
+        );
+        let stale_playlist_refreshes = counter(
+            "zoomate_edge_playlist_refreshes",
+            "Cached playlists refetched as stale (bus announcement or TTL)",
+        );
+        registry.register(
+            "zoomate_edge_origin_fetches",
+            "Origin GETs, retries included",
+            origin_fetches.clone(),
+        );
+        registry.register(
+            "zoomate_edge_origin_failovers",
+            "Fetches retried on another origin",
+            origin_failovers.clone(),
+        );
+        let bus_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "zoomate_edge_bus_rejected",
+            "Bus events the edge refused, by reason",
+            bus_rejected.clone(),
+        );
+        EdgeMetrics {
+            registry,
+            requests,
+            hits,
+            misses,
+            coalesced_waiters,
+            evictions,
+            prefetches,
+            prefetch_skipped,
+            stale_playlist_refreshes,
+            bus_rejected,
+        }
+    }
+
+    /// One request answered with `status` (any code: each gets its own sample).
+    pub fn request(&self, kind: Option<ResourceKind>, status: http::StatusCode) {
+        self.requests
+            .get_or_create(&RequestLabels::new(kind, status))
+            .inc();
+    }
+
+    /// A bus event refused, as `zoomate_edge_bus_rejected_total{reason}`. `reason` should be one
+    /// of a few fixed words chosen by the caller (each distinct value is a new series), not text
+    /// from the peer.
+    pub fn bus_rejected(&self, reason: &str) {
+        self.bus_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The whole `/metrics` body.
+    pub fn render(&self, s: ScrapeState<'_>) -> String {
+        let mut scrape = Registry::default();
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(s.cache_bytes).unwrap_or(i64::MAX));
+        scrape.register("zoomate_edge_cache_bytes", "Bytes held in the cache", gauge);
+        let mirrored = |scrape: &mut Registry, name: &str, help: &str, v: u64| {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            scrape.register(name, help, c);
+        };
+        mirrored(
+            &mut scrape,
+            "zoomate_edge_origins_rejected",
+            "Heartbeats from new origins ignored: edge.max_learned_origins reached",
+            s.origins.rejected_heartbeats(),
+        );
+        if let Some(bus) = s.bus {
+            mirrored(
+                &mut scrape,
+                "zoomate_edge_bus_messages",
+                "Bus messages received",
+                bus.received,
+            );
+            mirrored(
+                &mut scrape,
+                "zoomate_edge_bus_dropped",
+                "Bus messages dropped: queue full",
+                bus.dropped_full,
+            );
+            mirrored(
+                &mut scrape,
+                "zoomate_edge_bus_malformed",
+                "Bus messages dropped: malformed",
+                bus.malformed,
+            );
+        }
+        let up = Family::<OriginLabels, Gauge>::default();
+        for o in s.origins.snapshot().iter() {
+            up.get_or_create(&OriginLabels {
+                origin: o.id.clone(),
+            })
+            .set(i64::from(o.usable(s.now_ms)));
+        }
+        scrape.register(
+            "zoomate_edge_origin_up",
+            "Whether an origin is in rotation (1) or ejected (0)",
+            up,
+        );
+        crate::http::metrics::encode(&[&self.registry, &scrape])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BalancePolicy;
+
+    #[test]
+    fn origin_ids_are_escaped_and_every_status_and_reason_is_listed() {
+        let (f, fo) = (Counter::default(), Counter::default());
+        let m = EdgeMetrics::new(&f, &fo);
+        m.request(
+            Some(ResourceKind::Segment),
+            http::StatusCode::RANGE_NOT_SATISFIABLE,
+        );
+        m.request(None, http::StatusCode::METHOD_NOT_ALLOWED);
+        m.bus_rejected("wrong_endpoint");
+        let origins = OriginSet::new(&["http://h/a\"b\\c".into()], BalancePolicy::RoundRobin);
+        let text = m.render(ScrapeState {
+            cache_bytes: 7,
+            origins: &origins,
+            bus: None,
+            now_ms: 0,
+        });
+        for want in [
+            "zoomate_edge_requests_total{kind=\"segment\",status=\"416\"} 1",
+            "zoomate_edge_requests_total{kind=\"other\",status=\"405\"} 1",
+            "zoomate_edge_bus_rejected_total{reason=\"wrong_endpoint\"} 1",
+            "zoomate_edge_origin_up{origin=\"http://h/a\\\"b\\\\c\"} 1",
+            "zoomate_edge_cache_bytes 7",
+            "zoomate_edge_cache_hits_total 0",
+            "zoomate_edge_origins_rejected_total 0",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

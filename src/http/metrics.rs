@@ -1,0 +1,75 @@
+//! `/metrics` for every role: `prometheus-client` registries, encoded in the Prometheus text
+//! format 0.0.4 (what every Prometheus version scrapes), and the label sets shared by the origin
+//! and the edge. The crate writes names, types, `_total` suffixes and label escaping; zoomate
+//! only says what to count.
+
+use crate::http::paths::ResourceKind;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::registry::Registry;
+
+/// `Content-Type` of a `/metrics` answer.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Labels of the HTTP request counters (`zoomate_{edge,origin_http}_requests_total`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Resource kind (`ResourceKind::label`), or `other` for anything not a media path.
+    pub kind: &'static str,
+    /// Any HTTP status code: the family has a sample per code seen.
+    pub status: u16,
+}
+
+impl RequestLabels {
+    pub fn new(kind: Option<ResourceKind>, status: http::StatusCode) -> RequestLabels {
+        RequestLabels {
+            kind: kind.map(|k| k.label()).unwrap_or("other"),
+            status: status.as_u16(),
+        }
+    }
+}
+
+/// Encodes `registries` one after another (each family appears once overall: the registries
+/// must not share names).
+pub fn encode(registries: &[&Registry]) -> String {
+    let mut out = String::new();
+    for r in registries {
+        // Writing into a String cannot fail; an encoder error would be a bug in a metric.
+        if let Err(e) = prometheus_text::encode(&mut out, r) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_status_is_counted_and_names_keep_their_total_suffix() {
+        let mut r = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        r.register("zoomate_x_requests", "Requests", requests.clone());
+        for status in [200u16, 405, 416, 500, 599] {
+            let s = http::StatusCode::from_u16(status).unwrap();
+            requests.get_or_create(&RequestLabels::new(None, s)).inc();
+        }
+        let text = encode(&[&r]);
+        for status in [200, 405, 416, 500, 599] {
+            assert!(
+                text.contains(&format!(
+                    "zoomate_x_requests_total{{kind=\"other\",status=\"{status}\"}} 1"
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("# TYPE zoomate_x_requests_total counter"),
+            "{text}"
+        );
+    }
+}

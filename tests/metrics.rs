@@ -1,0 +1,188 @@
+//! `/metrics` of the origin and the edge, read by the official Python `prometheus_client`
+//! parser: every status code is counted (405 and 416 were dropped by a fixed table once), and
+//! label values from config are escaped, not mangled.
+//!
+//! The parser comes from `scripts/setup-test-venv` (`make test` runs it).
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// An origin id no dashboard should ever see mangled: a quote and a backslash.
+const ODD_ORIGIN: &str = r#"http://127.0.0.1:9/q"uote\d"#;
+
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append({"family": family.name, "type": family.type, "name": s.name,
+                    "labels": s.labels, "value": s.value})
+print(json.dumps(out))
+"#;
+
+struct Sample {
+    family_type: String,
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// Parses a whole `/metrics` body with the official parser (which raises on anything invalid).
+fn parse_with_prometheus_client(body: &str) -> Vec<Sample> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "test peer missing: {} does not exist; run scripts/setup-test-venv (make test does)",
+        python.display()
+    );
+    let mut child = Command::new(&python)
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write body");
+    let out = child.wait_with_output().expect("python output");
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the body: {}\n{body}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| Sample {
+            family_type: s["type"].as_str().unwrap_or_default().to_string(),
+            name: s["name"].as_str().unwrap_or_default().to_string(),
+            labels: s["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: s["value"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+    samples.iter().find(|s| {
+        s.name == name
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+fn post(addr: std::net::SocketAddr, path: &str) -> u16 {
+    match ureq::post(&format!("http://{addr}{path}")).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}
+
+fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
+    let r = get(addr, "/metrics");
+    assert_eq!(r.status, 200);
+    let ct = r.header("content-type").unwrap_or_default().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    parse_with_prometheus_client(&r.text())
+}
+
+#[test]
+fn every_status_is_counted_and_labels_are_escaped_for_the_official_parser() {
+    // A VOD segment written straight into the origin's store: no transcoding needed.
+    let dir = tempfile::tempdir().unwrap();
+    let seg_dir = dir.path().join("store/vod/clip/180p");
+    std::fs::create_dir_all(&seg_dir).unwrap();
+    std::fs::write(seg_dir.join("seg0.ts"), vec![0x47u8; 1880]).unwrap();
+    let o = Zoomate::start_in(
+        dir,
+        "origin",
+        "[rtmp]\nenabled = false\n[bus]\nenabled = false\n",
+    );
+    let origin = o.origin.unwrap();
+    let odd = ODD_ORIGIN.replace('\\', "\\\\").replace('"', "\\\"");
+    let e = Zoomate::start(
+        "edge",
+        &format!(
+            "[edge]\norigins = [\"http://{origin}\", \"{odd}\"]\nhealth_check_interval_ms = 300\norigin_timeout_ms = 1000\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n"
+        ),
+    );
+    let edge = e.edge.unwrap();
+    let seg = "/vod/clip/180p/seg0.ts";
+    for addr in [origin, edge] {
+        assert_eq!(post(addr, seg), 405);
+        assert_eq!(get(addr, seg).status, 200);
+        assert_eq!(get_with(addr, seg, &[("Range", "bytes=5000-")]).status, 416);
+    }
+
+    let o_samples = scrape(origin);
+    for (kind, status) in [("other", "405"), ("segment", "416"), ("segment", "200")] {
+        let s = find(
+            &o_samples,
+            "zoomate_origin_http_requests_total",
+            &[("kind", kind), ("status", status)],
+        )
+        .unwrap_or_else(|| panic!("origin: no {kind}/{status} sample"));
+        // The edge's fetch is a second 200 at the origin.
+        assert!(
+            s.family_type == "counter" && s.value >= 1.0,
+            "{kind}/{status}"
+        );
+    }
+    assert!(find(&o_samples, "zoomate_origin_segment_requests_total", &[]).is_some());
+
+    let e_samples = scrape(edge);
+    for (kind, status) in [("other", "405"), ("segment", "416"), ("segment", "200")] {
+        let s = find(
+            &e_samples,
+            "zoomate_edge_requests_total",
+            &[("kind", kind), ("status", status)],
+        )
+        .unwrap_or_else(|| panic!("edge: no {kind}/{status} sample"));
+        assert_eq!((s.family_type.as_str(), s.value), ("counter", 1.0));
+    }
+    for name in [
+        "zoomate_edge_cache_hits_total",
+        "zoomate_edge_cache_misses_total",
+        "zoomate_edge_cache_bytes",
+        "zoomate_edge_origin_fetches_total",
+        "zoomate_edge_coalesced_waiters_total",
+        "zoomate_edge_origins_rejected_total",
+    ] {
+        assert!(find(&e_samples, name, &[]).is_some(), "edge: no {name}");
+    }
+    assert!(
+        find(
+            &e_samples,
+            "zoomate_edge_origin_up",
+            &[("origin", ODD_ORIGIN)]
+        )
+        .is_some(),
+        "the odd origin id must come back from the parser unchanged"
+    );
+    assert!(
+        find(
+            &e_samples,
+            "zoomate_edge_origin_up",
+            &[("origin", &format!("http://{origin}"))]
+        )
+        .is_some()
+    );
+}
