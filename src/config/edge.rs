@@ -1,8 +1,75 @@
 //! `[edge]`: the caching, stream-aware proxy (owned by the edge module).
 
+use super::bus::{SecretKeyText, insecure, parse_key};
 use super::{ConfigError, HttpLimits};
 use serde::Deserialize;
 use std::net::SocketAddr;
+
+/// One `[edge] bus_connect` entry. In TOML either a plain endpoint, `"tcp://10.0.0.5:5556"`,
+/// or a table naming the publisher's CURVE public key,
+/// `{ endpoint = "tcp://10.0.0.5:5556", server_key = "Z85…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "BusConnectToml")]
+pub struct BusConnect {
+    /// ZeroMQ endpoint of an origin's PUB socket or a bus proxy backend.
+    pub endpoint: String,
+    /// The publisher's CURVE public key (Z85): the edge only talks to a peer proving it holds
+    /// the matching secret key.
+    pub server_key: Option<String>,
+    /// The key this edge authenticates with. Not read from `[edge]`: `app` copies
+    /// `[bus] curve_secret_key` here; `None` with a `server_key` means an ephemeral key.
+    pub client_secret_key: Option<SecretKeyText>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BusConnectToml {
+    Endpoint(String),
+    Table(BusConnectTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusConnectTable {
+    endpoint: String,
+    server_key: Option<String>,
+}
+
+impl From<BusConnectToml> for BusConnect {
+    fn from(t: BusConnectToml) -> Self {
+        match t {
+            BusConnectToml::Endpoint(endpoint) => BusConnect::plain(endpoint),
+            BusConnectToml::Table(t) => BusConnect {
+                endpoint: t.endpoint,
+                server_key: t.server_key,
+                client_secret_key: None,
+            },
+        }
+    }
+}
+
+impl BusConnect {
+    /// An entry without CURVE.
+    pub fn plain(endpoint: impl Into<String>) -> Self {
+        BusConnect {
+            endpoint: endpoint.into(),
+            server_key: None,
+            client_secret_key: None,
+        }
+    }
+}
+
+impl From<String> for BusConnect {
+    fn from(endpoint: String) -> Self {
+        BusConnect::plain(endpoint)
+    }
+}
+
+impl From<&str> for BusConnect {
+    fn from(endpoint: &str) -> Self {
+        BusConnect::plain(endpoint)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -21,8 +88,9 @@ pub struct EdgeConfig {
     pub listen: SocketAddr,
     /// Static origin base URLs, in addition to those discovered from bus heartbeats.
     pub origins: Vec<String>,
-    /// Bus endpoints to subscribe to (origins' PUB sockets or a bus proxy backend).
-    pub bus_connect: Vec<String>,
+    /// Bus endpoints to subscribe to (origins' PUB sockets or a bus proxy backend), each a
+    /// plain endpoint or `{ endpoint, server_key }` (CURVE).
+    pub bus_connect: Vec<BusConnect>,
     pub balance: BalancePolicy,
     /// Cache capacity, in bytes (segments and playlists, weighed by body size).
     pub cache_bytes: u64,
@@ -69,7 +137,34 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// `allow_insecure_network` is `[bus] allow_insecure_network`.
+    pub fn validate(&self, allow_insecure_network: bool) -> Result<(), ConfigError> {
+        for (i, c) in self.bus_connect.iter().enumerate() {
+            let key = format!("edge.bus_connect[{i}]");
+            if !(c.endpoint.starts_with("tcp://") || c.endpoint.starts_with("ipc://")) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    &c.endpoint,
+                    "must be tcp://HOST:PORT or ipc://PATH",
+                ));
+            }
+            match &c.server_key {
+                Some(k) => {
+                    parse_key(&format!("{key}.server_key"), k, false)?;
+                }
+                None if self.enabled
+                    && !allow_insecure_network
+                    && !crate::bus::engine::is_local_endpoint(&c.endpoint) =>
+                {
+                    return Err(insecure(
+                        &key,
+                        &c.endpoint,
+                        "write it as { endpoint = \"…\", server_key = \"<publisher's public key>\" }",
+                    ));
+                }
+                None => {}
+            }
+        }
         for (i, o) in self.origins.iter().enumerate() {
             if !o.starts_with("http://") {
                 return Err(ConfigError::invalid(
