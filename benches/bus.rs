@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 use zoomate::bus::BusEvent;
-use zoomate::bus::publisher::BusPublisher;
 use zoomate::bus::engine::KeyPair;
 use zoomate::bus::proxy::{ProxyCurve, ProxyOptions};
+use zoomate::bus::publisher::BusPublisher;
 use zoomate::bus::subscriber::{BusSubscriber, SubscribeTarget, TargetCurve};
 use zoomate::config::{BusConfig, SecretKeyText};
 
@@ -40,7 +40,10 @@ fn target(endpoint: String, server: Option<&KeyPair>, client: &KeyPair) -> Subsc
     SubscribeTarget {
         endpoint,
         curve: match server {
-            Some(s) => TargetCurve::On { server_key: s.public, client: Some(client.clone()) },
+            Some(s) => TargetCurve::On {
+                server_key: s.public,
+                client: Some(client.clone()),
+            },
             None => TargetCurve::Off,
         },
     }

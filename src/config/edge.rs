@@ -223,3 +223,63 @@ impl EdgeConfig {
         super::validate_limits("edge.limits", &self.limits)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::bus::engine::KeyPair;
+    use crate::config::{BusConnect, Config};
+
+    #[test]
+    fn bus_connect_takes_plain_endpoints_and_curve_tables() {
+        let key = KeyPair::generate().expect("curve").public.to_z85();
+        let c = Config::parse(&format!(
+            "[edge]\nbus_connect = [\"tcp://127.0.0.1:5556\", {{ endpoint = \"tcp://10.0.0.5:5556\", server_key = \"{key}\" }}]\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            c.edge.bus_connect[0],
+            BusConnect::plain("tcp://127.0.0.1:5556")
+        );
+        assert_eq!(
+            c.edge.bus_connect[1].server_key.as_deref(),
+            Some(key.as_str())
+        );
+        c.validate().expect("CURVE off loopback is fine");
+
+        let bad = Config::parse(
+            "[edge]\nbus_connect = [{ endpoint = \"tcp://10.0.0.5:5556\", server_key = \"short\" }]\n",
+        )
+        .expect("parses");
+        let err = bad.validate().expect_err("bad key").to_string();
+        assert!(
+            err.contains("edge.bus_connect[0].server_key") && err.contains("short"),
+            "{err}"
+        );
+
+        let plain_remote =
+            Config::parse("[edge]\nbus_connect = [\"tcp://10.0.0.5:5556\"]\n").expect("parses");
+        let err = plain_remote
+            .validate()
+            .expect_err("plaintext off host")
+            .to_string();
+        assert!(err.contains("zoomate bus keygen"), "{err}");
+        let mut allowed = plain_remote;
+        allowed.bus.allow_insecure_network = true;
+        allowed.validate().expect("explicitly allowed");
+
+        assert!(
+            Config::parse("[edge]\nbus_connect = [{ endpoint = \"tcp://x:1\", typo = 1 }]\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn secret_keys_are_named_but_never_shown() {
+        let c =
+            Config::parse("[bus]\ncurve_secret_key = \"not-a-key-but-secret\"\n").expect("parses");
+        let err = c.validate().expect_err("bad secret").to_string();
+        assert!(err.contains("bus.curve_secret_key"), "{err}");
+        assert!(!err.contains("not-a-key-but-secret"), "{err}");
+        assert!(!format!("{:?}", c.bus).contains("not-a-key-but-secret"));
+    }
+}
