@@ -298,7 +298,7 @@ fn ensure_zap_handler() -> Result<(), BusError> {
             .map_err(|e| e.to_string())?;
         Ok(())
     });
-    r.clone().map_err(|e| BusError::Zap(e))
+    r.clone().map_err(BusError::Zap)
 }
 
 /// Answers ZAP requests for the life of the process (the context is never terminated).
