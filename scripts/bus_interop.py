@@ -10,6 +10,11 @@ usage:
       line, then publishes a StreamStarted and a SegmentReady built with pycapnp every 20 ms
       for SECONDS (or until killed).
 
+CURVE (optional, from the environment; keys are Z85 text):
+  BUS_CURVE_SECRET / BUS_CURVE_PUBLIC   this peer's key pair (pub: makes it a CURVE server;
+                                        sub: its client key, else a fresh one)
+  BUS_CURVE_SERVER_KEY                  sub only: the publisher's public key
+
 Run from the project's test venv (scripts/setup-test-venv).
 """
 import json
@@ -23,9 +28,29 @@ import zmq
 SCHEMA = capnp.load(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "schema", "zoomate_bus.capnp"))
 
 
+def curve(sock, server: bool) -> None:
+    """Applies the BUS_CURVE_* environment (nothing when unset)."""
+    secret = os.environ.get("BUS_CURVE_SECRET")
+    public = os.environ.get("BUS_CURVE_PUBLIC")
+    if server:
+        if secret:
+            sock.curve_server = True
+            sock.curve_secretkey = secret.encode()
+        return
+    server_key = os.environ.get("BUS_CURVE_SERVER_KEY")
+    if not server_key:
+        return
+    if not (secret and public):
+        public, secret = (k.decode() for k in zmq.curve_keypair())
+    sock.curve_serverkey = server_key.encode()
+    sock.curve_publickey = public.encode()
+    sock.curve_secretkey = secret.encode()
+
+
 def sub(endpoint: str, prefix: str, count: int) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
+    curve(sock, server=False)
     sock.setsockopt(zmq.RCVTIMEO, 30000)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
@@ -47,6 +72,7 @@ def pub(seconds: float) -> int:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
+    curve(sock, server=True)
     sock.bind("tcp://127.0.0.1:*")
     print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
 

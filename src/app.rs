@@ -57,13 +57,27 @@ pub struct RunningApp {
     pub addrs: BoundAddrs,
     pub registry: Option<Arc<StreamRegistry>>,
     tasks: JoinSet<()>,
+    publisher: Option<PublisherHandle>,
+}
+
+/// The bus publisher and its own stop signal, fired last (see [`RunningApp::wait`]).
+struct PublisherHandle {
+    publisher: Arc<crate::bus::publisher::BusPublisher>,
+    stop: Shutdown,
 }
 
 impl RunningApp {
+    /// Waits for shutdown to drain everything, in order: services, then stream sessions (which
+    /// announce their final segments and `StreamEnded` as they finish), and only then the bus
+    /// publisher, so those last announcements still reach the edges (issue 11).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
         if let Some(r) = &self.registry {
             r.drain().await;
+        }
+        if let Some(p) = self.publisher.take() {
+            p.stop.cancel();
+            p.publisher.finished().await;
         }
     }
 }
@@ -82,6 +96,7 @@ pub async fn start(
         bus: None,
     };
     let mut registry = None;
+    let mut publisher_handle = None;
 
     if roles.origin() {
         crate::transcode::init()?;
@@ -110,7 +125,10 @@ pub async fn start(
         } else {
             None
         };
-        let (announce, publisher) = bus_announcer(&config, &mut addrs, shutdown.clone()).await?;
+        // The publisher outlives `shutdown`: `wait` stops it after the sessions drained.
+        let publisher_stop = Shutdown::new();
+        let (announce, publisher) =
+            bus_announcer(&config, &mut addrs, publisher_stop.clone()).await?;
         let config = Arc::new(config.clone());
         let reg = StreamRegistry::new(config.clone(), announce.clone(), shutdown.clone());
         for (index, sc) in config.streams.iter().cloned().enumerate() {
@@ -122,7 +140,11 @@ pub async fn start(
             tasks.spawn(server.run(handler, shutdown.clone()));
         }
         if let Some(publisher) = publisher {
-            spawn_heartbeat(&config, reg.clone(), publisher, shutdown.clone());
+            spawn_heartbeat(&config, reg.clone(), publisher.clone(), shutdown.clone());
+            publisher_handle = Some(PublisherHandle {
+                publisher,
+                stop: publisher_stop,
+            });
         }
         let metrics_registry = reg.clone();
         origin.set_ingest_metrics(Arc::new(move |r| metrics_registry.register_metrics(r)));
@@ -138,8 +160,16 @@ pub async fn start(
                 edge_config.edge.origins.push(format!("http://{o}"));
             }
             if let Some(b) = &addrs.bus {
-                edge_config.edge.bus_connect.push(b.clone());
+                // Our own publisher: authenticate it by our own public key when CURVE is on.
+                let own = config.bus.key_pair().ok().flatten();
+                let mut entry = crate::config::BusConnect::plain(b.clone());
+                entry.server_key = own.map(|p| p.public.to_z85());
+                edge_config.edge.bus_connect.push(entry);
             }
+        }
+        // The edge connects with this node's key (ephemeral when it has none).
+        for entry in &mut edge_config.edge.bus_connect {
+            entry.client_secret_key = config.bus.curve_secret_key.clone();
         }
         let edge = crate::edge::EdgeServer::bind(&edge_config)
             .await
@@ -156,6 +186,7 @@ pub async fn start(
         addrs,
         registry,
         tasks,
+        publisher: publisher_handle,
     })
 }
 

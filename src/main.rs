@@ -78,8 +78,16 @@ enum BusCommand {
         /// Topic prefixes to keep (repeatable), e.g. seg/demo; default all.
         #[arg(long = "topic")]
         topic: Vec<String>,
+        /// The publisher's CURVE public key (Z85), when it requires CURVE. The client key is
+        /// `[bus] curve_secret_key` from --config, else an ephemeral one.
+        #[arg(long)]
+        server_key: Option<String>,
     },
+    /// Print a new CURVE key pair (Z85) as TOML lines to paste into a config.
+    Keygen,
     /// XSUB/XPUB forwarder: origins publish to --frontend, edges subscribe to --backend.
+    /// With --config, `[bus] curve_secret_key` and `[bus.proxy] frontend_accept_keys` /
+    /// `backend_accept_keys` turn CURVE on for both sides.
     Proxy {
         #[arg(long)]
         frontend: String,
@@ -138,6 +146,24 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Bus {
+        command: BusCommand::Keygen,
+    } = command
+    {
+        return match zoomate::bus::engine::KeyPair::generate() {
+            Ok(pair) => {
+                println!("# zoomate bus key pair: the secret line goes in this node's [bus];");
+                println!("# give the public key to the peers that must accept it.");
+                println!("curve_secret_key = \"{}\"", pair.secret.to_z85());
+                println!("# public: \"{}\"", pair.public.to_z85());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zoomate: bus keygen: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Config errors exit before any runtime, thread or port exists.
     let config = match load_config(&cli, None) {
         Ok(c) => c,
@@ -146,6 +172,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Bus {
+        command: BusCommand::Proxy { frontend, backend },
+    } = command
+        && let Err(e) = config.bus.validate_proxy(frontend, backend)
+    {
+        eprintln!("zoomate: {e}");
+        return ExitCode::from(2);
+    }
     init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -175,25 +209,37 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         Command::Origin => zoomate::app::Roles::Origin,
         Command::Edge => zoomate::app::Roles::Edge,
         Command::Bus {
-            command: BusCommand::Tail { connect, topic },
+            command:
+                BusCommand::Tail {
+                    connect,
+                    topic,
+                    server_key,
+                },
         } => {
+            let targets: Vec<zoomate::config::BusConnect> = connect
+                .iter()
+                .map(|c| zoomate::config::BusConnect {
+                    endpoint: c.clone(),
+                    server_key: server_key.clone(),
+                    client_secret_key: config.bus.curve_secret_key.clone(),
+                })
+                .collect();
             let stdout = std::io::stdout();
-            return zoomate::bus::tail::run_tail(
-                connect.clone(),
-                topic.clone(),
-                stdout.lock(),
-                shutdown,
-            )
-            .await
-            .context("bus tail");
+            return zoomate::bus::tail::run_tail(targets, topic.clone(), stdout.lock(), shutdown)
+                .await
+                .context("bus tail");
         }
         Command::Bus {
             command: BusCommand::Proxy { frontend, backend },
         } => {
-            return zoomate::bus::proxy::run_proxy(frontend, backend, shutdown)
+            let options = zoomate::bus::proxy::ProxyOptions::from_config(&config.bus)?;
+            return zoomate::bus::proxy::run_proxy(frontend, backend, options, shutdown)
                 .await
                 .context("bus proxy");
         }
+        Command::Bus {
+            command: BusCommand::Keygen,
+        } => unreachable!("handled before the runtime starts"),
         Command::Vod {
             input,
             out,

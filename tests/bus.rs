@@ -306,3 +306,51 @@ fn bus_tail_prints_json_lines() {
     assert_eq!(v["topic"], "hb/origin-1");
     assert_eq!(v["interval_ms"], 200);
 }
+
+/// Issue 11: on SIGTERM the sessions announce their last segments and `StreamEnded` while the
+/// bus publisher is still open (it stops only after the sessions drained).
+#[test]
+fn a_subscriber_hears_the_final_segments_and_stream_ended_after_sigterm() {
+    let mut z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n{}",
+            pattern("bye", 320, 180)
+        ),
+    );
+    let bus = z.bus.clone().expect("bus endpoint");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = zoomate::Shutdown::new();
+    let (_sub, mut rx) =
+        rt.block_on(async { BusSubscriber::spawn(vec![bus], vec![], 1024, shutdown.clone()) });
+    // Live: segments are being announced.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut live = false;
+    while !live && Instant::now() < deadline {
+        live = collect(&mut rx, &rt, Duration::from_millis(500), |_| {})
+            .iter()
+            .any(|e| matches!(e, BusEvent::SegmentReady { .. }));
+    }
+    assert!(live, "no segment announced; log:\n{}", z.log());
+    // Empty what arrived before the signal.
+    while rx.try_recv().is_ok() {}
+    let status = z.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    // Everything the process sent is already in the subscriber's channel.
+    let after = collect(&mut rx, &rt, Duration::from_secs(3), |_| {});
+    let ended = after
+        .iter()
+        .position(|e| matches!(e, BusEvent::StreamEnded { stream, .. } if stream == "bye"));
+    assert!(
+        ended.is_some(),
+        "no StreamEnded after SIGTERM: {after:?}; log:\n{}",
+        z.log()
+    );
+    assert!(
+        after[..ended.unwrap_or(0)]
+            .iter()
+            .any(|e| matches!(e, BusEvent::SegmentReady { .. })),
+        "no final SegmentReady before StreamEnded: {after:?}"
+    );
+    shutdown.cancel();
+}

@@ -345,8 +345,7 @@ fn learned_origins_are_capped_and_forgotten_when_their_heartbeats_stop() {
                 edge_addr,
                 "zoomate_edge_bus_rejected_total{reason=\"too_many_origins\"}",
             ) + metric(edge_addr, "zoomate_edge_origins_rejected_total");
-            (a != b && refused > 0)
-                .then_some(if a { 0 } else { 1 })
+            (a != b && refused > 0).then_some(if a { 0 } else { 1 })
         },
     );
     let (gone, other) = (

@@ -1,77 +1,73 @@
 //! `zoomate bus proxy`: XSUB on the frontend (origins connect their PUB), XPUB on the backend
-//! (edges connect their SUB). Messages flow down, subscriptions flow up, so origins only send
-//! what someone downstream wants.
+//! (edges connect their SUB), joined by libzmq's own `zmq_proxy_steerable` on a dedicated
+//! thread. Messages flow down, subscriptions flow up, so origins only send what someone
+//! downstream wants.
 //!
-//! `zeromq` 0.7's XPUB hands every subscribe/unsubscribe frame to the application, duplicates
-//! included, and its XSUB keeps a *set* of subscriptions: forwarded naively, one edge
-//! unsubscribing `seg/` would cut `seg/` off for every other edge. [`SubscriptionCounts`]
-//! forwards a subscribe only on its first holder and an unsubscribe only on its last, as
-//! libzmq's XPUB does. The crate's XPUB does not report a vanished subscriber, so its
-//! subscriptions are never released: upstream may send a little more than needed, never less.
+//! libzmq's XPUB reference-counts subscriptions, forwards only a prefix's first subscribe and
+//! last unsubscribe, and releases a vanished subscriber's prefixes, so the proxy forwards
+//! transparently (the subscription bookkeeping the pure-Rust engine needed is gone).
+//! Both sides get `ZMQ_MAXMSGSIZE`, high-water marks and heartbeats; with a secret key both are
+//! CURVE servers, each with its own accepted keys (origins on the frontend, edges on the
+//! backend). Shutdown sends `TERMINATE` on the proxy's control socket.
 
 use super::BusError;
+use super::engine::{self, CurveKey, KeyPair, SocketLimits, zmq_err};
 use crate::Shutdown;
-use std::collections::HashMap;
-use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+use std::collections::HashSet;
 
-/// Distinct subscription prefixes tracked; further new prefixes are forwarded as a subscription
-/// to everything (`""`) once, so a flood of prefixes costs bounded memory and loses nothing.
-pub const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Default per-peer high-water mark of the proxy's sockets, in messages.
+pub const DEFAULT_PROXY_HWM: usize = 10_000;
 
-/// What to send upstream for one subscription frame from downstream.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Upstream {
-    Forward(Vec<u8>),
-    Nothing,
+/// Bounds and keys of a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub limits: SocketLimits,
+    pub curve: Option<ProxyCurve>,
 }
 
-/// Reference counts of downstream subscriptions (pure: unit-tested without sockets).
-#[derive(Debug, Default)]
-pub struct SubscriptionCounts {
-    counts: HashMap<Vec<u8>, u64>,
-    overflowed: bool,
+/// CURVE for both sides of a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyCurve {
+    pub pair: KeyPair,
+    /// Origins allowed to publish into the frontend.
+    pub frontend_accept: HashSet<CurveKey>,
+    /// Edges allowed to subscribe on the backend.
+    pub backend_accept: HashSet<CurveKey>,
 }
 
-impl SubscriptionCounts {
-    /// `frame` is a ZMTP subscription frame: `0x01 prefix` subscribes, `0x00 prefix`
-    /// unsubscribes (ZMTP 3.0, RFC 29 / 23). Anything else is ignored.
-    pub fn apply(&mut self, frame: &[u8]) -> Upstream {
-        let Some((&kind, prefix)) = frame.split_first() else {
-            return Upstream::Nothing;
-        };
-        match kind {
-            1 => {
-                if let Some(n) = self.counts.get_mut(prefix) {
-                    *n += 1;
-                    return Upstream::Nothing;
-                }
-                if self.counts.len() >= MAX_SUBSCRIPTIONS {
-                    if self.overflowed {
-                        return Upstream::Nothing;
-                    }
-                    self.overflowed = true;
-                    tracing::warn!(
-                        limit = MAX_SUBSCRIPTIONS,
-                        "bus proxy subscription limit reached; subscribing upstream to everything"
-                    );
-                    return Upstream::Forward(vec![1]);
-                }
-                self.counts.insert(prefix.to_vec(), 1);
-                Upstream::Forward(frame.to_vec())
-            }
-            0 => match self.counts.get_mut(prefix) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    Upstream::Nothing
-                }
-                Some(_) => {
-                    self.counts.remove(prefix);
-                    Upstream::Forward(frame.to_vec())
-                }
-                None => Upstream::Nothing,
-            },
-            _ => Upstream::Nothing,
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            limits: SocketLimits::new(engine::DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PROXY_HWM),
+            curve: None,
         }
+    }
+}
+
+impl ProxyOptions {
+    /// From a validated config's `[bus]` (secret key, `[bus.proxy]` accepted keys, limits).
+    pub fn from_config(config: &crate::config::BusConfig) -> Result<ProxyOptions, BusError> {
+        let err = |e: crate::config::ConfigError| BusError::Config(e.to_string());
+        let curve = match config.key_pair().map_err(err)? {
+            None => None,
+            Some(pair) => Some(ProxyCurve {
+                pair,
+                frontend_accept: crate::config::bus_keys(
+                    "bus.proxy.frontend_accept_keys",
+                    &config.proxy.frontend_accept_keys,
+                )
+                .map_err(err)?,
+                backend_accept: crate::config::bus_keys(
+                    "bus.proxy.backend_accept_keys",
+                    &config.proxy.backend_accept_keys,
+                )
+                .map_err(err)?,
+            }),
+        };
+        Ok(ProxyOptions {
+            limits: SocketLimits::new(config.max_message_bytes, DEFAULT_PROXY_HWM),
+            curve,
+        })
     }
 }
 
@@ -83,83 +79,94 @@ pub async fn run_proxy_with(
     shutdown: Shutdown,
     ready: Option<tokio::sync::oneshot::Sender<(String, String)>>,
 ) -> Result<(), BusError> {
-    let mut xsub = zeromq::XSubSocket::new();
-    let front = xsub.bind(frontend).await.map_err(|source| BusError::Zmq {
-        endpoint: frontend.into(),
-        source,
-    })?;
-    let mut xpub = zeromq::XPubSocket::new();
-    let back = xpub.bind(backend).await.map_err(|source| BusError::Zmq {
-        endpoint: backend.into(),
-        source,
-    })?;
-    tracing::info!(frontend = %front, backend = %back, "bus proxy forwarding");
+    run_proxy_with_options(frontend, backend, ProxyOptions::default(), shutdown, ready).await
+}
+
+/// [`run_proxy_with`] with limits and keys.
+pub async fn run_proxy_with_options(
+    frontend: &str,
+    backend: &str,
+    options: ProxyOptions,
+    shutdown: Shutdown,
+    ready: Option<tokio::sync::oneshot::Sender<(String, String)>>,
+) -> Result<(), BusError> {
+    let ctx = engine::context();
+    let bind = |kind: zmq::SocketType,
+                endpoint: &str,
+                accept: Option<(&KeyPair, &HashSet<CurveKey>)>|
+     -> Result<(zmq::Socket, String), BusError> {
+        let socket = ctx.socket(kind).map_err(zmq_err(endpoint))?;
+        options.limits.apply(&socket, endpoint)?;
+        if let Some((pair, accepted)) = accept {
+            engine::make_curve_server(&socket, endpoint, pair, accepted)?;
+        }
+        socket.bind(endpoint).map_err(zmq_err(endpoint))?;
+        let bound = socket
+            .get_last_endpoint()
+            .map_err(zmq_err(endpoint))?
+            .unwrap_or_else(|_| endpoint.to_string());
+        Ok((socket, bound))
+    };
+    let curve = options.curve.as_ref();
+    let (mut xsub, front) = bind(
+        zmq::XSUB,
+        frontend,
+        curve.map(|c| (&c.pair, &c.frontend_accept)),
+    )?;
+    let (mut xpub, back) = bind(
+        zmq::XPUB,
+        backend,
+        curve.map(|c| (&c.pair, &c.backend_accept)),
+    )?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let control_endpoint = format!(
+        "inproc://zoomate-proxy-control-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut control = ctx.socket(zmq::PAIR).map_err(zmq_err(&control_endpoint))?;
+    control
+        .bind(&control_endpoint)
+        .map_err(zmq_err(&control_endpoint))?;
+    let steer = ctx.socket(zmq::PAIR).map_err(zmq_err(&control_endpoint))?;
+    steer
+        .connect(&control_endpoint)
+        .map_err(zmq_err(&control_endpoint))?;
+    tracing::info!(frontend = %front, backend = %back, curve = curve.is_some(), "bus proxy forwarding");
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<(), zmq::Error>>();
+    std::thread::Builder::new()
+        .name("zoomate-bus-proxy".into())
+        .spawn(move || {
+            let r = zmq::proxy_steerable(&mut xsub, &mut xpub, &mut control);
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| BusError::Thread(e.to_string()))?;
     if let Some(r) = ready {
-        let _ = r.send((front.to_string(), back.to_string()));
+        let _ = r.send((front.clone(), back));
     }
-    let mut subscriptions = SubscriptionCounts::default();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = xsub.recv() => match m {
-                // Transparent: whatever frames an origin sent go down unchanged.
-                Ok(msg) => { let _ = xpub.send(msg).await; }
-                Err(e) => tracing::debug!(error = %e, "proxy frontend receive error"),
-            },
-            m = xpub.recv() => match m {
-                Ok(msg) => {
-                    let frame = if msg.len() == 1 { msg.get(0) } else { None };
-                    if let Some(Upstream::Forward(up)) = frame.map(|f| subscriptions.apply(f)) {
-                        let _ = xsub.send(ZmqMessage::from(up)).await;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "proxy backend receive error"),
-            },
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            // One send on an inproc PAIR: it does not wait on any network peer.
+            let sent = tokio::task::spawn_blocking(move || steer.send("TERMINATE", 0)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!("bus proxy did not take TERMINATE");
+                return Ok(());
+            }
+            let _ = done_rx.await;
+            Ok(())
         }
+        r = &mut done_rx => match r {
+            Ok(Err(source)) => Err(BusError::Zmq { endpoint: front, source }),
+            _ => Ok(()),
+        },
     }
 }
 
-/// `zoomate bus proxy --frontend … --backend …`.
-pub async fn run_proxy(frontend: &str, backend: &str, shutdown: Shutdown) -> Result<(), BusError> {
-    run_proxy_with(frontend, backend, shutdown, None).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_subscribe_and_last_unsubscribe_go_upstream() {
-        let mut c = SubscriptionCounts::default();
-        assert_eq!(
-            c.apply(b"\x01seg/"),
-            Upstream::Forward(b"\x01seg/".to_vec())
-        );
-        assert_eq!(c.apply(b"\x01seg/"), Upstream::Nothing);
-        assert_eq!(c.apply(b"\x00seg/"), Upstream::Nothing);
-        assert_eq!(
-            c.apply(b"\x00seg/"),
-            Upstream::Forward(b"\x00seg/".to_vec())
-        );
-        assert_eq!(
-            c.apply(b"\x00seg/"),
-            Upstream::Nothing,
-            "unsubscribe without subscribe"
-        );
-        assert_eq!(c.apply(b""), Upstream::Nothing);
-        assert_eq!(c.apply(b"\x07x"), Upstream::Nothing);
-    }
-
-    #[test]
-    fn too_many_prefixes_degrade_to_everything_once() {
-        let mut c = SubscriptionCounts::default();
-        for i in 0..MAX_SUBSCRIPTIONS {
-            assert!(matches!(
-                c.apply(format!("\x01p{i}").as_bytes()),
-                Upstream::Forward(_)
-            ));
-        }
-        assert_eq!(c.apply(b"\x01extra"), Upstream::Forward(vec![1]));
-        assert_eq!(c.apply(b"\x01extra2"), Upstream::Nothing);
-    }
+/// `zoomate bus proxy --frontend … --backend …` with `[bus]` of the config.
+pub async fn run_proxy(
+    frontend: &str,
+    backend: &str,
+    options: ProxyOptions,
+    shutdown: Shutdown,
+) -> Result<(), BusError> {
+    run_proxy_with_options(frontend, backend, options, shutdown, None).await
 }

@@ -1,35 +1,39 @@
-//! The origin side: one ZeroMQ PUB socket owned by a task, fed through a bounded queue so a
+//! The origin side: one libzmq PUB socket on its own OS thread, fed through a bounded queue so a
 //! slow or absent network never blocks the media path.
 //!
-//! Bound (the default) the socket accepts subscribers directly; connected (`publish_connect`,
-//! towards a `zoomate bus proxy` frontend) the task reconnects by itself: `zeromq` 0.7 only
-//! reconnects SUB sockets, so on a disconnect the task drops its PUB socket and connects a
-//! fresh one. Messages published while no subscriber is connected are lost, as with libzmq.
+//! `publish` → bounded queue → pump task (tokio) → small channel → socket thread → PUB.
+//! The pump exists so the queue bound is what `publish` sees, whatever the socket thread is
+//! doing; the thread only sends. Bound (the default) the socket accepts subscribers directly;
+//! connected (`publish_connect`, towards a `zoomate bus proxy` frontend) libzmq reconnects by
+//! itself (`ZMQ_RECONNECT_IVL`). Messages published while no subscriber is connected are lost.
+//!
+//! Stopping: the publisher has its own stop token (see `app`: it fires only after every stream
+//! session has announced its end), then sends what is queued, keeps the socket open for a
+//! bounded [`DEFAULT_LINGER`] so those last messages leave the process, and closes.
 
+use super::engine::{self, Finished, KeyPair, SocketLimits, zmq_err};
 use super::{BusError, BusEvent, codec};
 use crate::Shutdown;
 use crate::config::BusConfig;
-use bytes::Bytes;
-use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zeromq::{Socket, SocketEvent, SocketSend};
 
-/// How long one connect attempt (with `publish_connect`) may wait before starting over.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause between failed connect attempts.
-pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(200);
-/// After shutdown, how long the socket stays open so the last queued messages (StreamEnded)
-/// leave the process: the crate writes to peers from its own tasks, after `send` returns.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// After the stop signal, how long the socket stays open so the last messages (StreamEnded,
+/// the final SegmentReady) reach connected peers: libzmq writes from its I/O thread after
+/// `send` returns, and closing a socket of a context that is never terminated drops what is
+/// still queued.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(300);
+/// Encoded messages between the pump and the socket thread.
+const THREAD_QUEUE: usize = 256;
 
 /// Publishes bus events; `publish` never blocks. Share it behind an `Arc`.
 pub struct BusPublisher {
     queue: Queue,
     endpoint: String,
     sent: Arc<AtomicU64>,
+    finished: Finished,
 }
 
 /// The producer end of the bounded queue plus its drop counter (cloned into heartbeat tasks).
@@ -50,7 +54,7 @@ impl Queue {
                     tracing::warn!(dropped = n, "bus queue full; dropping announcements");
                 }
             }
-            // After shutdown the sender task is gone: announcements made while draining go nowhere.
+            // After the stop the pump is gone: announcements made then go nowhere.
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -61,49 +65,106 @@ impl Queue {
     }
 }
 
-/// Builds the two-frame message `[topic, payload]`.
-pub fn frames(event: &BusEvent) -> zeromq::ZmqMessage {
-    let mut msg = zeromq::ZmqMessage::from(Bytes::from(event.topic()));
-    msg.push_back(Bytes::from(codec::encode(event)));
-    msg
+/// The two frames of one message: `[topic, payload]`.
+pub fn frames(event: &BusEvent) -> [Vec<u8>; 2] {
+    [event.topic().into_bytes(), codec::encode(event)]
+}
+
+/// The CURVE role of the publisher's socket.
+enum Security {
+    Plain,
+    Server {
+        pair: KeyPair,
+        accepted: std::collections::HashSet<engine::CurveKey>,
+    },
+    Client {
+        server_key: engine::CurveKey,
+        pair: Option<KeyPair>,
+    },
+}
+
+impl Security {
+    fn from_config(config: &BusConfig) -> Result<Security, BusError> {
+        let key_err = |e: crate::config::ConfigError| BusError::Config(e.to_string());
+        let pair = config.key_pair().map_err(key_err)?;
+        if config.publish_connect {
+            return Ok(match config.publish_server_key().map_err(key_err)? {
+                Some(server_key) => Security::Client { server_key, pair },
+                None => Security::Plain,
+            });
+        }
+        Ok(match pair {
+            Some(pair) => {
+                let mut accepted = config.accepted_keys().map_err(key_err)?;
+                // This node's own key is always accepted: `zoomate run`'s edge subscribes to
+                // its own origin with it.
+                accepted.insert(pair.public);
+                Security::Server { pair, accepted }
+            }
+            None => Security::Plain,
+        })
+    }
 }
 
 impl BusPublisher {
     /// Binds `publish_endpoint` (port 0 is resolved: see [`BusPublisher::local_endpoint`]) or,
-    /// with `publish_connect`, starts connecting to it in the background, then starts the
-    /// sender task. Errors only when binding fails.
-    pub async fn start(config: &BusConfig, shutdown: Shutdown) -> Result<BusPublisher, BusError> {
-        let (tx, rx) = mpsc::channel::<BusEvent>(config.queue_capacity.max(1));
-        let queue = Queue {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        };
-        let sent = Arc::new(AtomicU64::new(0));
-        let endpoint = if config.publish_connect {
-            tokio::spawn(run_connected(
-                config.publish_endpoint.clone(),
-                rx,
-                sent.clone(),
-                shutdown,
-            ));
-            config.publish_endpoint.clone()
+    /// with `publish_connect`, connects to it (libzmq retries in the background), then starts
+    /// the socket thread. Errors only when the socket cannot be set up or bound. `stop` ends
+    /// the publisher (after sending what is queued).
+    pub async fn start(config: &BusConfig, stop: Shutdown) -> Result<BusPublisher, BusError> {
+        let endpoint = config.publish_endpoint.clone();
+        let socket = engine::context()
+            .socket(zmq::PUB)
+            .map_err(zmq_err(&endpoint))?;
+        SocketLimits::new(config.max_message_bytes, config.queue_capacity.max(1))
+            .apply(&socket, &endpoint)?;
+        match Security::from_config(config)? {
+            Security::Plain => {}
+            Security::Server { pair, accepted } => {
+                engine::make_curve_server(&socket, &endpoint, &pair, &accepted)?;
+            }
+            Security::Client { server_key, pair } => {
+                engine::make_curve_client(&socket, &endpoint, &server_key, pair.as_ref())?;
+            }
+        }
+        let bound = if config.publish_connect {
+            socket.connect(&endpoint).map_err(zmq_err(&endpoint))?;
+            tracing::info!(%endpoint, "bus publisher connecting");
+            endpoint.clone()
         } else {
-            let mut socket = zeromq::PubSocket::new();
+            socket.bind(&endpoint).map_err(zmq_err(&endpoint))?;
             let bound = socket
-                .bind(&config.publish_endpoint)
-                .await
-                .map_err(|source| BusError::Zmq {
-                    endpoint: config.publish_endpoint.clone(),
-                    source,
-                })?;
+                .get_last_endpoint()
+                .map_err(zmq_err(&endpoint))?
+                .unwrap_or_else(|_| endpoint.clone());
             tracing::info!(endpoint = %bound, "bus publisher bound");
-            tokio::spawn(run_bound(socket, rx, sent.clone(), shutdown));
-            bound.to_string()
+            bound
         };
+
+        let (tx, rx) = mpsc::channel::<BusEvent>(config.queue_capacity.max(1));
+        let (thread_tx, thread_rx) = mpsc::channel::<[Vec<u8>; 2]>(THREAD_QUEUE);
+        let sent = Arc::new(AtomicU64::new(0));
+        let finished = Finished::default();
+        tokio::spawn(pump(rx, thread_tx, stop));
+        let thread_sent = sent.clone();
+        let thread_finished = finished.clone();
+        let thread_endpoint = bound.clone();
+        std::thread::Builder::new()
+            .name("zoomate-bus-pub".into())
+            .spawn(move || {
+                send_loop(&socket, thread_rx, &thread_sent, &thread_endpoint);
+                drop(socket);
+                thread_finished.set();
+            })
+            .map_err(|e| BusError::Thread(e.to_string()))?;
         Ok(BusPublisher {
-            queue,
-            endpoint,
+            queue: Queue {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            endpoint: bound,
             sent,
+            finished,
         })
     }
 
@@ -118,7 +179,7 @@ impl BusPublisher {
         self.endpoint.clone()
     }
 
-    /// Events dropped because the queue was full.
+    /// Events dropped because the queue was full (or the publisher had stopped).
     pub fn dropped(&self) -> u64 {
         self.queue.dropped.load(Ordering::Relaxed)
     }
@@ -128,7 +189,12 @@ impl BusPublisher {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// Publishes `make()` every `interval` (first one at once) until shutdown.
+    /// Resolves once the stop signal fired, the queue was sent and the socket closed.
+    pub async fn finished(&self) {
+        self.finished.wait().await;
+    }
+
+    /// Publishes `make()` every `interval` (first one at once) until `shutdown`.
     pub fn spawn_heartbeat(
         &self,
         interval: Duration,
@@ -149,105 +215,60 @@ impl BusPublisher {
     }
 }
 
-/// What stopped a sending loop.
-enum SendEnd {
-    /// Shutdown, or every `BusPublisher` handle was dropped.
-    Done,
-    /// The connected peer went away: connect again.
-    PeerLost,
-}
-
-async fn run_bound(
-    mut socket: zeromq::PubSocket,
+/// Moves events from the bounded queue to the socket thread until `stop`, then forwards what
+/// is still queued and closes the thread's channel (which ends the thread).
+async fn pump(
     mut rx: mpsc::Receiver<BusEvent>,
-    sent: Arc<AtomicU64>,
-    shutdown: Shutdown,
+    thread_tx: mpsc::Sender<[Vec<u8>; 2]>,
+    stop: Shutdown,
 ) {
-    let _ = send_loop(&mut socket, &mut rx, &sent, &shutdown, None).await;
-}
-
-async fn run_connected(
-    endpoint: String,
-    mut rx: mpsc::Receiver<BusEvent>,
-    sent: Arc<AtomicU64>,
-    shutdown: Shutdown,
-) {
-    let mut logged = false;
     loop {
-        let mut options = zeromq::SocketOptions::default();
-        options.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        let mut socket = zeromq::PubSocket::with_options(options);
-        let mut monitor = socket.monitor();
-        let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = socket.connect(&endpoint) => r,
-        };
-        if let Err(e) = connected {
-            if !logged {
-                tracing::warn!(%endpoint, error = %e, "bus proxy not reachable yet; retrying");
-                logged = true;
-            }
-            // Nothing can be delivered meanwhile; keep the queue from holding stale events.
-            while rx.try_recv().is_ok() {}
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(DEFAULT_RETRY_DELAY) => continue,
-            }
-        }
-        logged = false;
-        tracing::info!(%endpoint, "bus publisher connected");
-        match send_loop(&mut socket, &mut rx, &sent, &shutdown, Some(&mut monitor)).await {
-            SendEnd::Done => return,
-            SendEnd::PeerLost => tracing::info!(%endpoint, "bus proxy lost; reconnecting"),
-        }
-    }
-}
-
-async fn send_loop(
-    socket: &mut zeromq::PubSocket,
-    rx: &mut mpsc::Receiver<BusEvent>,
-    sent: &AtomicU64,
-    shutdown: &Shutdown,
-    mut monitor: Option<&mut futures::channel::mpsc::Receiver<SocketEvent>>,
-) -> SendEnd {
-    loop {
-        let peer_lost = async {
-            match monitor.as_mut() {
-                Some(m) => loop {
-                    match m.next().await {
-                        Some(SocketEvent::Disconnected(_)) | None => break,
-                        Some(_) => {}
-                    }
-                },
-                None => std::future::pending().await,
-            }
-        };
         let event = tokio::select! {
+            biased;
             ev = rx.recv() => match ev {
                 Some(ev) => ev,
-                None => return SendEnd::Done,
+                None => return,
             },
-            _ = peer_lost => return SendEnd::PeerLost,
-            _ = shutdown.cancelled() => {
-                // Drain what is already queued (StreamEnded on shutdown) before leaving.
-                let mut drained = 0;
-                while let Ok(ev) = rx.try_recv() {
-                    if socket.send(frames(&ev)).await.is_ok() {
-                        drained += 1;
-                    }
-                }
-                sent.fetch_add(drained, Ordering::Relaxed);
-                if drained > 0 {
-                    tokio::time::sleep(DEFAULT_LINGER).await;
-                }
-                return SendEnd::Done;
-            }
+            _ = stop.cancelled() => break,
         };
-        match socket.send(frames(&event)).await {
-            Ok(()) => {
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!(error = %e, "bus send failed"),
+        if thread_tx.send(frames(&event)).await.is_err() {
+            return;
         }
     }
+    // Stop: no new events; what is queued (StreamEnded on shutdown) still goes out.
+    rx.close();
+    while let Some(ev) = rx.recv().await {
+        if thread_tx.send(frames(&ev)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The socket thread: sends each message; once the pump hangs up, lingers and returns.
+fn send_loop(
+    socket: &zmq::Socket,
+    mut rx: mpsc::Receiver<[Vec<u8>; 2]>,
+    sent: &AtomicU64,
+    endpoint: &str,
+) {
+    // `blocking_recv` is right here: this is a dedicated thread, never a tokio worker. It
+    // returns `None` when the pump ends (stop signal, every handle dropped, runtime gone).
+    let mut any = false;
+    while let Some([topic, payload]) = rx.blocking_recv() {
+        // PUB never blocks: at the high-water mark libzmq drops for that subscriber.
+        let r = socket
+            .send(topic, zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| socket.send(payload, zmq::DONTWAIT));
+        match r {
+            Ok(()) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                any = true;
+            }
+            Err(e) => tracing::debug!(%endpoint, error = %e, "bus send failed"),
+        }
+    }
+    if any {
+        std::thread::sleep(DEFAULT_LINGER);
+    }
+    tracing::debug!(%endpoint, "bus publisher closed");
 }

@@ -61,8 +61,8 @@ pub fn to_json(event: &BusEvent) -> Value {
 }
 
 /// Prints until shutdown (or the output closes).
-pub async fn run_tail(
-    endpoints: Vec<String>,
+pub async fn run_tail<T: Into<super::subscriber::SubscribeTarget>>(
+    endpoints: Vec<T>,
     topics: Vec<String>,
     mut out: impl std::io::Write,
     shutdown: Shutdown,

@@ -1,8 +1,75 @@
 //! `[edge]`: the caching, stream-aware proxy (owned by the edge module).
 
+use super::bus::{SecretKeyText, insecure, parse_key};
 use super::{ConfigError, HttpLimits};
 use serde::Deserialize;
 use std::net::SocketAddr;
+
+/// One `[edge] bus_connect` entry. In TOML either a plain endpoint, `"tcp://10.0.0.5:5556"`,
+/// or a table naming the publisher's CURVE public key,
+/// `{ endpoint = "tcp://10.0.0.5:5556", server_key = "Z85…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "BusConnectToml")]
+pub struct BusConnect {
+    /// ZeroMQ endpoint of an origin's PUB socket or a bus proxy backend.
+    pub endpoint: String,
+    /// The publisher's CURVE public key (Z85): the edge only talks to a peer proving it holds
+    /// the matching secret key.
+    pub server_key: Option<String>,
+    /// The key this edge authenticates with. Not read from `[edge]`: `app` copies
+    /// `[bus] curve_secret_key` here; `None` with a `server_key` means an ephemeral key.
+    pub client_secret_key: Option<SecretKeyText>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BusConnectToml {
+    Endpoint(String),
+    Table(BusConnectTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusConnectTable {
+    endpoint: String,
+    server_key: Option<String>,
+}
+
+impl From<BusConnectToml> for BusConnect {
+    fn from(t: BusConnectToml) -> Self {
+        match t {
+            BusConnectToml::Endpoint(endpoint) => BusConnect::plain(endpoint),
+            BusConnectToml::Table(t) => BusConnect {
+                endpoint: t.endpoint,
+                server_key: t.server_key,
+                client_secret_key: None,
+            },
+        }
+    }
+}
+
+impl BusConnect {
+    /// An entry without CURVE.
+    pub fn plain(endpoint: impl Into<String>) -> Self {
+        BusConnect {
+            endpoint: endpoint.into(),
+            server_key: None,
+            client_secret_key: None,
+        }
+    }
+}
+
+impl From<String> for BusConnect {
+    fn from(endpoint: String) -> Self {
+        BusConnect::plain(endpoint)
+    }
+}
+
+impl From<&str> for BusConnect {
+    fn from(endpoint: &str) -> Self {
+        BusConnect::plain(endpoint)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -25,8 +92,9 @@ pub struct EdgeConfig {
     /// `http://HOST[:PORT]` where a whole host label or the port may be `*`
     /// (`http://10.0.0.*:8081`). A heartbeat naming any other base URL is ignored.
     pub origin_allow: Vec<String>,
-    /// Bus endpoints to subscribe to (origins' PUB sockets or a bus proxy backend).
-    pub bus_connect: Vec<String>,
+    /// Bus endpoints to subscribe to (origins' PUB sockets or a bus proxy backend), each a
+    /// plain endpoint or `{ endpoint, server_key }` (CURVE).
+    pub bus_connect: Vec<BusConnect>,
     pub balance: BalancePolicy,
     /// Cache capacity, in bytes (segments and playlists, weighed by body size).
     pub cache_bytes: u64,
@@ -82,8 +150,35 @@ impl Default for EdgeConfig {
 }
 
 impl EdgeConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// `allow_insecure_network` is `[bus] allow_insecure_network`.
+    pub fn validate(&self, allow_insecure_network: bool) -> Result<(), ConfigError> {
         use crate::http::base_url::{BaseUrl, OriginPattern};
+        for (i, c) in self.bus_connect.iter().enumerate() {
+            let key = format!("edge.bus_connect[{i}]");
+            if !(c.endpoint.starts_with("tcp://") || c.endpoint.starts_with("ipc://")) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    &c.endpoint,
+                    "must be tcp://HOST:PORT or ipc://PATH",
+                ));
+            }
+            match &c.server_key {
+                Some(k) => {
+                    parse_key(&format!("{key}.server_key"), k, false)?;
+                }
+                None if self.enabled
+                    && !allow_insecure_network
+                    && !crate::bus::engine::is_local_endpoint(&c.endpoint) =>
+                {
+                    return Err(insecure(
+                        &key,
+                        &c.endpoint,
+                        "write it as { endpoint = \"…\", server_key = \"<publisher's public key>\" }",
+                    ));
+                }
+                None => {}
+            }
+        }
         for (i, o) in self.origins.iter().enumerate() {
             if let Err(e) = BaseUrl::parse(o) {
                 return Err(ConfigError::invalid(
@@ -166,6 +261,9 @@ impl EdgeConfig {
 
 #[cfg(test)]
 mod tests {
+    use crate::bus::engine::KeyPair;
+    use crate::config::{BusConnect, Config};
+
     #[test]
     fn learned_origin_bounds_are_validated_naming_key_and_value() {
         for (toml, key, value) in [
@@ -186,5 +284,59 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.edge.max_learned_origins, 3);
+    }
+
+    #[test]
+    fn bus_connect_takes_plain_endpoints_and_curve_tables() {
+        let key = KeyPair::generate().expect("curve").public.to_z85();
+        let c = Config::parse(&format!(
+            "[edge]\nbus_connect = [\"tcp://127.0.0.1:5556\", {{ endpoint = \"tcp://10.0.0.5:5556\", server_key = \"{key}\" }}]\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            c.edge.bus_connect[0],
+            BusConnect::plain("tcp://127.0.0.1:5556")
+        );
+        assert_eq!(
+            c.edge.bus_connect[1].server_key.as_deref(),
+            Some(key.as_str())
+        );
+        c.validate().expect("CURVE off loopback is fine");
+
+        let bad = Config::parse(
+            "[edge]\nbus_connect = [{ endpoint = \"tcp://10.0.0.5:5556\", server_key = \"short\" }]\n",
+        )
+        .expect("parses");
+        let err = bad.validate().expect_err("bad key").to_string();
+        assert!(
+            err.contains("edge.bus_connect[0].server_key") && err.contains("short"),
+            "{err}"
+        );
+
+        let plain_remote =
+            Config::parse("[edge]\nbus_connect = [\"tcp://10.0.0.5:5556\"]\n").expect("parses");
+        let err = plain_remote
+            .validate()
+            .expect_err("plaintext off host")
+            .to_string();
+        assert!(err.contains("zoomate bus keygen"), "{err}");
+        let mut allowed = plain_remote;
+        allowed.bus.allow_insecure_network = true;
+        allowed.validate().expect("explicitly allowed");
+
+        assert!(
+            Config::parse("[edge]\nbus_connect = [{ endpoint = \"tcp://x:1\", typo = 1 }]\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn secret_keys_are_named_but_never_shown() {
+        let c =
+            Config::parse("[bus]\ncurve_secret_key = \"not-a-key-but-secret\"\n").expect("parses");
+        let err = c.validate().expect_err("bad secret").to_string();
+        assert!(err.contains("bus.curve_secret_key"), "{err}");
+        assert!(!err.contains("not-a-key-but-secret"), "{err}");
+        assert!(!format!("{:?}", c.bus).contains("not-a-key-but-secret"));
     }
 }

@@ -10,8 +10,8 @@ mod bus;
 mod edge;
 mod env;
 
-pub use bus::BusConfig;
-pub use edge::{BalancePolicy, EdgeConfig};
+pub use bus::{BusConfig, BusProxyConfig, SecretKeyText, parse_keys as bus_keys};
+pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
 
 use serde::Deserialize;
@@ -771,7 +771,7 @@ impl Config {
             s.source(i)?;
         }
         self.bus.validate()?;
-        self.edge.validate()?;
+        self.edge.validate(self.bus.allow_insecure_network)?;
         Ok(())
     }
 }
