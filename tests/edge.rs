@@ -364,3 +364,74 @@ fn learned_origins_are_capped_and_forgotten_when_their_heartbeats_stop() {
         },
     );
 }
+
+/// A python origin (`scripts/`), killed on drop.
+struct PyOrigin(std::process::Child, u16);
+
+impl PyOrigin {
+    fn start(script: &str, args: &[&str]) -> PyOrigin {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("scripts")
+                    .join(script),
+            )
+            .arg(port.to_string())
+            .args(args)
+            .spawn()
+            .expect("python3");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        wait_for(Duration::from_secs(10), "python origin listening", || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+        PyOrigin(child, port)
+    }
+
+    fn count(&self) -> u64 {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.1));
+        get(addr, "/count").text().trim().parse().expect("count")
+    }
+}
+
+impl Drop for PyOrigin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_origin_failing_mid_body_is_not_retried_on_another() {
+    let bad = PyOrigin::start("truncating_origin.py", &[]);
+    let good = PyOrigin::start("slow_origin.py", &["0"]);
+    // Round-robin alternates which origin is tried first; a high `health_fall` keeps the
+    // failing one in rotation so it keeps coming first every other request.
+    let e = Zoomate::start(
+        "edge",
+        &format!(
+            "[edge]\norigins = [\"http://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\nbalance = \"round-robin\"\nhealth_fall = 1000\nhealth_check_interval_ms = 60000\norigin_timeout_ms = 2000\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+            bad.1, good.1
+        ),
+    );
+    let edge_addr = e.edge.unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..10 {
+        match get(edge_addr, &format!("/vod/clip/180p/{i}.ts")).status {
+            200 => ok += 1,
+            502 => failed += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let tried_bad = bad.count();
+    assert!(tried_bad > 0, "the truncating origin was never tried first");
+    assert_eq!(
+        failed, tried_bad,
+        "a request whose first origin failed mid-body was retried on the other ({ok} answered 200)"
+    );
+    assert_eq!(
+        good.count(),
+        ok,
+        "each success is one attempt at the good origin"
+    );
+}

@@ -1,6 +1,9 @@
 //! Fetching from origins: one GET, tried on the balancer's candidates in order. A failure
-//! before response headers (connect error, timeout, 5xx) is retried on the next origin and
-//! counted against the one that failed (passive ejection). A 404 is an answer, not a failure.
+//! before a usable response (connect error, no headers in time, a 5xx status) is retried on the
+//! next origin and counted against the one that failed (passive ejection); a failure while the
+//! body arrives is not retried ([`AttemptError::retry_safe`]), as nginx's `proxy_next_upstream`
+//! does not: by then the origin has answered, and a retry would double the load of a struggling
+//! tier for one object. A 404 is an answer, not a failure.
 
 use super::balancer::{Origin, OriginSet};
 use bytes::Bytes;
@@ -23,6 +26,31 @@ pub struct Fetched {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub origin: String,
+}
+
+/// What went wrong with one attempt at one origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    #[error("bad origin URL: {0}")]
+    BadUrl(String),
+    /// Connecting or sending failed: nothing reached the origin's application.
+    #[error("request: {0}")]
+    Request(String),
+    #[error("no response headers within {0:?}")]
+    HeadersTimeout(Duration),
+    /// The origin answered with an error status (5xx, or another non-2xx but 404).
+    #[error("status {0}")]
+    Status(u16),
+    /// Headers arrived, the body did not (complete, in time, or within the size limit).
+    #[error("body: {0}")]
+    Body(String),
+}
+
+impl AttemptError {
+    /// Whether another origin may be tried: only while no usable response has begun.
+    pub fn retry_safe(&self) -> bool {
+        !matches!(self, AttemptError::Body(_))
+    }
 }
 
 /// Why a fetch produced nothing cacheable.
@@ -84,9 +112,13 @@ impl Upstream {
                     not_found = true;
                 }
                 Err(e) => {
-                    tracing::warn!(origin = %origin.id, path, error = %e, "origin fetch failed; trying the next origin");
                     origin.record_failure(self.fall);
-                    last_error = e;
+                    if !e.retry_safe() {
+                        tracing::warn!(origin = %origin.id, path, error = %e, "origin failed mid-response; not retried");
+                        return Err(FetchError::Unavailable(format!("{}: {e}", origin.id)));
+                    }
+                    tracing::warn!(origin = %origin.id, path, error = %e, "origin fetch failed; trying the next origin");
+                    last_error = e.to_string();
                 }
             }
         }
@@ -122,29 +154,33 @@ impl Upstream {
             Ok(None) => Err(FetchError::NotFound),
             Err(e) => {
                 origin.record_failure(self.fall);
-                Err(FetchError::Unavailable(e))
+                Err(FetchError::Unavailable(e.to_string()))
             }
         }
     }
 
     /// Ok(None) = 404.
-    async fn fetch_one(&self, origin: &Origin, path: &str) -> Result<Option<Fetched>, String> {
+    async fn fetch_one(
+        &self,
+        origin: &Origin,
+        path: &str,
+    ) -> Result<Option<Fetched>, AttemptError> {
         let uri: http::Uri = format!("{}{}", origin.base_url, path)
             .parse()
-            .map_err(|e| format!("bad origin URL: {e}"))?;
+            .map_err(|e: http::uri::InvalidUri| AttemptError::BadUrl(e.to_string()))?;
         let req = http::Request::get(uri)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| AttemptError::BadUrl(e.to_string()))?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
-            .map_err(|_| format!("no response headers within {:?}", self.timeout))?
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|_| AttemptError::HeadersTimeout(self.timeout))?
+            .map_err(|e| AttemptError::Request(e.to_string()))?;
         let status = resp.status();
         if status == http::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(format!("status {status}"));
+            return Err(AttemptError::Status(status.as_u16()));
         }
         let header = |n: http::HeaderName| {
             resp.headers()
@@ -162,8 +198,8 @@ impl Upstream {
             Limited::new(resp.into_body(), self.max_object_bytes).collect(),
         )
         .await
-        .map_err(|_| "body timed out".to_string())?
-        .map_err(|e| format!("body: {e}"))?
+        .map_err(|_| AttemptError::Body(format!("not complete within {:?}", self.timeout * 4)))?
+        .map_err(|e| AttemptError::Body(e.to_string()))?
         .to_bytes();
         Ok(Some(Fetched {
             body,
@@ -171,5 +207,23 @@ impl Upstream {
             last_modified,
             origin: origin.id.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_before_a_response_are_retried() {
+        for e in [
+            AttemptError::BadUrl("x".into()),
+            AttemptError::Request("refused".into()),
+            AttemptError::HeadersTimeout(Duration::from_secs(1)),
+            AttemptError::Status(503),
+        ] {
+            assert!(e.retry_safe(), "{e}");
+        }
+        assert!(!AttemptError::Body("reset".into()).retry_safe());
     }
 }

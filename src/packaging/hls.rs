@@ -255,6 +255,16 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
     })
 }
 
+/// Sequence number of the newest segment a media playlist lists (what the edge compares with
+/// bus announcements); `None` for an empty or unreadable playlist.
+pub fn newest_sequence(text: &str) -> Option<u64> {
+    let state = parse_media_playlist_state(text)?;
+    if state.segments.is_empty() {
+        return None;
+    }
+    state.next_sequence.checked_sub(1)
+}
+
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's civil_from_days).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -476,5 +486,13 @@ mod tests {
             assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms));
         }
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn newest_sequence_of_a_playlist() {
+        let p = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:2.000,\n10.ts\n#EXTINF:2.000,\n11.ts\n";
+        assert_eq!(newest_sequence(p), Some(11));
+        assert_eq!(newest_sequence("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n"), None);
+        assert_eq!(newest_sequence("garbage"), None);
     }
 }

@@ -1,0 +1,172 @@
+//! The edge's memory: cached responses (moka, weighed in bytes) and what the bus announced
+//! about them, which decides whether a cached playlist is still fresh.
+//!
+//! Segments are immutable (their names are never reused); VOD playlists never change; a live
+//! playlist is fresh until the bus announces a newer segment for it (then it is refetched at
+//! once) or, if the bus is silent, for `playlist_ttl_ms`.
+
+use crate::http::headers::Representation;
+use crate::http::metrics::Counter;
+use crate::http::paths::ResourceKind;
+use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Playlists whose latest announced sequence is remembered.
+const MAX_TRACKED_PLAYLISTS: u64 = 100_000;
+/// Announced segment sizes remembered (to refuse an origin answer that disagrees).
+const MAX_TRACKED_SEGMENT_SIZES: u64 = 100_000;
+/// How long an announcement (sequence, size) is remembered without being renewed.
+const ANNOUNCEMENT_MEMORY: Duration = Duration::from_secs(600);
+/// Bytes charged per entry on top of its key and body (headers, bookkeeping).
+const ENTRY_OVERHEAD_BYTES: usize = 256;
+
+/// One cached response body and what is needed to answer any request for it.
+pub struct CachedObject {
+    pub rep: Representation,
+    pub kind: ResourceKind,
+    pub fetched_at: Instant,
+    /// Media playlists: sequence of the newest listed segment.
+    pub newest_sequence: Option<u64>,
+    /// The gzip variant of a playlist, made on first demand.
+    pub gzipped: OnceLock<Option<Representation>>,
+}
+
+impl CachedObject {
+    pub fn new(rep: Representation, kind: ResourceKind) -> CachedObject {
+        let newest_sequence = if kind == ResourceKind::MediaPlaylist {
+            std::str::from_utf8(&rep.body)
+                .ok()
+                .and_then(crate::packaging::hls::newest_sequence)
+        } else {
+            None
+        };
+        CachedObject {
+            rep,
+            kind,
+            fetched_at: Instant::now(),
+            newest_sequence,
+            gzipped: OnceLock::new(),
+        }
+    }
+
+    /// The gzip-encoded representation (playlists), computed once.
+    pub fn gzipped(&self) -> Option<&Representation> {
+        self.gzipped.get_or_init(|| gzip(&self.rep)).as_ref()
+    }
+}
+
+/// The newest segment the bus announced for a playlist, and when it was believed.
+#[derive(Debug, Clone, Copy)]
+struct Announced {
+    sequence: u64,
+    at: Instant,
+}
+
+pub type Objects = moka::future::Cache<String, Arc<CachedObject>>;
+
+/// Cached objects plus the announcements that judge them.
+pub struct EdgeCache {
+    pub objects: Objects,
+    announced: moka::sync::Cache<String, Announced>,
+    /// Segment URI → announced byte size.
+    announced_sizes: moka::sync::Cache<String, u64>,
+    playlist_ttl: Duration,
+}
+
+impl EdgeCache {
+    /// A cache of at most `capacity_bytes`; evictions (for space) are counted in `evictions`.
+    pub fn new(capacity_bytes: u64, playlist_ttl: Duration, evictions: Counter) -> EdgeCache {
+        let objects = moka::future::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|k: &String, v: &Arc<CachedObject>| {
+                (k.len() + v.rep.body.len() + ENTRY_OVERHEAD_BYTES).min(u32::MAX as usize) as u32
+            })
+            .eviction_listener(move |_k, _v, cause| {
+                if cause.was_evicted() {
+                    evictions.inc();
+                }
+            })
+            .build();
+        EdgeCache {
+            objects,
+            announced: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_PLAYLISTS)
+                .time_to_idle(ANNOUNCEMENT_MEMORY)
+                .build(),
+            announced_sizes: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_SEGMENT_SIZES)
+                .time_to_live(ANNOUNCEMENT_MEMORY)
+                .build(),
+            playlist_ttl,
+        }
+    }
+
+    /// Whether a cached object may still be served for `path`.
+    pub fn is_fresh(&self, path: &str, obj: &CachedObject, live: bool) -> bool {
+        if !obj.kind.is_playlist() || !live {
+            return true; // segment names are never reused; VOD playlists never change
+        }
+        if let (Some(newest), Some(announced)) = (obj.newest_sequence, self.announced.get(path)) {
+            // The bus says there is a newer segment: never serve an older list. Only a list
+            // fetched before the announcement is stale: one that was fetched after it and still
+            // lacks the segment is the origin's answer, so a wrong announcement costs one
+            // refetch, not the cache.
+            if newest < announced.sequence && obj.fetched_at < announced.at {
+                return false;
+            }
+        }
+        obj.fetched_at.elapsed() < self.playlist_ttl
+    }
+
+    /// The bus announced segment `sequence` of `playlist` (only a newer one is remembered).
+    pub fn announce_sequence(&self, playlist: &str, sequence: u64) {
+        let newer = self
+            .announced
+            .get(playlist)
+            .map(|a| sequence > a.sequence)
+            .unwrap_or(true);
+        if newer {
+            self.announced.insert(
+                playlist.to_string(),
+                Announced {
+                    sequence,
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// The bus announced `uri` with `bytes`: an origin answer of another size is refused.
+    pub fn announce_size(&self, uri: &str, bytes: u64) {
+        self.announced_sizes.insert(uri.to_string(), bytes);
+    }
+
+    pub fn announced_size(&self, uri: &str) -> Option<u64> {
+        self.announced_sizes.get(uri)
+    }
+
+    pub async fn invalidate(&self, path: &str) {
+        self.objects.invalidate(path).await;
+    }
+
+    /// Bytes held (as weighed).
+    pub fn weighted_size(&self) -> u64 {
+        self.objects.weighted_size()
+    }
+}
+
+fn gzip(rep: &Representation) -> Option<Representation> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&rep.body).ok()?;
+    let body = Bytes::from(enc.finish().ok()?);
+    let etag = format!("{}-gz\"", rep.etag.trim_end_matches('"'));
+    Some(Representation {
+        body,
+        content_type: rep.content_type,
+        cache_control: rep.cache_control.clone(),
+        etag,
+        last_modified: rep.last_modified,
+    })
+}

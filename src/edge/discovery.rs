@@ -1,0 +1,202 @@
+//! Background services that keep the edge's picture of its origins current: the bus listener
+//! (origin discovery from heartbeats, playlist freshness and prefetch from segment
+//! announcements, every announcement checked by [`super::trust`] first) and the active health
+//! checker.
+
+use super::{Edge, fetch_into_cache, route, trust, unix_now_ms};
+use crate::Shutdown;
+use crate::bus::BusEvent;
+use crate::config::EdgeConfig;
+use crate::http::paths;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Bus silence after which the edge's subscriber reconnects (origins heartbeat every ~1 s).
+const BUS_IDLE_RECONNECT: Duration = Duration::from_secs(10);
+
+/// Bus events → origin discovery, playlist freshness, prefetch.
+pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
+    // The edge hears every origin's heartbeat, so a long silence means a dead link (a vanished
+    // peer without FIN looks idle forever): reconnect after 10 s of it.
+    let mut options =
+        crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
+    options.idle_reconnect = Some(BUS_IDLE_RECONNECT);
+    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_deliveries(
+        edge.config.bus_connect.clone(),
+        vec![],
+        options,
+        shutdown.clone(),
+    );
+    let _ = edge.bus_stats.set(sub);
+    let mut judge = trust::Judge::new(trust_policy(&edge.config));
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            d = rx.recv() => match d { Some(d) => d, None => return },
+        };
+        if let Err(reason) = judge.judge(
+            &delivery.endpoint,
+            &delivery.topic,
+            &delivery.event,
+            unix_now_ms(),
+        ) {
+            reject(&edge, reason, &delivery.endpoint, &delivery.topic);
+            continue;
+        }
+        match delivery.event {
+            BusEvent::OriginHeartbeat {
+                origin_id,
+                http_base_url,
+                streams,
+                interval_ms,
+                ..
+            } => {
+                edge.upstream
+                    .origins
+                    .heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+            }
+            BusEvent::SegmentReady {
+                stream,
+                rendition,
+                media_sequence,
+                uri,
+                byte_size,
+                origin_id,
+                ..
+            } => {
+                edge.cache.announce_sequence(
+                    &paths::live_playlist_uri(&stream, &rendition),
+                    media_sequence,
+                );
+                edge.cache.announce_size(&uri, byte_size);
+                // The MPD lists every rendition: it changed with this segment (CMAF streams).
+                edge.cache
+                    .invalidate(&paths::live_manifest_uri(&stream))
+                    .await;
+                if edge.config.prefetch {
+                    prefetch(&edge, stream, uri, origin_id);
+                }
+            }
+            BusEvent::PlaylistUpdated {
+                uri,
+                media_sequence,
+                ..
+            } => edge.cache.announce_sequence(&uri, media_sequence),
+            BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
+                edge.cache
+                    .invalidate(&paths::live_master_uri(&stream))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The allow-list: every configured origin (for `zoomate run`, its own), plus the operator's
+/// `edge.origin_allow` patterns. Validated at config time; an entry that does not parse here
+/// cannot occur, and is skipped rather than allowing anything.
+fn trust_policy(config: &EdgeConfig) -> trust::TrustPolicy {
+    use crate::http::base_url::{BaseUrl, OriginPattern};
+    let allow = config
+        .origins
+        .iter()
+        .filter_map(|o| BaseUrl::parse(o).ok().map(|u| OriginPattern::exact(&u)))
+        .chain(
+            config
+                .origin_allow
+                .iter()
+                .filter_map(|p| OriginPattern::parse(p).ok()),
+        )
+        .collect();
+    trust::TrustPolicy {
+        allow,
+        max_origins: config.max_learned_origins,
+        origin_expiry_ms: config.learned_origin_expiry_ms as i64,
+    }
+}
+
+/// Counts a refused announcement and logs it, rate-limited (the 1st, 2nd, 4th, 8th… of each
+/// reason): a flood of forgeries must not become a flood of log lines.
+pub(super) fn reject(edge: &Edge, reason: trust::Rejection, source: &str, what: &str) {
+    edge.metrics.bus_rejected(reason.label());
+    let i = trust::Rejection::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(0);
+    let n = edge.rejections_logged[i].fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(
+            reason = reason.label(),
+            source,
+            what = %what.escape_debug(),
+            rejected = n,
+            "bus announcement not believed"
+        );
+    }
+}
+
+/// Pulls an announced segment into the cache from the origin that announced it (never from
+/// another: the announcement vouches only for its own origin's copy).
+fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
+    let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
+        edge.metrics.prefetch_skipped.inc();
+        return;
+    };
+    let e = edge.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else {
+            return;
+        };
+        if e.cache.objects.contains_key(&uri) {
+            return;
+        }
+        e.metrics.prefetches.inc();
+        if let Err(err) = fetch_into_cache(
+            &e,
+            &stream,
+            &uri,
+            kind,
+            live,
+            Some(origin_id),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        {
+            tracing::debug!(uri, error = %err, "prefetch failed");
+        }
+    });
+}
+
+/// Active health checks: `GET /healthz` on every origin each interval, after forgetting the
+/// learned origins whose heartbeats stopped (so the dead are not checked forever).
+pub(super) async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(edge.config.health_check_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        edge.upstream.origins.expire_learned(unix_now_ms());
+        for origin in edge.upstream.origins.snapshot().iter() {
+            let uri: Result<http::Uri, _> = format!("{}/healthz", origin.base_url).parse();
+            let Ok(uri) = uri else { continue };
+            let Ok(req) = http::Request::get(uri).body(http_body_util::Empty::<Bytes>::new())
+            else {
+                continue;
+            };
+            let ok = matches!(
+                tokio::time::timeout(edge.upstream.timeout, edge.upstream.client.request(req)).await,
+                Ok(Ok(r)) if r.status().is_success()
+            );
+            if ok {
+                origin.record_success(edge.config.health_rise)
+            } else {
+                origin.record_failure(edge.config.health_fall)
+            }
+        }
+    }
+}
