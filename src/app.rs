@@ -3,6 +3,18 @@
 //! `zoomate run` = origin (ingest + transcode + store + origin HTTP + bus publisher) and edge in
 //! one process; `zoomate origin` and `zoomate edge` run one side each. Every listener is bound
 //! before anything starts, so a port conflict fails the start instead of half-running.
+//!
+//! Shutdown is one signal, carried out in stages so that nothing is cut off by what it needs
+//! ([`RunningApp::wait`]):
+//! 1. **ingest stops**: the RTMP listener closes, publishers are disconnected, configured
+//!    sources get EOS;
+//! 2. **sessions finish**: open segments are closed, listed and announced, then `StreamEnded`;
+//! 3. **the bus flushes**: the publisher sends what is queued and closes;
+//! 4. **HTTP drains**: origin and edge stop accepting, in-flight requests get a grace period.
+//!
+//! Until stage 4 the HTTP listeners keep serving, so edges and players can still fetch the final
+//! segments that stage 2 announced. Every task the app starts is tracked by the stage that
+//! stops it.
 
 use crate::Shutdown;
 use crate::bus::BusEvent;
@@ -10,7 +22,7 @@ use crate::config::Config;
 use crate::stream::{Announce, StreamRegistry};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 /// Which parts run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +68,11 @@ pub struct BoundAddrs {
 pub struct RunningApp {
     pub addrs: BoundAddrs,
     pub registry: Option<Arc<StreamRegistry>>,
-    tasks: JoinSet<()>,
+    /// Stage 1: ingest listeners, stopped by the shutdown signal itself.
+    ingest: TaskTracker,
+    /// Stage 4: HTTP servers and the edge's background services, stopped by `http_stop`.
+    serving: TaskTracker,
+    http_stop: Shutdown,
     publisher: Option<PublisherHandle>,
 }
 
@@ -67,18 +83,28 @@ struct PublisherHandle {
 }
 
 impl RunningApp {
-    /// Waits for shutdown to drain everything, in order: services, then stream sessions (which
-    /// announce their final segments and `StreamEnded` as they finish), and only then the bus
-    /// publisher, so those last announcements still reach the edges (issue 11).
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    /// Waits for the shutdown signal, then drains in stages (see the module doc): ingest,
+    /// sessions (which announce their final segments and `StreamEnded` as they finish), the
+    /// bus publisher, and only then HTTP, so those last announcements reach the edges and the
+    /// segments they name can still be fetched.
+    pub async fn wait(mut self, shutdown: Shutdown) {
+        shutdown.cancelled().await;
+        self.ingest.close();
+        self.ingest.wait().await;
+        tracing::debug!("shutdown: ingest stopped");
         if let Some(r) = &self.registry {
             r.drain().await;
+            tracing::debug!("shutdown: sessions finished");
         }
         if let Some(p) = self.publisher.take() {
             p.stop.cancel();
             p.publisher.finished().await;
+            tracing::debug!("shutdown: bus flushed");
         }
+        self.http_stop.cancel();
+        self.serving.close();
+        self.serving.wait().await;
+        tracing::debug!("shutdown: HTTP drained");
     }
 }
 
@@ -88,7 +114,9 @@ pub async fn start(
     roles: Roles,
     shutdown: Shutdown,
 ) -> Result<RunningApp, AppError> {
-    let mut tasks = JoinSet::new();
+    let ingest = TaskTracker::new();
+    let serving = TaskTracker::new();
+    let http_stop = Shutdown::new();
     let mut addrs = BoundAddrs {
         rtmp: None,
         origin_http: None,
@@ -137,10 +165,17 @@ pub async fn start(
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
                 Arc::new(RegistryPublishHandler(reg.clone()));
-            tasks.spawn(server.run(handler, shutdown.clone()));
+            ingest.spawn(server.run(handler, shutdown.clone()));
         }
         if let Some(publisher) = publisher {
-            spawn_heartbeat(&config, reg.clone(), publisher.clone(), shutdown.clone());
+            // Heartbeats go on while sessions drain: edges keep the origin in rotation for the
+            // final segments. They stop with the publisher.
+            spawn_heartbeat(
+                &config,
+                reg.clone(),
+                publisher.clone(),
+                publisher_stop.clone(),
+            );
             publisher_handle = Some(PublisherHandle {
                 publisher,
                 stop: publisher_stop,
@@ -148,7 +183,7 @@ pub async fn start(
         }
         let metrics_registry = reg.clone();
         origin.set_ingest_metrics(Arc::new(move |r| metrics_registry.register_metrics(r)));
-        tasks.spawn(origin.run(shutdown.clone()));
+        serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
     }
 
@@ -179,13 +214,15 @@ pub async fn start(
                 source,
             })?;
         addrs.edge_http = Some(edge.local_addr());
-        tasks.spawn(edge.run(shutdown.clone()));
+        serving.spawn(edge.run(http_stop.clone()));
     }
 
     Ok(RunningApp {
         addrs,
         registry,
-        tasks,
+        ingest,
+        serving,
+        http_stop,
         publisher: publisher_handle,
     })
 }

@@ -316,7 +316,7 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
             serde_json::json!({ "event": "ready", "addrs": app.addrs })
         );
     }
-    app.wait().await;
+    app.wait(shutdown).await;
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -354,3 +354,74 @@ fn a_subscriber_hears_the_final_segments_and_stream_ended_after_sigterm() {
     );
     shutdown.cancel();
 }
+
+/// Status of a GET, or 0 when the connection itself failed (refused, reset).
+fn try_get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    match agent.get(&format!("http://{addr}{path}")).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn segments_announced_during_shutdown_can_still_be_fetched() {
+    let mut z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nenabled = false\n{}",
+            pattern("last", 320, 180)
+        ),
+    );
+    let bus = z.bus.clone().expect("bus endpoint");
+    let origin = z.origin.expect("origin address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let shutdown = zoomate::Shutdown::new();
+    let (_sub, mut rx) =
+        rt.block_on(async { BusSubscriber::spawn(vec![bus], vec![], 1024, shutdown.clone()) });
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut live = false;
+    while !live && Instant::now() < deadline {
+        live = collect(&mut rx, &rt, Duration::from_millis(500), |_| {})
+            .iter()
+            .any(|e| matches!(e, BusEvent::SegmentReady { .. }));
+    }
+    assert!(live, "no segment announced; log:\n{}", z.log());
+    while rx.try_recv().is_ok() {}
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &z.child.id().to_string()])
+        .status();
+    // Each segment announced while the origin drains is fetched the moment it is announced,
+    // as an edge's prefetch would: the origin must still serve it (HTTP drains last).
+    let mut fetched = Vec::new();
+    let mut ended = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ended && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+            Ok(Some(BusEvent::SegmentReady { uri, .. })) => {
+                fetched.push((uri.clone(), try_get_status(origin, &uri)));
+            }
+            Ok(Some(BusEvent::StreamEnded { .. })) => ended = true,
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(ended, "no StreamEnded after SIGTERM; log:\n{}", z.log());
+    assert!(!fetched.is_empty(), "no segment announced during shutdown");
+    assert!(
+        fetched.iter().all(|(_, status)| *status == 200),
+        "announced during shutdown but not served: {fetched:?}"
+    );
+    // One signal only (a second one exits at once): wait for the drain to finish.
+    let status = wait_for(
+        Duration::from_secs(20),
+        "zoomate to exit after SIGTERM",
+        || z.child.try_wait().ok().flatten(),
+    );
+    assert!(status.success(), "{status:?}");
+    shutdown.cancel();
+}
