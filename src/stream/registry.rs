@@ -214,29 +214,26 @@ impl StreamRegistry {
                 // A source that ended normally after a while (an RTP source gone quiet) listens
                 // again at once, so a returning sender loses nothing; a failure, or an end that
                 // comes straight away, waits first so a broken source cannot spin.
-                let backoff = match result {
-                    Ok(()) if me.shutdown.is_cancelled() => {
+                let backoff = match restart_policy(
+                    &result,
+                    began.elapsed(),
+                    video_only,
+                    me.shutdown.is_cancelled(),
+                ) {
+                    Restart::Stop => {
                         tracing::info!(stream = %sc.name, "source stopped for shutdown");
                         return;
                     }
-                    Ok(()) if began.elapsed() >= RESTART_BACKOFF => {
-                        tracing::info!(stream = %sc.name, "source ended; listening for it again");
-                        video_only = false;
-                        Duration::ZERO
-                    }
-                    Err(SessionError::NoAudio(grace)) if !video_only => {
-                        tracing::warn!(stream = %sc.name, grace_ms = grace.as_millis() as u64,
-                            "the source sends no audio although it describes some; restarting video-only");
-                        video_only = true;
-                        Duration::ZERO
-                    }
-                    Ok(()) => {
-                        tracing::info!(stream = %sc.name, "source ended");
-                        RESTART_BACKOFF
-                    }
-                    Err(e) => {
-                        tracing::error!(stream = %sc.name, error = %e, "source failed; restarting");
-                        RESTART_BACKOFF
+                    Restart::After { delay, video_only: v } => {
+                        match (&result, v && !video_only) {
+                            (Err(SessionError::NoAudio(grace)), true) => tracing::warn!(stream = %sc.name, grace_ms = grace.as_millis() as u64,
+                                "the source sends no audio although it describes some; restarting video-only"),
+                            (Err(e), _) => tracing::error!(stream = %sc.name, error = %e, "source failed; restarting"),
+                            (Ok(()), _) if delay.is_zero() => tracing::info!(stream = %sc.name, "source ended; listening for it again"),
+                            (Ok(()), _) => tracing::info!(stream = %sc.name, "source ended"),
+                        }
+                        video_only = v;
+                        delay
                     }
                 };
                 tokio::select! {
@@ -289,9 +286,102 @@ impl StreamRegistry {
     }
 }
 
+/// What the supervisor does after a configured source's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Shutdown: the source is not restarted.
+    Stop,
+    /// Start it again after `delay`, video-only or not.
+    After { delay: Duration, video_only: bool },
+}
+
+/// The restart policy of configured sources (pure). A source that ended normally after running
+/// a while (an RTP sender gone quiet) listens again at once, so a returning sender loses
+/// nothing, and may send audio again; a source that describes audio but sends none restarts at
+/// once video-only; a failure, or an end that comes straight away, waits [`RESTART_BACKOFF`] so
+/// a broken source cannot spin.
+pub fn restart_policy(
+    outcome: &Result<(), SessionError>,
+    ran_for: Duration,
+    video_only: bool,
+    shutting_down: bool,
+) -> Restart {
+    match outcome {
+        _ if shutting_down => Restart::Stop,
+        Ok(()) if ran_for >= RESTART_BACKOFF => Restart::After {
+            delay: Duration::ZERO,
+            video_only: false,
+        },
+        Err(SessionError::NoAudio(_)) if !video_only => Restart::After {
+            delay: Duration::ZERO,
+            video_only: true,
+        },
+        _ => Restart::After {
+            delay: RESTART_BACKOFF,
+            video_only,
+        },
+    }
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_policy() {
+        let long = RESTART_BACKOFF * 3;
+        let quick = RESTART_BACKOFF / 4;
+        assert_eq!(restart_policy(&Ok(()), long, false, true), Restart::Stop);
+        assert_eq!(
+            restart_policy(&Err(SessionError::Pipeline("x".into())), long, false, true),
+            Restart::Stop
+        );
+        // A quiet sender went away after a while: listen again at once, with audio again.
+        assert_eq!(
+            restart_policy(&Ok(()), long, true, false),
+            Restart::After {
+                delay: Duration::ZERO,
+                video_only: false
+            }
+        );
+        // An end straight away, or a failure: back off.
+        assert_eq!(
+            restart_policy(&Ok(()), quick, false, false),
+            Restart::After {
+                delay: RESTART_BACKOFF,
+                video_only: false
+            }
+        );
+        let failed = Err(SessionError::Stalled(Duration::from_secs(10)));
+        assert_eq!(
+            restart_policy(&failed, long, true, false),
+            Restart::After {
+                delay: RESTART_BACKOFF,
+                video_only: true
+            }
+        );
+        // Audio described but never sent: once video-only at once; then it is a failure.
+        let no_audio = Err(SessionError::NoAudio(Duration::from_secs(3)));
+        assert_eq!(
+            restart_policy(&no_audio, quick, false, false),
+            Restart::After {
+                delay: Duration::ZERO,
+                video_only: true
+            }
+        );
+        assert_eq!(
+            restart_policy(&no_audio, quick, true, false),
+            Restart::After {
+                delay: RESTART_BACKOFF,
+                video_only: true
+            }
+        );
+    }
 }
