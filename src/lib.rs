@@ -14,6 +14,7 @@
 //! - [`origin`]    — serves the store over HTTP.
 //! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch.
 //! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits).
+//! - [`layout`]    — every name: URL paths, store paths, file names, reserved names.
 //! - [`vod`]       — files in, complete HLS assets out (same aligned ladder as live).
 //! - [`app`]       — wires the roles together and owns the one shutdown signal.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod edge;
 pub mod http;
 pub mod ingest;
+pub mod layout;
 pub mod origin;
 pub mod packaging;
 pub mod store;

@@ -635,7 +635,7 @@ impl Config {
         for (i, r) in l.renditions.iter().enumerate() {
             let key = |f: &str| format!("ladder.renditions[{i}].{f}");
             validate_name(&key("name"), &r.name)?;
-            if r.name == crate::transcode::AUDIO_RENDITION {
+            if r.name == crate::layout::AUDIO_RENDITION {
                 return Err(ConfigError::invalid(
                     key("name"),
                     &r.name,
@@ -811,13 +811,9 @@ pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), Config
     Ok(())
 }
 
-/// Names that end up in URLs and file paths: `[A-Za-z0-9_-]`, 1..=64 characters.
+/// Names that end up in URLs and file paths (see [`crate::layout::valid_name`]).
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::layout::valid_name(name)
 }
 
 pub(crate) fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {

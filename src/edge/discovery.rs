@@ -7,7 +7,7 @@ use super::{Edge, fetch_into_cache, route, trust, unix_now_ms};
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::EdgeConfig;
-use crate::http::paths;
+use crate::layout;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,13 +67,13 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                 ..
             } => {
                 edge.cache.announce_sequence(
-                    &paths::live_playlist_uri(&stream, &rendition),
+                    &layout::live_playlist_uri(&stream, &rendition),
                     media_sequence,
                 );
                 edge.cache.announce_size(&uri, byte_size);
                 // The MPD lists every rendition: it changed with this segment (CMAF streams).
                 edge.cache
-                    .invalidate(&paths::live_manifest_uri(&stream))
+                    .invalidate(&layout::live_manifest_uri(&stream))
                     .await;
                 if edge.config.prefetch {
                     prefetch(&edge, stream, uri, origin_id);
@@ -86,7 +86,7 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
             } => edge.cache.announce_sequence(&uri, media_sequence),
             BusEvent::StreamStarted { stream, .. } | BusEvent::StreamEnded { stream, .. } => {
                 edge.cache
-                    .invalidate(&paths::live_master_uri(&stream))
+                    .invalidate(&layout::live_master_uri(&stream))
                     .await;
             }
         }

@@ -18,7 +18,7 @@
 //!   until it has expired; announcements about segments name their origin, which must be
 //!   learned and bound to the endpoint they arrived on.
 //! - **URIs follow the layout.** A `SegmentReady` URI must be the origin's URI for that stream,
-//!   rendition and sequence ([`paths::is_live_segment_uri`]), a `PlaylistUpdated` URI the
+//!   rendition and sequence ([`layout::is_live_segment_uri`]), a `PlaylistUpdated` URI the
 //!   rendition's playlist: a forged name cannot reach the cache.
 //! - **Sequences move by bounded steps** ([`MAX_SEQUENCE_JUMP`]) from the last one believed.
 //! - **Everything learned is bounded and expires**: origins, tracked playlists, streams per
@@ -26,7 +26,7 @@
 
 use crate::bus::BusEvent;
 use crate::http::base_url::{BaseUrl, OriginPattern};
-use crate::http::paths;
+use crate::layout;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -154,7 +154,7 @@ fn valid_origin_id(id: &str) -> bool {
 
 /// Stream and rendition names: what the origin's config accepts.
 fn valid_name(name: &str) -> bool {
-    crate::config::is_valid_name(name)
+    layout::valid_name(name)
 }
 
 impl Judge {
@@ -206,11 +206,11 @@ impl Judge {
                     return Err(Rejection::Name);
                 }
                 self.bound(endpoint, origin_id)?;
-                if !paths::is_live_segment_uri(uri, stream, rendition, *media_sequence) {
+                if !layout::is_live_segment_uri(uri, stream, rendition, *media_sequence) {
                     return Err(Rejection::Uri);
                 }
                 self.advance(
-                    paths::live_playlist_uri(stream, rendition),
+                    layout::live_playlist_uri(stream, rendition),
                     *media_sequence,
                     now_ms,
                 )
@@ -229,7 +229,7 @@ impl Judge {
                 if !self.origins.values().any(|o| o.endpoint == *endpoint) {
                     return Err(Rejection::UnknownOrigin);
                 }
-                if *uri != paths::live_playlist_uri(stream, rendition) {
+                if *uri != layout::live_playlist_uri(stream, rendition) {
                     return Err(Rejection::Uri);
                 }
                 self.advance(uri.clone(), *media_sequence, now_ms)

@@ -34,7 +34,7 @@ pub enum ResourceKind {
 
 impl ResourceKind {
     pub fn from_file_name(name: &str) -> Option<ResourceKind> {
-        if name == "master.m3u8" {
+        if name == crate::layout::MASTER_PLAYLIST {
             Some(ResourceKind::MasterPlaylist)
         } else if name.ends_with(".m3u8") {
             Some(ResourceKind::MediaPlaylist)
@@ -90,42 +90,6 @@ fn decode_once(raw: &str) -> Result<String, PathError> {
         .decode_utf8()
         .map_err(|_| PathError::Malformed("not UTF-8"))?;
     Ok(decoded.into_owned())
-}
-
-/// URL path of a live stream's multivariant playlist.
-pub fn live_master_uri(stream: &str) -> String {
-    format!("/live/{stream}/master.m3u8")
-}
-
-/// URL path of a live stream's DASH manifest.
-pub fn live_manifest_uri(stream: &str) -> String {
-    format!("/live/{stream}/manifest.mpd")
-}
-
-/// URL path of a live rendition's media playlist.
-pub fn live_playlist_uri(stream: &str, rendition: &str) -> String {
-    format!("/live/{stream}/{rendition}/index.m3u8")
-}
-
-/// Segment file extensions the origin writes: MPEG-TS, CMAF fragments, packed audio.
-const SEGMENT_EXTENSIONS: [&str; 3] = ["ts", "m4s", "aac"];
-
-/// Whether `uri` is the origin's URL path for segment `sequence` of `stream`/`rendition`
-/// (`/live/{stream}/{rendition}/{sequence}.{ts|m4s|aac}`), exactly as the origin writes it.
-pub fn is_live_segment_uri(uri: &str, stream: &str, rendition: &str, sequence: u64) -> bool {
-    let Some(file) = uri
-        .strip_prefix("/live/")
-        .and_then(|r| r.strip_prefix(stream))
-        .and_then(|r| r.strip_prefix('/'))
-        .and_then(|r| r.strip_prefix(rendition))
-        .and_then(|r| r.strip_prefix('/'))
-    else {
-        return false;
-    };
-    file.split_once('.')
-        .is_some_and(|(n, ext)| n == sequence.to_string() && SEGMENT_EXTENSIONS.contains(&ext))
-        && valid_component(stream)
-        && valid_component(rendition)
 }
 
 fn valid_component(c: &str) -> bool {

@@ -13,9 +13,7 @@ use tokio::sync::mpsc;
 const DEFAULT_JANITOR_QUEUE: usize = 65_536;
 
 /// Directory of a live stream.
-pub fn live_stream_dir(store_dir: &Path, stream: &str) -> PathBuf {
-    store_dir.join("live").join(stream)
-}
+pub use crate::layout::live_stream_dir;
 
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -123,7 +123,7 @@ impl StreamRegistry {
                 let dir = crate::store::live_stream_dir(&self.config.store.dir, stream);
                 let names = self.config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
                 for name in names {
-                    if let Ok(text) = std::fs::read_to_string(dir.join(name).join("index.m3u8")) {
+                    if let Ok(text) = std::fs::read_to_string(dir.join(name).join(crate::layout::MEDIA_PLAYLIST)) {
                         if t.restore(name, &text) {
                             tracing::info!(stream, rendition = %name, "timeline restored from disk; continuing media sequence");
                         }

@@ -8,6 +8,7 @@ use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::{Config, SegmentFormat};
+use crate::layout;
 use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -86,7 +87,7 @@ pub async fn run_session(
         }
     }
     let stream_dir = crate::store::live_stream_dir(&ctx.config.store.dir, &ctx.stream);
-    let staging = crate::transcode::pipeline::staging_dir(&stream_dir, ctx.session_id);
+    let staging = layout::staging_dir(&stream_dir, ctx.session_id);
     let format = ctx.config.format_for(&ctx.stream);
     let spec = LadderSpec {
         stream: ctx.stream.clone(),
@@ -147,7 +148,7 @@ pub async fn run_session(
         format,
         staged_inits: HashMap::new(),
         inits: HashMap::new(),
-        init_name: "init.mp4".into(),
+        init_name: layout::VOD_INIT_SEGMENT.into(),
     };
     let result = loop {
         let stall_at = machine.stall_deadline();
@@ -293,7 +294,7 @@ async fn handle_event(
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
             let first_sequence =
                 lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
-            st.init_name = format!("init-{first_sequence}.mp4");
+            st.init_name = layout::session_init_segment(first_sequence);
         }
         PipelineEvent::InitSegment {
             rendition,
@@ -400,19 +401,19 @@ async fn publish_segment(
         return Ok(());
     }
     let ext = st.format.segment_extension();
-    let public = rendition_dir.join(format!("{sequence}.{ext}"));
+    let public = rendition_dir.join(layout::segment_file(sequence, ext));
     let staged_owned = staged.to_path_buf();
     let public_owned = public.clone();
     let byte_size =
         tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let uri_path = format!("/live/{}/{}/{}.{ext}", ctx.stream, rendition, sequence);
+    let uri_path = layout::live_segment_uri(&ctx.stream, rendition, sequence, ext);
     let (added, master, mpd) = {
         let mut t = lock(&ctx.timeline);
         let added = t.add_segment(
             rendition,
-            format!("{sequence}.{ext}"),
+            layout::segment_file(sequence, ext),
             duration_ms,
             byte_size,
             pdt_ms,
@@ -426,9 +427,9 @@ async fn publish_segment(
         (added, t.master(), mpd)
     };
     let Some(added) = added else { return Ok(()) };
-    let playlist_path = rendition_dir.join("index.m3u8");
-    let master_path = st.stream_dir.join("master.m3u8");
-    let mpd_path = st.stream_dir.join("manifest.mpd");
+    let playlist_path = rendition_dir.join(layout::MEDIA_PLAYLIST);
+    let master_path = st.stream_dir.join(layout::MASTER_PLAYLIST);
+    let mpd_path = st.stream_dir.join(layout::DASH_MANIFEST);
     let playlist_text = added.playlist_text.clone();
     let master_text = master.clone();
     let mpd_text = if master.is_some() { mpd } else { None };
@@ -476,7 +477,7 @@ async fn publish_segment(
         stream: ctx.stream.clone(),
         rendition: rendition.to_string(),
         media_sequence: sequence,
-        uri: format!("/live/{}/{}/index.m3u8", ctx.stream, rendition),
+        uri: layout::live_playlist_uri(&ctx.stream, rendition),
     });
     Ok(())
 }

@@ -231,7 +231,7 @@ impl StreamTimeline {
         Some(Some(AudioMedia {
             group_id: "aud".into(),
             name: "audio".into(),
-            uri: format!("{AUDIO_RENDITION}/index.m3u8"),
+            uri: crate::layout::rendition_playlist(AUDIO_RENDITION),
             codecs: self.audio_codec.clone()?,
             channels: AUDIO_CHANNELS,
             bandwidth_bps: r.meter.peak_bps(),
@@ -280,7 +280,7 @@ impl StreamTimeline {
                 frame_rate: self.frame_rate,
                 audio_sampling_rate: AUDIO_SAMPLE_RATE,
                 audio_channels: AUDIO_CHANNELS,
-                media_template: format!("{name}/$Number$.m4s"),
+                media_template: crate::layout::dash_media_template(name),
                 segments,
             };
             if is_audio {
@@ -324,7 +324,7 @@ impl StreamTimeline {
                 _ => video.clone(),
             };
             variants.push(VariantStream {
-                uri: format!("{name}/index.m3u8"),
+                uri: crate::layout::rendition_playlist(name),
                 bandwidth_bps: r.meter.peak_bps(),
                 average_bandwidth_bps: r.meter.average_bps(),
                 codecs,

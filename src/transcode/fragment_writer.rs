@@ -68,7 +68,7 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, event
                     let map = buffer.map_readable().map_err(|e| e.to_string())?;
                     if flags.contains(gst::BufferFlags::HEADER | gst::BufferFlags::DISCONT) {
                         if !st.init_written {
-                            let location = st.dir.join("init.mp4");
+                            let location = st.dir.join(crate::layout::STAGED_INIT_SEGMENT);
                             crate::store::write_atomic(&location, map.as_slice())
                                 .map_err(|e| format!("{}: {e}", location.display()))?;
                             st.init_written = true;

@@ -33,7 +33,7 @@ use super::events::{EventSender, PipelineEvent};
 use super::{Templates, TranscodeError, plan_ladder};
 use crate::config::{LadderConfig, SegmentFormat};
 use gst::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ pub struct LadderSpec {
 }
 
 /// Name of the separate audio rendition of CMAF output.
-pub const AUDIO_RENDITION: &str = "audio";
+pub use crate::layout::AUDIO_RENDITION;
 
 /// A running pipeline. Dropping it tears the pipeline down.
 pub struct LivePipeline {
@@ -366,9 +366,4 @@ fn build_ladder(
         }
     }
     Ok(())
-}
-
-/// Staging directory for one session of a stream.
-pub fn staging_dir(stream_dir: &Path, session_id: u64) -> PathBuf {
-    stream_dir.join(".staging").join(session_id.to_string())
 }

@@ -7,6 +7,7 @@
 //! when complete: a failed or interrupted job leaves nothing half-written.
 
 use crate::config::{Config, SegmentFormat};
+use crate::layout;
 use crate::packaging::dash::{
     DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, Presentation,
     render_mpd,
@@ -399,9 +400,9 @@ async fn build(
             let staged = inits
                 .get(name)
                 .ok_or_else(|| fail(format!("no init segment for {name}")))?;
-            let public = dir.join("init.mp4");
+            let public = dir.join(layout::VOD_INIT_SEGMENT);
             crate::store::promote(staged, &public).map_err(io(&public))?;
-            playlist = playlist.with_init_segment("init.mp4".into());
+            playlist = playlist.with_init_segment(layout::VOD_INIT_SEGMENT.into());
         }
         let estimate = rendition
             .map(|r| r.video_bitrate_kbps)
@@ -435,8 +436,11 @@ async fn build(
             });
             count += 1;
         }
-        crate::store::write_atomic(&dir.join("index.m3u8"), playlist.render().as_bytes())
-            .map_err(io(&dir))?;
+        crate::store::write_atomic(
+            &dir.join(layout::MEDIA_PLAYLIST),
+            playlist.render().as_bytes(),
+        )
+        .map_err(io(&dir))?;
         let mut dash_rep = DashRepresentation {
             id: name.clone(),
             bandwidth_bps: meter.peak_bps(),
@@ -456,7 +460,7 @@ async fn build(
                     .cloned()
                     .unwrap_or_else(|| "avc1.640028".into());
                 variants.push(VariantStream {
-                    uri: format!("{}/index.m3u8", r.name),
+                    uri: layout::rendition_playlist(&r.name),
                     bandwidth_bps: meter.peak_bps(),
                     average_bandwidth_bps: meter.average_bps(),
                     codecs: match (&audio_codec, separate_audio) {
@@ -476,7 +480,7 @@ async fn build(
                 audio_media = Some(AudioMedia {
                     group_id: "aud".into(),
                     name: "audio".into(),
-                    uri: format!("{AUDIO_RENDITION}/index.m3u8"),
+                    uri: layout::rendition_playlist(AUDIO_RENDITION),
                     codecs: codec.clone(),
                     channels: AUDIO_CHANNELS,
                     bandwidth_bps: meter.peak_bps(),
@@ -488,7 +492,8 @@ async fn build(
         }
     }
     let master = render_multivariant_with_audio(&variants, audio_media.as_ref(), true);
-    crate::store::write_atomic(&work.join("master.m3u8"), master.as_bytes()).map_err(io(work))?;
+    crate::store::write_atomic(&work.join(layout::MASTER_PLAYLIST), master.as_bytes())
+        .map_err(io(work))?;
     if cmaf {
         let mut adaptations = vec![DashAdaptation {
             kind: MediaKind::Video,
@@ -505,7 +510,8 @@ async fn build(
             segment_duration_ms: config.ladder.segment_duration_ms,
             adaptations,
         });
-        crate::store::write_atomic(&work.join("manifest.mpd"), mpd.as_bytes()).map_err(io(work))?;
+        crate::store::write_atomic(&work.join(layout::DASH_MANIFEST), mpd.as_bytes())
+            .map_err(io(work))?;
     }
     let _ = std::fs::remove_dir_all(work.join(".staging"));
     Ok((planned.iter().map(|r| r.name.clone()).collect(), count))
