@@ -152,11 +152,12 @@ impl Default for EdgeConfig {
 impl EdgeConfig {
     /// `allow_insecure_network` is `[bus] allow_insecure_network`.
     pub fn validate(&self, allow_insecure_network: bool) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
         use crate::http::base_url::{BaseUrl, OriginPattern};
         for (i, c) in self.bus_connect.iter().enumerate() {
             let key = format!("edge.bus_connect[{i}]");
             if !(c.endpoint.starts_with("tcp://") || c.endpoint.starts_with("ipc://")) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     &key,
                     &c.endpoint,
                     "must be tcp://HOST:PORT or ipc://PATH",
@@ -164,13 +165,13 @@ impl EdgeConfig {
             }
             match &c.server_key {
                 Some(k) => {
-                    parse_key(&format!("{key}.server_key"), k, false)?;
+                    errors.extend(parse_key(&format!("{key}.server_key"), k, false).err());
                 }
                 None if self.enabled
                     && !allow_insecure_network
                     && !crate::bus::engine::is_local_endpoint(&c.endpoint) =>
                 {
-                    return Err(insecure(
+                    errors.push(insecure(
                         &key,
                         &c.endpoint,
                         "write it as { endpoint = \"…\", server_key = \"<publisher's public key>\" }",
@@ -181,7 +182,7 @@ impl EdgeConfig {
         }
         for (i, o) in self.origins.iter().enumerate() {
             if let Err(e) = BaseUrl::parse(o) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("edge.origins[{i}]"),
                     o,
                     format!("must be an http:// URL: {e}"),
@@ -190,7 +191,7 @@ impl EdgeConfig {
         }
         for (i, p) in self.origin_allow.iter().enumerate() {
             if let Err(e) = OriginPattern::parse(p) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("edge.origin_allow[{i}]"),
                     p,
                     format!("{e} (a host label or the port may be *)"),
@@ -198,7 +199,7 @@ impl EdgeConfig {
             }
         }
         if self.cache_bytes < 1024 * 1024 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "edge.cache_bytes",
                 self.cache_bytes,
                 "must be at least 1048576",
@@ -238,24 +239,25 @@ impl EdgeConfig {
             ),
         ] {
             if !(lo..=hi).contains(&v) {
-                return Err(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
+                errors.push(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
             }
         }
         if self.health_rise == 0 || self.health_fall == 0 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "edge.health_rise/health_fall",
                 0,
                 "must be at least 1",
             ));
         }
         if !(16..=1_000_000).contains(&self.bus_queue_capacity) {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "edge.bus_queue_capacity",
                 self.bus_queue_capacity,
                 "must be 16..=1000000",
             ));
         }
-        super::validate_limits("edge.limits", &self.limits)
+        errors.extend(super::validate_limits("edge.limits", &self.limits).err());
+        ConfigError::all(errors)
     }
 }
 

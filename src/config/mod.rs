@@ -38,9 +38,28 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// Several problems, each on its own line: one run of `check-config` lists them all.
+    #[error("{} problems in the config:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 impl ConfigError {
+    /// `Ok` when nothing was found; the error itself when one was; all of them otherwise.
+    pub fn all(errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        let mut errors: Vec<ConfigError> = errors
+            .into_iter()
+            .flat_map(|e| match e {
+                ConfigError::Many(inner) => inner,
+                e => vec![e],
+            })
+            .collect();
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+
     pub fn invalid(
         key: impl Into<String>,
         value: impl std::fmt::Display,
@@ -600,71 +619,72 @@ impl Config {
 
     /// Checks values serde cannot: ranges, names, cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
         let l = &self.ladder;
         if !(500..=10_000).contains(&l.segment_duration_ms) {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "ladder.segment_duration_ms",
                 l.segment_duration_ms,
                 "must be 500..=10000",
             ));
         }
         if !(1..=120).contains(&l.frame_rate) {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "ladder.frame_rate",
                 l.frame_rate,
                 "must be 1..=120",
             ));
         }
         if !(8..=512).contains(&l.audio_bitrate_kbps) {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "ladder.audio_bitrate_kbps",
                 l.audio_bitrate_kbps,
                 "must be 8..=512",
             ));
         }
         if l.renditions.is_empty() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "ladder.renditions",
                 "[]",
                 "at least one rendition is required",
             ));
         }
-        validate_template_name("ladder.video_encoder", &l.video_encoder)?;
-        validate_template_name("ladder.audio_encoder", &l.audio_encoder)?;
+        errors.extend(validate_template_name("ladder.video_encoder", &l.video_encoder).err());
+        errors.extend(validate_template_name("ladder.audio_encoder", &l.audio_encoder).err());
         let mut seen = std::collections::BTreeSet::new();
         for (i, r) in l.renditions.iter().enumerate() {
             let key = |f: &str| format!("ladder.renditions[{i}].{f}");
-            validate_name(&key("name"), &r.name)?;
+            errors.extend(validate_name(&key("name"), &r.name).err());
             if r.name == crate::layout::AUDIO_RENDITION {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     key("name"),
                     &r.name,
                     "reserved for the audio rendition of CMAF streams",
                 ));
             }
             if !seen.insert(r.name.clone()) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     key("name"),
                     &r.name,
                     "duplicate rendition name",
                 ));
             }
             if r.width < 16 || r.width > 7680 || r.width % 2 != 0 {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     key("width"),
                     r.width,
                     "must be even and 16..=7680",
                 ));
             }
             if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     key("height"),
                     r.height,
                     "must be even and 16..=4320",
                 ));
             }
             if !(50..=100_000).contains(&r.video_bitrate_kbps) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     key("video_bitrate_kbps"),
                     r.video_bitrate_kbps,
                     "must be 50..=100000",
@@ -672,69 +692,69 @@ impl Config {
             }
         }
         if self.hls.window_segments < 3 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "hls.window_segments",
                 self.hls.window_segments,
                 "must be at least 3",
             ));
         }
         if self.hls.window_segments > 10_000 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "hls.window_segments",
                 self.hls.window_segments,
                 "must be at most 10000",
             ));
         }
-        validate_name("origin.id", &self.origin.id)?;
+        errors.extend(validate_name("origin.id", &self.origin.id).err());
         if !self.origin.public_url.is_empty()
             && !(self.origin.public_url.starts_with("http://")
                 || self.origin.public_url.starts_with("https://"))
         {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "origin.public_url",
                 &self.origin.public_url,
                 "must start with http:// or https://",
             ));
         }
-        validate_limits("origin.limits", &self.origin.limits)?;
+        errors.extend(validate_limits("origin.limits", &self.origin.limits).err());
         let r = &self.rtmp;
-        validate_name("rtmp.app", &r.app)?;
+        errors.extend(validate_name("rtmp.app", &r.app).err());
         if r.max_connections == 0 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "rtmp.max_connections",
                 r.max_connections,
                 "must be at least 1",
             ));
         }
         if r.handshake_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "rtmp.handshake_timeout_ms",
                 r.handshake_timeout_ms,
                 "must be > 0",
             ));
         }
         if r.idle_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "rtmp.idle_timeout_ms",
                 r.idle_timeout_ms,
                 "must be > 0",
             ));
         }
         if !(4096..=256 * 1024 * 1024).contains(&r.max_message_bytes) {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "rtmp.max_message_bytes",
                 r.max_message_bytes,
                 "must be 4096..=268435456",
             ));
         }
         for stream in r.stream_formats.keys() {
-            validate_name(&format!("rtmp.stream_formats.{stream}"), stream)?;
+            errors.extend(validate_name(&format!("rtmp.stream_formats.{stream}"), stream).err());
         }
         for (stream, key) in &r.stream_keys {
-            validate_name(&format!("rtmp.stream_keys.{stream}"), stream)?;
+            errors.extend(validate_name(&format!("rtmp.stream_keys.{stream}"), stream).err());
             if key.len() < 8 {
                 // The value is a secret: name the stream, never echo the key.
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("rtmp.stream_keys.{stream}"),
                     "<redacted>",
                     "key must be at least 8 characters",
@@ -742,17 +762,17 @@ impl Config {
             }
         }
         if self.store.dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("store.dir", "", "must not be empty"));
+            errors.push(ConfigError::invalid("store.dir", "", "must not be empty"));
         }
         if self.pipelines.eos_timeout_ms == 0 {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "pipelines.eos_timeout_ms",
                 0,
                 "must be > 0",
             ));
         }
         if self.pipelines.stall_timeout_ms < 2 * l.segment_duration_ms {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 "pipelines.stall_timeout_ms",
                 self.pipelines.stall_timeout_ms,
                 "must be at least twice ladder.segment_duration_ms",
@@ -760,19 +780,19 @@ impl Config {
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, s) in self.streams.iter().enumerate() {
-            validate_name(&format!("streams[{i}].name"), &s.name)?;
+            errors.extend(validate_name(&format!("streams[{i}].name"), &s.name).err());
             if !names.insert(s.name.clone()) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("streams[{i}].name"),
                     &s.name,
                     "duplicate stream name",
                 ));
             }
-            s.source(i)?;
+            errors.extend(s.source(i).err());
         }
-        self.bus.validate()?;
-        self.edge.validate(self.bus.allow_insecure_network)?;
-        Ok(())
+        errors.extend(self.bus.validate().err());
+        errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());
+        ConfigError::all(errors)
     }
 }
 
@@ -959,6 +979,30 @@ mod tests {
         assert!(
             e.contains("streams[0].silence_timeout_ms") && e.contains("only for rtp"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let c = Config::parse(
+            "[ladder]\nsegment_duration_ms = 7\nframe_rate = 0\n[edge]\ncache_bytes = 1\norigin_allow = [\"http://h:1/x\"]\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        for key in [
+            "ladder.segment_duration_ms",
+            "ladder.frame_rate",
+            "edge.cache_bytes",
+            "edge.origin_allow[0]",
+        ] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
+        assert!(e.starts_with("4 problems in the config:"), "{e}");
+        // One problem reads as before.
+        let one = Config::parse("[ladder]\nframe_rate = 0\n").unwrap();
+        assert_eq!(
+            one.validate().unwrap_err().to_string(),
+            "invalid config: ladder.frame_rate = \"0\": must be 1..=120"
         );
     }
 }
