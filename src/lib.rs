@@ -4,19 +4,24 @@
 //!
 //! A segment's life is the architecture; the modules follow it in order:
 //!
-//! - [`config`]    — the serde tree, embedded default, validation naming key and value.
+//! - [`config`]    — the serde tree, embedded default, validation naming every bad key and value.
 //! - [`ingest`]    — live input: RTMP publishers, RTP over UDP, the built-in test pattern.
-//! - [`transcode`] — GStreamer: decode once, aligned ABR ladder from `pipelines/` templates.
-//! - [`packaging`] — pure HLS media/multivariant playlist and DASH manifest writers.
-//! - [`stream`]    — a stream's lifecycle: session per publisher, timeline across reconnects.
+//! - [`transcode`] — GStreamer: decode once, aligned ABR ladder from `pipelines/` templates;
+//!   streaming threads report typed events into one bounded channel.
+//! - [`stream`]    — a stream's lifecycle: a session per publisher (a phase machine driven by
+//!   pipeline events and watchdogs), the segment assembler, the timeline across reconnects,
+//!   the registry that supervises sessions.
+//! - [`packaging`] — pure HLS media/multivariant playlist and DASH manifest writers (and the one
+//!   playlist reader).
 //! - [`store`]     — atomic segment and playlist files, retention janitor.
-//! - [`bus`]       — Cap'n Proto announcements over ZeroMQ pub/sub.
-//! - [`origin`]    — serves the store over HTTP.
-//! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch.
-//! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits).
 //! - [`layout`]    — every name: URL paths, store paths, file names, reserved names.
-//! - [`vod`]       — files in, complete HLS assets out (same aligned ladder as live).
-//! - [`app`]       — wires the roles together and owns the one shutdown signal.
+//! - [`bus`]       — Cap'n Proto announcements over ZeroMQ (libzmq) pub/sub, CURVE, proxy.
+//! - [`origin`]    — serves the store over HTTP.
+//! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch → respond;
+//!   discovery and health in the background; every bus announcement checked before it is believed.
+//! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits, metrics).
+//! - [`vod`]       — files in, complete HLS/DASH assets out (same aligned ladder as live).
+//! - [`app`]       — wires the roles together and owns the one shutdown, carried out in stages.
 
 pub mod app;
 pub mod bus;

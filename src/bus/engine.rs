@@ -12,7 +12,7 @@
 //!   thread (never a tokio worker) and talks to tokio through bounded channels;
 //! - every socket gets [`SocketLimits`] before it binds or connects;
 //! - CURVE servers register their accepted client keys with the one ZAP handler thread
-//!   ([`register_zap_domain`]), which refuses anything not listed.
+//!   (`register_zap_domain`), which refuses anything not listed.
 
 use super::BusError;
 use std::collections::{HashMap, HashSet};

@@ -28,7 +28,7 @@ struct RtpLabels {
 /// FLV chunks buffered between the RTMP connection and the pipeline's appsrc.
 const PUBLISH_CHANNEL_CAPACITY: usize = 256;
 /// Pause before restarting a configured stream whose pipeline failed.
-const RESTART_BACKOFF: Duration = Duration::from_secs(2);
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct StreamRegistry {
     config: Arc<Config>,
