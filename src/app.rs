@@ -19,6 +19,7 @@
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::Config;
+use crate::plan::Plan;
 use crate::stream::{Announce, StreamRegistry};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,14 +110,11 @@ impl RunningApp {
 }
 
 /// Binds every listener, then starts every service. Returns once all are running.
-pub async fn start(
-    mut config: Config,
-    roles: Roles,
-    shutdown: Shutdown,
-) -> Result<RunningApp, AppError> {
+pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<RunningApp, AppError> {
     let ingest = TaskTracker::new();
     let serving = TaskTracker::new();
     let http_stop = Shutdown::new();
+    let mut config = plan.config.clone();
     let mut addrs = BoundAddrs {
         rtmp: None,
         origin_http: None,
@@ -159,8 +157,8 @@ pub async fn start(
             bus_announcer(&config, &mut addrs, publisher_stop.clone()).await?;
         let config = Arc::new(config.clone());
         let reg = StreamRegistry::new(config.clone(), announce.clone(), shutdown.clone());
-        for (index, sc) in config.streams.iter().cloned().enumerate() {
-            reg.start_configured(index, sc);
+        for planned in plan.streams.iter().cloned() {
+            reg.start_configured(planned);
         }
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =

@@ -5,6 +5,7 @@
 //! A segment's life is the architecture; the modules follow it in order:
 //!
 //! - [`config`]    — the serde tree, embedded default, validation naming every bad key and value.
+//! - [`plan`]      — the validated config resolved once (sources, SDP files) before anything binds.
 //! - [`ingest`]    — live input: RTMP publishers, RTP over UDP, the built-in test pattern.
 //! - [`transcode`] — GStreamer: decode once, aligned ABR ladder from `pipelines/` templates;
 //!   streaming threads report typed events into one bounded channel.
@@ -32,6 +33,7 @@ pub mod ingest;
 pub mod layout;
 pub mod origin;
 pub mod packaging;
+pub mod plan;
 pub mod store;
 pub mod stream;
 pub mod transcode;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zoomate::config::{Config, LogFormat, apply_env_overrides};
+use zoomate::plan::Plan;
 
 #[derive(Parser)]
 #[command(
@@ -96,7 +97,9 @@ enum BusCommand {
     },
 }
 
-fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, zoomate::config::ConfigError> {
+/// Parses, applies overrides, validates and resolves: every problem is reported here, before
+/// any runtime, thread or port exists.
+fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Plan, zoomate::config::ConfigError> {
     let mut config = match file.or(cli.config.as_ref()) {
         Some(path) => Config::from_file(path)?,
         None => Config::embedded_default(),
@@ -115,8 +118,7 @@ fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Config, zoomate::con
             }
         };
     }
-    config.validate()?;
-    Ok(config)
+    Plan::resolve(config)
 }
 
 fn init_tracing(config: &Config) {
@@ -165,8 +167,8 @@ fn main() -> ExitCode {
         };
     }
     // Config errors exit before any runtime, thread or port exists.
-    let config = match load_config(&cli, None) {
-        Ok(c) => c,
+    let plan = match load_config(&cli, None) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("zoomate: {e}");
             return ExitCode::from(2);
@@ -175,12 +177,12 @@ fn main() -> ExitCode {
     if let Command::Bus {
         command: BusCommand::Proxy { frontend, backend },
     } = command
-        && let Err(e) = config.bus.validate_proxy(frontend, backend)
+        && let Err(e) = plan.config.bus.validate_proxy(frontend, backend)
     {
         eprintln!("zoomate: {e}");
         return ExitCode::from(2);
     }
-    init_tracing(&config);
+    init_tracing(&plan.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -191,7 +193,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, command, cli.print_ready)) {
+    match runtime.block_on(run(plan, command, cli.print_ready)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -201,7 +203,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Result<()> {
+async fn run(plan: Plan, command: &Command, print_ready: bool) -> anyhow::Result<()> {
+    let config = plan.config.clone();
     let shutdown = zoomate::Shutdown::new();
     spawn_signal_handler(shutdown.clone());
     let roles = match command {
@@ -306,7 +309,7 @@ async fn run(config: Config, command: &Command, print_ready: bool) -> anyhow::Re
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };
-    let app = zoomate::app::start(config, roles, shutdown.clone())
+    let app = zoomate::app::start(plan, roles, shutdown.clone())
         .await
         .context("starting zoomate")?;
     tracing::info!(rtmp = ?app.addrs.rtmp, origin_http = ?app.addrs.origin_http, edge_http = ?app.addrs.edge_http, bus = ?app.addrs.bus, "zoomate ready");

@@ -25,7 +25,7 @@ fn test_pattern_ladder_writes_aligned_segments_and_announces_them_in_order() {
         .streams
         .remove(0),
     ];
-    config.validate().unwrap();
+    let plan = zoomate::plan::Plan::resolve(config.clone()).unwrap();
     let events: Arc<Mutex<Vec<BusEvent>>> = Default::default();
     let sink = events.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -36,7 +36,7 @@ fn test_pattern_ladder_writes_aligned_segments_and_announces_them_in_order() {
             Arc::new(move |e| sink.lock().unwrap().push(e)),
             shutdown.clone(),
         );
-        r.start_configured(0, config.streams[0].clone());
+        r.start_configured(plan.streams[0].clone());
         r
     });
     let stream_dir = dir.path().join("live/pat");
@@ -153,7 +153,7 @@ fn segments_leaving_the_window_stay_downloadable_for_the_retention_time_then_are
     )
     .unwrap()
     .streams;
-    config.validate().unwrap();
+    let plan = zoomate::plan::Plan::resolve(config.clone()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = zoomate::Shutdown::new();
     let registry = rt.block_on(async {
@@ -162,7 +162,7 @@ fn segments_leaving_the_window_stay_downloadable_for_the_retention_time_then_are
             zoomate::app::silent_announcer(),
             shutdown.clone(),
         );
-        r.start_configured(0, config.streams[0].clone());
+        r.start_configured(plan.streams[0].clone());
         r
     });
     let seg = |n: u64| dir.path().join(format!("live/ret/180p/{n}.ts"));

@@ -421,8 +421,10 @@ pub struct RtpOptions {
     pub jitter_latency_ms: u64,
 }
 
-const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 5_000;
-const DEFAULT_JITTER_LATENCY_MS: u64 = 200;
+/// `silence_timeout_ms` of an RTP source that does not set it.
+pub const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 5_000;
+/// `jitter_latency_ms` of an RTP source that does not set it.
+pub const DEFAULT_JITTER_LATENCY_MS: u64 = 200;
 
 impl StreamSource {
     /// The silence timeout of a network source; `None` for self-timed sources.
@@ -462,128 +464,6 @@ pub struct StreamConfig {
     pub jitter_latency_ms: Option<u64>,
     /// Segment format of this stream; default `ladder.format`.
     pub format: Option<SegmentFormat>,
-}
-
-impl StreamConfig {
-    /// The typed source, or the key that is missing or wrong. For `rtp-sdp` this reads and
-    /// checks the SDP file, so a bad one stops the process before it binds a port.
-    pub fn source(&self, index: usize) -> Result<StreamSource, ConfigError> {
-        let key = |k: &str| format!("streams[{index}].{k}");
-        let rtp = || -> Result<RtpOptions, ConfigError> {
-            let silence_timeout_ms = self
-                .silence_timeout_ms
-                .unwrap_or(DEFAULT_SILENCE_TIMEOUT_MS);
-            if !(500..=600_000).contains(&silence_timeout_ms) {
-                return Err(ConfigError::invalid(
-                    key("silence_timeout_ms"),
-                    silence_timeout_ms,
-                    "must be 500..=600000",
-                ));
-            }
-            let jitter_latency_ms = self.jitter_latency_ms.unwrap_or(DEFAULT_JITTER_LATENCY_MS);
-            if jitter_latency_ms > 5_000 {
-                return Err(ConfigError::invalid(
-                    key("jitter_latency_ms"),
-                    jitter_latency_ms,
-                    "must be 0..=5000",
-                ));
-            }
-            Ok(RtpOptions {
-                silence_timeout_ms,
-                jitter_latency_ms,
-            })
-        };
-        match self.source {
-            SourceKind::TestPattern => {
-                for (k, set) in [
-                    ("listen", self.listen.is_some()),
-                    ("sdp", self.sdp.is_some()),
-                    ("silence_timeout_ms", self.silence_timeout_ms.is_some()),
-                    ("jitter_latency_ms", self.jitter_latency_ms.is_some()),
-                ] {
-                    if set {
-                        return Err(ConfigError::invalid(
-                            key(k),
-                            "(set)",
-                            "only for rtp-mpegts and rtp-sdp sources",
-                        ));
-                    }
-                }
-                let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
-                for (k, v) in [("width", width), ("height", height)] {
-                    if !(16..=7680).contains(&v) || v % 2 != 0 {
-                        return Err(ConfigError::invalid(
-                            key(k),
-                            v,
-                            "must be even and 16..=7680",
-                        ));
-                    }
-                }
-                Ok(StreamSource::TestPattern { width, height })
-            }
-            SourceKind::RtpMpegts if self.sdp.is_some() => Err(ConfigError::invalid(
-                key("sdp"),
-                "(set)",
-                "only for rtp-sdp sources (rtp-mpegts takes listen)",
-            )),
-            SourceKind::RtpSdp if self.listen.is_some() => Err(ConfigError::invalid(
-                key("listen"),
-                "(set)",
-                "only for rtp-mpegts sources (rtp-sdp takes its ports from the SDP file)",
-            )),
-            SourceKind::RtpMpegts | SourceKind::RtpSdp
-                if self.width.is_some() || self.height.is_some() =>
-            {
-                Err(ConfigError::invalid(
-                    key(if self.width.is_some() {
-                        "width"
-                    } else {
-                        "height"
-                    }),
-                    "(set)",
-                    "only for test-pattern sources (RTP picture size comes from the sender)",
-                ))
-            }
-            SourceKind::RtpMpegts => match self.listen {
-                Some(listen) => Ok(StreamSource::RtpMpegts {
-                    listen,
-                    rtp: rtp()?,
-                }),
-                None => Err(ConfigError::invalid(
-                    key("listen"),
-                    "",
-                    "rtp-mpegts needs listen = \"HOST:PORT\"",
-                )),
-            },
-            SourceKind::RtpSdp => {
-                let Some(sdp) = self.sdp.clone() else {
-                    return Err(ConfigError::invalid(
-                        key("sdp"),
-                        "",
-                        "rtp-sdp needs sdp = \"path/to/stream.sdp\"",
-                    ));
-                };
-                // The path goes into a pipeline description between double quotes.
-                if sdp.to_string_lossy().contains(['"', '\\']) {
-                    return Err(ConfigError::invalid(
-                        key("sdp"),
-                        sdp.display(),
-                        "path must not contain '\"' or '\\'",
-                    ));
-                }
-                let text = std::fs::read_to_string(&sdp).map_err(|e| {
-                    ConfigError::invalid(key("sdp"), sdp.display(), format!("cannot read: {e}"))
-                })?;
-                let media = crate::ingest::rtp::describe_sdp(&text)
-                    .map_err(|reason| ConfigError::invalid(key("sdp"), sdp.display(), reason))?;
-                Ok(StreamSource::RtpSdp {
-                    sdp,
-                    has_audio: media.audio.is_some(),
-                    rtp: rtp()?,
-                })
-            }
-        }
-    }
 }
 
 impl Config {
@@ -788,7 +668,6 @@ impl Config {
                     "duplicate stream name",
                 ));
             }
-            errors.extend(s.source(i).err());
         }
         errors.extend(self.bus.validate().err());
         errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());
@@ -915,69 +794,6 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("rtmp.stream_keys.cam") && !e.contains("abc"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn rtp_sdp_source_checks_its_file_and_options() {
-        let cfg = |extra: &str| {
-            Config::parse(&format!(
-                "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\n{extra}"
-            ))
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .to_string()
-        };
-        let e = cfg("");
-        assert!(e.contains("streams[0].sdp"), "{e}");
-        let e = cfg("sdp = \"/nonexistent/cam.sdp\"\n");
-        assert!(
-            e.contains("streams[0].sdp")
-                && e.contains("/nonexistent/cam.sdp")
-                && e.contains("cannot read"),
-            "{e}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let sdp = dir.path().join("cam.sdp");
-        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n").unwrap();
-        let e = cfg(&format!("sdp = \"{}\"\n", sdp.display()));
-        assert!(e.contains("VP8 is not supported"), "{e}");
-        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n").unwrap();
-        let e = cfg(&format!(
-            "sdp = \"{}\"\nsilence_timeout_ms = 10\n",
-            sdp.display()
-        ));
-        assert!(
-            e.contains("streams[0].silence_timeout_ms") && e.contains("10"),
-            "{e}"
-        );
-        let c = Config::parse(&format!(
-            "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n",
-            sdp.display()
-        ))
-        .unwrap();
-        assert_eq!(
-            c.streams[0].source(0).unwrap(),
-            StreamSource::RtpSdp {
-                sdp,
-                has_audio: false,
-                rtp: RtpOptions {
-                    silence_timeout_ms: 5_000,
-                    jitter_latency_ms: 200
-                }
-            }
-        );
-        let e = Config::parse(
-            "[[streams]]\nname = \"t\"\nsource = \"test-pattern\"\nsilence_timeout_ms = 900\n",
-        )
-        .unwrap()
-        .validate()
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("streams[0].silence_timeout_ms") && e.contains("only for rtp"),
             "{e}"
         );
     }

@@ -4,9 +4,10 @@
 use super::session::{Announce, NetworkSource, SessionContext, SessionError, run_session};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
-use crate::config::{Config, StreamConfig, StreamSource};
+use crate::config::{Config, StreamSource};
 use crate::http::metrics::{Counter, Family, Registry};
 use crate::ingest::rtp::RtpCounters;
+use crate::plan::PlannedStream;
 use crate::store::Janitor;
 use crate::transcode::Templates;
 use bytes::Bytes;
@@ -164,16 +165,12 @@ impl StreamRegistry {
     }
 
     /// Runs a configured source (test pattern, RTP) until shutdown, restarting it on failure.
-    /// `index` is the stream's place in `[[streams]]` (for error messages). The source is
-    /// resolved once (the SDP file read and checked): a restart does not depend on the file.
-    pub fn start_configured(self: &Arc<Self>, index: usize, sc: StreamConfig) {
-        let source = match sc.source(index) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(stream = %sc.name, error = %e, "bad source; stream disabled");
-                return;
-            }
-        };
+    /// The source was resolved once by the plan (the SDP file read and checked): a restart does
+    /// not depend on the file.
+    pub fn start_configured(self: &Arc<Self>, planned: PlannedStream) {
+        let PlannedStream {
+            config: sc, source, ..
+        } = planned;
         let me = self.clone();
         self.tasks.spawn(async move {
             // Set when the sender turned out to send no audio; cleared when it goes away (the

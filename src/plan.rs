@@ -1,0 +1,231 @@
+//! Config → plan: the validated serde tree resolved, once, into what the roles run. Resolving
+//! may read files (a stream's SDP is read and checked here, and only here: a restart of the
+//! source does not read it again), so it is kept out of [`crate::config`], which stays a pure
+//! tree with its checks. Every problem of both steps is reported at once, before any port is
+//! bound.
+
+use crate::config::{
+    Config, ConfigError, DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, RtpOptions,
+    SourceKind, StreamConfig, StreamSource,
+};
+
+/// A configured stream with its source resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStream {
+    /// Its place in `[[streams]]` (for error messages).
+    pub index: usize,
+    pub config: StreamConfig,
+    pub source: StreamSource,
+}
+
+/// What `zoomate run`/`origin`/`edge` start from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: Config,
+    pub streams: Vec<PlannedStream>,
+}
+
+impl Plan {
+    /// Validates `config` and resolves every configured stream's source.
+    pub fn resolve(config: Config) -> Result<Plan, ConfigError> {
+        let mut errors = Vec::new();
+        errors.extend(config.validate().err());
+        let mut streams = Vec::new();
+        for (index, sc) in config.streams.iter().enumerate() {
+            match resolve_source(sc, index) {
+                Ok(source) => streams.push(PlannedStream {
+                    index,
+                    config: sc.clone(),
+                    source,
+                }),
+                Err(e) => errors.push(e),
+            }
+        }
+        ConfigError::all(errors)?;
+        Ok(Plan { config, streams })
+    }
+}
+
+/// The typed source of `[[streams]]` entry `index`, or the key that is missing or wrong. For
+/// `rtp-sdp` this reads and checks the SDP file.
+pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, ConfigError> {
+    let key = |k: &str| format!("streams[{index}].{k}");
+    let rtp = || -> Result<RtpOptions, ConfigError> {
+        let silence_timeout_ms = sc.silence_timeout_ms.unwrap_or(DEFAULT_SILENCE_TIMEOUT_MS);
+        if !(500..=600_000).contains(&silence_timeout_ms) {
+            return Err(ConfigError::invalid(
+                key("silence_timeout_ms"),
+                silence_timeout_ms,
+                "must be 500..=600000",
+            ));
+        }
+        let jitter_latency_ms = sc.jitter_latency_ms.unwrap_or(DEFAULT_JITTER_LATENCY_MS);
+        if jitter_latency_ms > 5_000 {
+            return Err(ConfigError::invalid(
+                key("jitter_latency_ms"),
+                jitter_latency_ms,
+                "must be 0..=5000",
+            ));
+        }
+        Ok(RtpOptions {
+            silence_timeout_ms,
+            jitter_latency_ms,
+        })
+    };
+    match sc.source {
+        SourceKind::TestPattern => {
+            for (k, set) in [
+                ("listen", sc.listen.is_some()),
+                ("sdp", sc.sdp.is_some()),
+                ("silence_timeout_ms", sc.silence_timeout_ms.is_some()),
+                ("jitter_latency_ms", sc.jitter_latency_ms.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::invalid(
+                        key(k),
+                        "(set)",
+                        "only for rtp-mpegts and rtp-sdp sources",
+                    ));
+                }
+            }
+            let (width, height) = (sc.width.unwrap_or(1280), sc.height.unwrap_or(720));
+            for (k, v) in [("width", width), ("height", height)] {
+                if !(16..=7680).contains(&v) || v % 2 != 0 {
+                    return Err(ConfigError::invalid(
+                        key(k),
+                        v,
+                        "must be even and 16..=7680",
+                    ));
+                }
+            }
+            Ok(StreamSource::TestPattern { width, height })
+        }
+        SourceKind::RtpMpegts if sc.sdp.is_some() => Err(ConfigError::invalid(
+            key("sdp"),
+            "(set)",
+            "only for rtp-sdp sources (rtp-mpegts takes listen)",
+        )),
+        SourceKind::RtpSdp if sc.listen.is_some() => Err(ConfigError::invalid(
+            key("listen"),
+            "(set)",
+            "only for rtp-mpegts sources (rtp-sdp takes its ports from the SDP file)",
+        )),
+        SourceKind::RtpMpegts | SourceKind::RtpSdp if sc.width.is_some() || sc.height.is_some() => {
+            Err(ConfigError::invalid(
+                key(if sc.width.is_some() {
+                    "width"
+                } else {
+                    "height"
+                }),
+                "(set)",
+                "only for test-pattern sources (RTP picture size comes from the sender)",
+            ))
+        }
+        SourceKind::RtpMpegts => match sc.listen {
+            Some(listen) => Ok(StreamSource::RtpMpegts {
+                listen,
+                rtp: rtp()?,
+            }),
+            None => Err(ConfigError::invalid(
+                key("listen"),
+                "",
+                "rtp-mpegts needs listen = \"HOST:PORT\"",
+            )),
+        },
+        SourceKind::RtpSdp => {
+            let Some(sdp) = sc.sdp.clone() else {
+                return Err(ConfigError::invalid(
+                    key("sdp"),
+                    "",
+                    "rtp-sdp needs sdp = \"path/to/stream.sdp\"",
+                ));
+            };
+            // The path goes into a pipeline description between double quotes.
+            if sdp.to_string_lossy().contains(['"', '\\']) {
+                return Err(ConfigError::invalid(
+                    key("sdp"),
+                    sdp.display(),
+                    "path must not contain '\"' or '\\'",
+                ));
+            }
+            let text = std::fs::read_to_string(&sdp).map_err(|e| {
+                ConfigError::invalid(key("sdp"), sdp.display(), format!("cannot read: {e}"))
+            })?;
+            let media = crate::ingest::rtp::describe_sdp(&text)
+                .map_err(|reason| ConfigError::invalid(key("sdp"), sdp.display(), reason))?;
+            Ok(StreamSource::RtpSdp {
+                sdp,
+                has_audio: media.audio.is_some(),
+                rtp: rtp()?,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan error for a config text that parses.
+    fn plan_error(toml: &str) -> String {
+        match Plan::resolve(Config::parse(toml).expect("parses")) {
+            Ok(_) => panic!("resolved: {toml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn rtp_sdp_source_checks_its_file_and_options() {
+        let cfg = |extra: &str| {
+            plan_error(&format!(
+                "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\n{extra}"
+            ))
+        };
+        let e = cfg("");
+        assert!(e.contains("streams[0].sdp"), "{e}");
+        let e = cfg("sdp = \"/nonexistent/cam.sdp\"\n");
+        assert!(
+            e.contains("streams[0].sdp")
+                && e.contains("/nonexistent/cam.sdp")
+                && e.contains("cannot read"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sdp = dir.path().join("cam.sdp");
+        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n").unwrap();
+        let e = cfg(&format!("sdp = \"{}\"\n", sdp.display()));
+        assert!(e.contains("VP8 is not supported"), "{e}");
+        std::fs::write(&sdp, "v=0\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n").unwrap();
+        let e = cfg(&format!(
+            "sdp = \"{}\"\nsilence_timeout_ms = 10\n",
+            sdp.display()
+        ));
+        assert!(
+            e.contains("streams[0].silence_timeout_ms") && e.contains("10"),
+            "{e}"
+        );
+        let c = Config::parse(&format!(
+            "[[streams]]\nname = \"cam\"\nsource = \"rtp-sdp\"\nsdp = \"{}\"\n",
+            sdp.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            resolve_source(&c.streams[0], 0).unwrap(),
+            StreamSource::RtpSdp {
+                sdp,
+                has_audio: false,
+                rtp: RtpOptions {
+                    silence_timeout_ms: 5_000,
+                    jitter_latency_ms: 200
+                }
+            }
+        );
+        let e = plan_error(
+            "[[streams]]\nname = \"t\"\nsource = \"test-pattern\"\nsilence_timeout_ms = 900\n",
+        );
+        assert!(
+            e.contains("streams[0].silence_timeout_ms") && e.contains("only for rtp"),
+            "{e}"
+        );
+    }
+}
