@@ -9,10 +9,15 @@
 mod bus;
 mod edge;
 mod env;
+mod stream;
 
 pub use bus::{BusConfig, BusProxyConfig, SecretKeyText, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
+pub use stream::{
+    DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, RtpOptions, SourceKind, StreamConfig,
+    StreamSource,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -394,76 +399,6 @@ impl std::str::FromStr for SegmentFormat {
             other => Err(format!("unknown segment format {other:?}: use ts or cmaf")),
         }
     }
-}
-
-/// Where a configured stream's media comes from (derived from [`StreamConfig`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamSource {
-    /// Built-in moving test pattern with a tone.
-    TestPattern { width: u32, height: u32 },
-    /// MPEG-TS over RTP on a UDP port (`ffmpeg -f rtp_mpegts`).
-    RtpMpegts { listen: SocketAddr, rtp: RtpOptions },
-    /// H.264 (+ AAC or Opus) RTP as an SDP file describes it (ports, payload types, codecs).
-    RtpSdp {
-        sdp: PathBuf,
-        has_audio: bool,
-        rtp: RtpOptions,
-    },
-}
-
-/// Network-source behaviour shared by the RTP kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtpOptions {
-    /// No video for this long ends the stream (segments finished and listed, stream-ended
-    /// announced); a returning source is a new session on the same timeline.
-    pub silence_timeout_ms: u64,
-    /// Jitter buffer: how long packets wait for late or reordered ones.
-    pub jitter_latency_ms: u64,
-}
-
-/// `silence_timeout_ms` of an RTP source that does not set it.
-pub const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 5_000;
-/// `jitter_latency_ms` of an RTP source that does not set it.
-pub const DEFAULT_JITTER_LATENCY_MS: u64 = 200;
-
-impl StreamSource {
-    /// The silence timeout of a network source; `None` for self-timed sources.
-    pub fn rtp_options(&self) -> Option<RtpOptions> {
-        match self {
-            StreamSource::TestPattern { .. } => None,
-            StreamSource::RtpMpegts { rtp, .. } | StreamSource::RtpSdp { rtp, .. } => Some(*rtp),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    TestPattern,
-    RtpMpegts,
-    RtpSdp,
-}
-
-/// A stream that exists without an RTMP publisher (`[[streams]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StreamConfig {
-    pub name: String,
-    /// `test-pattern`, `rtp-mpegts` or `rtp-sdp`.
-    pub source: SourceKind,
-    /// test-pattern: picture size (default 1280x720).
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    /// rtp-mpegts: UDP address to receive on.
-    pub listen: Option<SocketAddr>,
-    /// rtp-sdp: the SDP file (ports and codecs come from it).
-    pub sdp: Option<PathBuf>,
-    /// rtp-*: milliseconds without video before the stream ends (default 5000).
-    pub silence_timeout_ms: Option<u64>,
-    /// rtp-*: jitter buffer latency in milliseconds (default 200).
-    pub jitter_latency_ms: Option<u64>,
-    /// Segment format of this stream; default `ladder.format`.
-    pub format: Option<SegmentFormat>,
 }
 
 impl Config {
