@@ -144,7 +144,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
         return;
     };
     let e = edge.clone();
-    tokio::spawn(async move {
+    edge.tasks.spawn(async move {
         let _permit = permit;
         let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else {
             return;

@@ -48,6 +48,8 @@ struct Edge {
     metrics: EdgeMetrics,
     prefetch_permits: Arc<tokio::sync::Semaphore>,
     bus_stats: OnceLock<crate::bus::subscriber::BusSubscriber>,
+    /// Background work (bus listener, health checks, prefetches), waited for on shutdown.
+    tasks: tokio_util::task::TaskTracker,
     /// Refusals per reason (indexed as `trust::Rejection::ALL`), for rate-limited logging.
     rejections_logged: [AtomicU64; trust::Rejection::ALL.len()],
 }
@@ -96,6 +98,7 @@ impl EdgeServer {
                 metrics,
                 prefetch_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PREFETCHES)),
                 bus_stats: OnceLock::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
                 rejections_logged: Default::default(),
                 config: ec,
             }),
@@ -112,9 +115,11 @@ impl EdgeServer {
     pub async fn run(self, shutdown: Shutdown) {
         let edge = self.edge;
         if !edge.config.bus_connect.is_empty() {
-            tokio::spawn(discovery::bus_listener(edge.clone(), shutdown.clone()));
+            edge.tasks
+                .spawn(discovery::bus_listener(edge.clone(), shutdown.clone()));
         }
-        tokio::spawn(discovery::health_checker(edge.clone(), shutdown.clone()));
+        edge.tasks
+            .spawn(discovery::health_checker(edge.clone(), shutdown.clone()));
         let limits = edge.config.limits.clone();
         let e = edge.clone();
         crate::http::serve(
@@ -124,6 +129,9 @@ impl EdgeServer {
             shutdown,
         )
         .await;
+        // The services saw the same signal; prefetches end within their fetch timeouts.
+        edge.tasks.close();
+        edge.tasks.wait().await;
     }
 }
 
