@@ -11,6 +11,9 @@
 //! - libzmq sockets are blocking and not thread-safe: each lives on one dedicated, named OS
 //!   thread (never a tokio worker) and talks to tokio through bounded channels;
 //! - every socket gets [`SocketLimits`] before it binds or connects;
+//! - a monitored socket is a [`MonitoredSocket`]: libzmq's one I/O thread writes monitor
+//!   events with a blocking send, so the reader must outlive the monitoring, or the whole
+//!   context stalls;
 //! - CURVE servers register their accepted client keys with the one ZAP handler thread
 //!   (`register_zap_domain`), which refuses anything not listed.
 
@@ -375,9 +378,26 @@ fn zap_decide(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Socket monitors
 
-/// A monitor of one socket: an inproc PAIR receiving its connection events.
-pub struct Monitor {
+// `zmq::Socket::monitor` takes a `&str`; only a NULL endpoint stops a monitor.
+unsafe extern "C" {
+    fn zmq_socket_monitor(
+        socket: *mut std::ffi::c_void,
+        endpoint: *const std::ffi::c_char,
+        events: std::ffi::c_int,
+    ) -> std::ffi::c_int;
+}
+
+/// A socket together with the monitor of its connection events (an inproc PAIR it writes to).
+///
+/// libzmq writes each event with a *blocking* send, from its one I/O thread. If the reading
+/// PAIR is closed while the monitored socket can still report (a peer hanging up while, or
+/// just after, the socket closes: `zmq_close` finishes asynchronously), that send waits for a
+/// reader that never comes and every socket of the process-wide context stops moving. So the
+/// two live and die together here, and dropping stops the monitor (synchronously, under
+/// libzmq's monitor lock) before either socket is closed.
+pub struct MonitoredSocket {
     socket: zmq::Socket,
+    events: zmq::Socket,
 }
 
 /// The connection events the bus cares about.
@@ -392,9 +412,10 @@ pub enum ConnectionEvent {
     Other,
 }
 
-impl Monitor {
-    /// Starts monitoring `socket` (before it binds or connects, so no event is missed).
-    pub fn attach(socket: &zmq::Socket, endpoint: &str) -> Result<Monitor, BusError> {
+impl MonitoredSocket {
+    /// Starts monitoring `socket` (before it binds or connects, so no event is missed) and
+    /// takes ownership of it.
+    pub fn attach(socket: zmq::Socket, endpoint: &str) -> Result<MonitoredSocket, BusError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let addr = format!(
             "inproc://zoomate-monitor-{}",
@@ -405,25 +426,36 @@ impl Monitor {
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw()
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw();
+        let reader = context().socket(zmq::PAIR).map_err(zmq_err(endpoint))?;
+        reader.set_linger(0).map_err(zmq_err(endpoint))?;
         socket
             .monitor(&addr, events as i32)
             .map_err(zmq_err(endpoint))?;
-        let pair = context().socket(zmq::PAIR).map_err(zmq_err(endpoint))?;
-        pair.set_linger(0).map_err(zmq_err(endpoint))?;
-        pair.connect(&addr).map_err(zmq_err(endpoint))?;
-        Ok(Monitor { socket: pair })
+        // From here on `Drop` stops the monitor, also when the connect below fails.
+        let monitored = MonitoredSocket {
+            socket,
+            events: reader,
+        };
+        monitored.events.connect(&addr).map_err(zmq_err(endpoint))?;
+        Ok(monitored)
     }
 
+    /// The monitored socket.
     pub fn socket(&self) -> &zmq::Socket {
         &self.socket
+    }
+
+    /// The PAIR the events arrive on (to poll it).
+    pub fn events(&self) -> &zmq::Socket {
+        &self.events
     }
 
     /// The next pending event, without waiting.
     pub fn try_next(&self) -> Option<ConnectionEvent> {
         // Two frames: [u16 event, u32 value] then the peer address.
-        let first = self.socket.recv_bytes(zmq::DONTWAIT).ok()?;
-        while self.socket.get_rcvmore().unwrap_or(false) {
-            if self.socket.recv_bytes(zmq::DONTWAIT).is_err() {
+        let first = self.events.recv_bytes(zmq::DONTWAIT).ok()?;
+        while self.events.get_rcvmore().unwrap_or(false) {
+            if self.events.recv_bytes(zmq::DONTWAIT).is_err() {
                 break;
             }
         }
@@ -437,6 +469,29 @@ impl Monitor {
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH => ConnectionEvent::HandshakeFailed,
             _ => ConnectionEvent::Other,
         })
+    }
+}
+
+impl Drop for MonitoredSocket {
+    fn drop(&mut self) {
+        if let Err(e) = stop_monitor(&mut self.socket) {
+            tracing::error!(error = %e, "cannot stop a bus socket monitor");
+        }
+        // Only now the fields close, the monitored socket first.
+    }
+}
+
+/// Stops `socket`'s monitor: libzmq closes its end of the PAIR and sends no further events.
+fn stop_monitor(socket: &mut zmq::Socket) -> std::io::Result<()> {
+    // SAFETY: `socket` is open for the whole call (we hold it mutably); a NULL endpoint is
+    // how `zmq_socket_monitor` is told to stop, under the lock its I/O thread takes to send
+    // an event.
+    let rc = unsafe { zmq_socket_monitor(socket.as_mut_ptr(), std::ptr::null(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // libzmq reports through errno.
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -544,5 +599,83 @@ mod tests {
         assert_eq!(zap_decide(&req(&domain, &other))[2], b"400");
         assert_eq!(zap_decide(&req("zoomate-unknown", &ok))[2], b"400");
         assert_eq!(zap_decide(&[b"1.0".to_vec()])[2], b"500");
+    }
+
+    /// A connected, monitored SUB of a fresh PUB on 127.0.0.1.
+    fn monitored_sub_of(publisher: &zmq::Socket) -> MonitoredSocket {
+        let endpoint = publisher.get_last_endpoint().unwrap().unwrap();
+        let sub = context().socket(zmq::SUB).unwrap();
+        let monitored = MonitoredSocket::attach(sub, &endpoint).unwrap();
+        monitored.socket().connect(&endpoint).unwrap();
+        wait_for(&monitored, ConnectionEvent::Up);
+        monitored
+    }
+
+    fn wait_for(monitored: &MonitoredSocket, wanted: ConnectionEvent) {
+        assert!(event_arrives(monitored, wanted), "no {wanted:?} event");
+    }
+
+    /// Whether `wanted` arrives within 5 s.
+    fn event_arrives(monitored: &MonitoredSocket, wanted: ConnectionEvent) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let mut items = [monitored.events().as_poll_item(zmq::POLLIN)];
+            zmq::poll(&mut items, 50).unwrap();
+            if std::iter::from_fn(|| monitored.try_next()).any(|e| e == wanted) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a new PUB/SUB pair of the context still delivers (libzmq's I/O thread moves).
+    fn context_delivers() -> bool {
+        let publisher = context().socket(zmq::PUB).unwrap();
+        publisher.bind("tcp://127.0.0.1:0").unwrap();
+        let sub = context().socket(zmq::SUB).unwrap();
+        sub.set_subscribe(b"").unwrap();
+        sub.set_rcvtimeo(50).unwrap();
+        sub.connect(&publisher.get_last_endpoint().unwrap().unwrap())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            publisher.send("ping", 0).unwrap();
+            if sub.recv_bytes(0).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The process-wide stall `MonitoredSocket` exists to prevent: a peer hangs up on a socket
+    /// that is still open after its monitor's reader closed. With the monitor stopped first
+    /// (what `Drop` does), libzmq's I/O thread has nowhere to block.
+    #[test]
+    fn a_stopped_monitor_lets_its_reader_go_before_the_socket() {
+        let publisher = context().socket(zmq::PUB).unwrap();
+        publisher.bind("tcp://127.0.0.1:0").unwrap();
+        let mut subject = monitored_sub_of(&publisher);
+        // A second subscriber, monitored to the end, tells when the hang-up was processed.
+        let witness = monitored_sub_of(&publisher);
+
+        stop_monitor(&mut subject.socket).unwrap();
+        let unconnected = context().socket(zmq::PAIR).unwrap();
+        drop(std::mem::replace(&mut subject.events, unconnected));
+        // Not synchronisation: a pause for libzmq's reaper to close the reader's pipe before
+        // the hang-up, so that without the stop above this test fails every time, not at
+        // random.
+        std::thread::sleep(Duration::from_millis(100));
+        drop(publisher);
+        let moving = event_arrives(&witness, ConnectionEvent::Down) && context_delivers();
+        if !moving {
+            // Dropping them would wait on libzmq's monitor lock, which its stuck I/O thread
+            // holds: leak them so the test fails instead of hanging.
+            std::mem::forget(subject);
+            std::mem::forget(witness);
+            panic!("the context stalled");
+        }
+        drop(subject);
+        drop(witness);
+        assert!(context_delivers(), "the context stalled after the drops");
     }
 }

@@ -10,7 +10,7 @@
 //! libzmq allocates it; a message with more than two frames is read frame by frame and
 //! dropped, so no message costs more than two frames of memory here.
 
-use super::engine::{self, ConnectionEvent, CurveKey, KeyPair, Monitor, SocketLimits};
+use super::engine::{self, ConnectionEvent, CurveKey, KeyPair, MonitoredSocket, SocketLimits};
 use super::{BusError, BusEvent, Delivery, codec};
 use crate::Shutdown;
 use crate::config::BusConnect;
@@ -313,7 +313,7 @@ impl EndpointWorker {
         }
         loop {
             let end = match self.open() {
-                Ok((socket, monitor)) => self.session(&socket, &monitor),
+                Ok(socket) => self.session(&socket),
                 Err(e) => {
                     tracing::warn!(%endpoint, error = %e, "bus subscriber socket failed; retrying");
                     SessionEnd::Reconnect
@@ -336,7 +336,7 @@ impl EndpointWorker {
     }
 
     /// A configured, monitored, subscribed and connecting SUB socket.
-    fn open(&self) -> Result<(zmq::Socket, Monitor), BusError> {
+    fn open(&self) -> Result<MonitoredSocket, BusError> {
         let endpoint = &self.target.endpoint;
         let socket = engine::context()
             .socket(zmq::SUB)
@@ -361,15 +361,17 @@ impl EndpointWorker {
                 .set_subscribe(p.as_bytes())
                 .map_err(engine::zmq_err(endpoint))?;
         }
-        let monitor = Monitor::attach(&socket, endpoint)?;
-        socket
+        let monitored = MonitoredSocket::attach(socket, endpoint)?;
+        monitored
+            .socket()
             .connect(endpoint)
             .map_err(engine::zmq_err(endpoint))?;
-        Ok((socket, monitor))
+        Ok(monitored)
     }
 
     /// Receives until shutdown, the consumer leaves, or (with `idle_reconnect`) a silence.
-    fn session(&self, socket: &zmq::Socket, monitor: &Monitor) -> SessionEnd {
+    fn session(&self, monitored: &MonitoredSocket) -> SessionEnd {
+        let socket = monitored.socket();
         let endpoint = &self.target.endpoint;
         let poll_ms = engine::POLL_INTERVAL.as_millis() as i64;
         let mut connected_since: Option<Instant> = None;
@@ -382,7 +384,7 @@ impl EndpointWorker {
             }
             let mut items = [
                 socket.as_poll_item(zmq::POLLIN),
-                monitor.socket().as_poll_item(zmq::POLLIN),
+                monitored.events().as_poll_item(zmq::POLLIN),
             ];
             if let Err(e) = zmq::poll(&mut items, poll_ms) {
                 tracing::debug!(%endpoint, error = %e, "bus poll failed");
@@ -390,7 +392,7 @@ impl EndpointWorker {
             }
             let (readable, events) = (items[0].is_readable(), items[1].is_readable());
             if events {
-                while let Some(ev) = monitor.try_next() {
+                while let Some(ev) = monitored.try_next() {
                     match ev {
                         ConnectionEvent::Up => {
                             self.counters.connections.fetch_add(1, Ordering::Relaxed);
