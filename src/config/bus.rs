@@ -20,7 +20,7 @@ impl std::fmt::Debug for SecretKeyText {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Publish announcements from this origin.
     pub enabled: bool,
@@ -53,7 +53,7 @@ pub struct BusConfig {
 
 /// `[bus.proxy]`: keys for `zoomate bus proxy` (its own secret key is `bus.curve_secret_key`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct BusProxyConfig {
     /// Public keys (Z85) of the origins allowed to publish into the frontend.
     pub frontend_accept_keys: Vec<String>,
@@ -62,20 +62,9 @@ pub struct BusProxyConfig {
 }
 
 impl Default for BusConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        BusConfig {
-            enabled: true,
-            publish_endpoint: "tcp://127.0.0.1:5556".into(),
-            publish_connect: false,
-            heartbeat_interval_ms: 1_000,
-            queue_capacity: 4_096,
-            max_message_bytes: engine::DEFAULT_MAX_MESSAGE_BYTES,
-            curve_secret_key: None,
-            curve_accept_keys: Vec::new(),
-            publish_server_key: None,
-            allow_insecure_network: false,
-            proxy: BusProxyConfig::default(),
-        }
+        super::Config::defaults().bus.clone()
     }
 }
 

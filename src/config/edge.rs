@@ -80,7 +80,7 @@ pub enum BalancePolicy {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Run the edge in `zoomate run`.
     pub enabled: bool,
@@ -125,27 +125,9 @@ pub struct EdgeConfig {
 }
 
 impl Default for EdgeConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        EdgeConfig {
-            enabled: true,
-            listen: "0.0.0.0:8080".parse().expect("static address"),
-            origins: Vec::new(),
-            origin_allow: Vec::new(),
-            bus_connect: Vec::new(),
-            balance: BalancePolicy::ConsistentHash,
-            cache_bytes: 512 * 1024 * 1024,
-            playlist_ttl_ms: 1_000,
-            prefetch: true,
-            health_check_interval_ms: 1_000,
-            health_rise: 2,
-            health_fall: 2,
-            origin_timeout_ms: 5_000,
-            max_object_bytes: 64 * 1024 * 1024,
-            bus_queue_capacity: 4_096,
-            learned_origin_expiry_ms: 30_000,
-            max_learned_origins: 64,
-            limits: HttpLimits::default(),
-        }
+        super::Config::defaults().edge.clone()
     }
 }
 

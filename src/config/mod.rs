@@ -1,10 +1,13 @@
 //! Configuration: one serde tree, parsed from TOML, then validated, then run.
 //!
-//! `config/zoomate.toml` is the documented default and is embedded in the binary. Every section
-//! has `#[serde(default)]` so a file only names what it changes, and `deny_unknown_fields` so a
-//! typo is an error rather than a silently ignored key. [`Config::validate`] returns the first
-//! problem as a [`ConfigError`] naming the key and the value; `main` exits non-zero on it before
-//! binding any port.
+//! Defaults live in one place: `config/zoomate.toml`, which names every key with its default
+//! value and is embedded in the binary. A config file names only what it changes: it is laid
+//! over the defaults (tables merge key by key; a value or an array replaces the default's), and
+//! only then deserialised, with `deny_unknown_fields` everywhere so a typo is an error rather
+//! than a silently ignored key (and a key missing from the defaults file fails its test).
+//! `config/demo.toml` is what `zoomate run` adds when no file is given (the `demo` stream).
+//! [`Config::validate`] reports every problem as a [`ConfigError`] naming the key and the value;
+//! `main` exits non-zero on it before binding any port.
 
 mod bus;
 mod edge;
@@ -26,6 +29,53 @@ use std::path::PathBuf;
 
 /// The embedded default configuration (`config/zoomate.toml`).
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/zoomate.toml");
+
+/// What `zoomate run` uses when no config file is given, laid over the defaults: the `demo`
+/// test-pattern stream.
+pub const DEMO_CONFIG_TOML: &str = include_str!("../../config/demo.toml");
+
+/// A deserialisation error of the merged tree, naming the key and the value the user wrote.
+/// The merged table has no source positions, so the error's key path (toml puts it after
+/// "in `…`") is looked up in the user's own table; failing that, the message as it is.
+fn field_error(e: &toml::de::Error, user: &toml::Table) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let text = e.to_string();
+    let key = text
+        .rsplit_once("in `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key.to_string());
+    let value = key.as_deref().and_then(|k| {
+        let mut parts = k.split('.');
+        let mut at = user.get(parts.next()?)?;
+        for part in parts {
+            at = at.as_table()?.get(part)?;
+        }
+        // A whole table (an unknown key inside it) is named by its path, not printed.
+        (!at.is_table()).then(|| at.to_string())
+    });
+    match (key, value) {
+        (Some(key), Some(value)) => ConfigError::Invalid {
+            key,
+            value: value.trim_matches('"').to_string(),
+            reason: message,
+        },
+        (Some(key), None) => ConfigError::Parse(format!("{key}: {message}")),
+        _ => ConfigError::Parse(message),
+    }
+}
+
+/// Lays `over` onto `base`: tables merge key by key; anything else (a value, an array, an array
+/// of tables) replaces what `base` had.
+fn overlay(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
 
 /// A configuration problem, naming the key and the offending value.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +130,7 @@ impl ConfigError {
 
 /// The whole configuration tree.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub log: LogConfig,
     pub origin: OriginConfig,
@@ -92,25 +142,16 @@ pub struct Config {
     pub bus: BusConfig,
     pub edge: EdgeConfig,
     pub vod: VodConfig,
-    /// Streams that exist without an RTMP publisher: test patterns and RTP inputs.
+    /// Streams that exist without an RTMP publisher: test patterns and RTP inputs (none unless
+    /// configured; `zoomate run` without a file has the `demo` stream of `config/demo.toml`).
+    #[serde(default)]
     pub streams: Vec<StreamConfig>,
 }
 
 impl Default for Config {
+    /// Every key at its documented default: `config/zoomate.toml`, the one place defaults live.
     fn default() -> Self {
-        Config {
-            log: LogConfig::default(),
-            origin: OriginConfig::default(),
-            rtmp: RtmpConfig::default(),
-            ladder: LadderConfig::default(),
-            hls: HlsConfig::default(),
-            store: StoreConfig::default(),
-            pipelines: PipelinesConfig::default(),
-            bus: BusConfig::default(),
-            edge: EdgeConfig::default(),
-            vod: VodConfig::default(),
-            streams: Vec::new(),
-        }
+        Config::defaults().clone()
     }
 }
 
@@ -122,7 +163,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (human-readable) or `json` (one object per line).
     pub format: LogFormat,
@@ -131,11 +172,9 @@ pub struct LogConfig {
 }
 
 impl Default for LogConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Config::defaults().log.clone()
     }
 }
 
@@ -145,7 +184,7 @@ pub const MIN_MAX_HEADER_BYTES: usize = 8192;
 
 /// Limits for an HTTP listener (origin or edge).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct HttpLimits {
     /// Connections served at once; further connections wait in the accept queue.
     pub max_connections: usize,
@@ -159,18 +198,14 @@ pub struct HttpLimits {
 }
 
 impl Default for HttpLimits {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        HttpLimits {
-            max_connections: 4096,
-            header_read_timeout_ms: 5_000,
-            max_header_bytes: 16 * 1024,
-            drain_timeout_ms: 5_000,
-        }
+        Config::defaults().origin.limits.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// Identifies this worker on the bus and in heartbeats.
     pub id: String,
@@ -182,18 +217,14 @@ pub struct OriginConfig {
 }
 
 impl Default for OriginConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        OriginConfig {
-            id: "origin-1".into(),
-            http_listen: "127.0.0.1:8081".parse().expect("static address"),
-            public_url: String::new(),
-            limits: HttpLimits::default(),
-        }
+        Config::defaults().origin.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct RtmpConfig {
     pub enabled: bool,
     /// RTMP listener for publishers.
@@ -217,18 +248,9 @@ pub struct RtmpConfig {
 }
 
 impl Default for RtmpConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        RtmpConfig {
-            enabled: true,
-            listen: "0.0.0.0:1935".parse().expect("static address"),
-            app: "live".into(),
-            max_connections: 64,
-            handshake_timeout_ms: 10_000,
-            idle_timeout_ms: 15_000,
-            max_message_bytes: 16 * 1024 * 1024,
-            stream_keys: BTreeMap::new(),
-            stream_formats: BTreeMap::new(),
-        }
+        Config::defaults().rtmp.clone()
     }
 }
 
@@ -245,7 +267,7 @@ pub struct RenditionConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct LadderConfig {
     /// Segment duration, in milliseconds; every rendition gets an IDR at each multiple.
     pub segment_duration_ms: u64,
@@ -263,40 +285,14 @@ pub struct LadderConfig {
 }
 
 impl Default for LadderConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        LadderConfig {
-            segment_duration_ms: 2_000,
-            frame_rate: 30,
-            video_encoder: "x264".into(),
-            audio_encoder: "aac".into(),
-            audio_bitrate_kbps: 128,
-            format: SegmentFormat::Ts,
-            renditions: vec![
-                RenditionConfig {
-                    name: "720p".into(),
-                    width: 1280,
-                    height: 720,
-                    video_bitrate_kbps: 2_800,
-                },
-                RenditionConfig {
-                    name: "480p".into(),
-                    width: 854,
-                    height: 480,
-                    video_bitrate_kbps: 1_400,
-                },
-                RenditionConfig {
-                    name: "360p".into(),
-                    width: 640,
-                    height: 360,
-                    video_bitrate_kbps: 800,
-                },
-            ],
-        }
+        Config::defaults().ladder.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct HlsConfig {
     /// Segments listed in a live media playlist (the sliding window).
     pub window_segments: usize,
@@ -305,31 +301,28 @@ pub struct HlsConfig {
 }
 
 impl Default for HlsConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        HlsConfig {
-            window_segments: 6,
-            retain_after_window_ms: 30_000,
-        }
+        Config::defaults().hls.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Directory holding live streams (`{dir}/live/{stream}/…`).
     pub dir: PathBuf,
 }
 
 impl Default for StoreConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        StoreConfig {
-            dir: PathBuf::from("data"),
-        }
+        Config::defaults().store.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct PipelinesConfig {
     /// Directory searched for pipeline templates before the embedded ones; empty = embedded only.
     pub dir: PathBuf,
@@ -340,27 +333,23 @@ pub struct PipelinesConfig {
 }
 
 impl Default for PipelinesConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        PipelinesConfig {
-            dir: PathBuf::new(),
-            eos_timeout_ms: 5_000,
-            stall_timeout_ms: 20_000,
-        }
+        Config::defaults().pipelines.clone()
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct VodConfig {
     /// Directory of published VOD assets, served under `/vod/{asset}/`.
     pub dir: PathBuf,
 }
 
 impl Default for VodConfig {
+    /// From `config/zoomate.toml` (the one place defaults live).
     fn default() -> Self {
-        VodConfig {
-            dir: PathBuf::from("data/vod"),
-        }
+        Config::defaults().vod.clone()
     }
 }
 
@@ -415,12 +404,36 @@ impl Config {
 
     /// Parses TOML text (no environment, no file system), without validating.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+        let over: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut merged = Self::defaults_table().clone();
+        overlay(&mut merged, over.clone());
+        merged
+            .try_into()
+            .map_err(|e: toml::de::Error| field_error(&e, &over))
     }
 
-    /// The embedded default.
+    /// `config/zoomate.toml` as a table, parsed once.
+    fn defaults_table() -> &'static toml::Table {
+        static TABLE: std::sync::OnceLock<toml::Table> = std::sync::OnceLock::new();
+        // The file is part of the binary and checked by `defaults_name_every_key`.
+        TABLE.get_or_init(|| toml::from_str(DEFAULT_CONFIG_TOML).unwrap_or_default())
+    }
+
+    /// Every key at its default (`config/zoomate.toml`), parsed once.
+    pub fn defaults() -> &'static Config {
+        static DEFAULTS: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+        DEFAULTS.get_or_init(|| {
+            Self::defaults_table()
+                .clone()
+                .try_into()
+                .expect("config/zoomate.toml names every key (see defaults_name_every_key)")
+        })
+    }
+
+    /// What `zoomate run` runs without a config file: the defaults plus the `demo` stream.
     pub fn embedded_default() -> Config {
-        Config::parse(DEFAULT_CONFIG_TOML).expect("embedded default config parses")
+        Config::parse(DEMO_CONFIG_TOML).expect("config/demo.toml parses")
     }
 
     /// Reads and parses a file.
@@ -669,6 +682,25 @@ fn validate_template_name(key: &str, name: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_name_every_key() {
+        // Parsed without any help from code: a key missing from config/zoomate.toml fails here.
+        let table: toml::Table = toml::from_str(DEFAULT_CONFIG_TOML).expect("TOML");
+        let parsed: Result<Config, _> = table.try_into();
+        let c = parsed.expect("config/zoomate.toml names every key");
+        c.validate().expect("the defaults are valid");
+        assert!(c.streams.is_empty(), "no stream runs unless configured");
+        // A file names only what it changes; tables merge, arrays replace.
+        let over = Config::parse(
+            "[ladder]\nsegment_duration_ms = 4000\n[[ladder.renditions]]\nname = \"x\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 300\n",
+        )
+        .unwrap();
+        assert_eq!(over.ladder.segment_duration_ms, 4000);
+        assert_eq!(over.ladder.frame_rate, c.ladder.frame_rate);
+        assert_eq!(over.ladder.renditions.len(), 1);
+        assert_eq!(over.edge.cache_bytes, c.edge.cache_bytes);
+    }
 
     #[test]
     fn embedded_default_is_valid() {
