@@ -52,6 +52,8 @@ pub struct LadderSpec {
     pub format: SegmentFormat,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
+    /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.
+    pub raw_video_queue: super::description::RawVideoQueue,
     /// RTP sources: guard every RTP socket, counting what it drops here.
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
 }
