@@ -54,6 +54,8 @@ pub struct LadderSpec {
     pub wall_clock_timestamps: bool,
     /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.
     pub raw_video_queue: super::description::RawVideoQueue,
+    /// How rendition branches scale: bilinear for live (CPU headroom), cubic for a file.
+    pub scale_method: super::description::ScaleMethod,
     /// RTP sources: guard every RTP socket, counting what it drops here.
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
 }
