@@ -97,6 +97,8 @@ pub async fn run_session(
         staging_dir: staging.clone(),
         format,
         wall_clock_timestamps: true,
+        raw_video_queue: crate::transcode::RawVideoQueue::Live,
+        scale_method: crate::transcode::ScaleMethod::Bilinear,
         rtp_guard: ctx.network.as_ref().map(|n| n.counters.clone()),
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))

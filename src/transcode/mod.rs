@@ -21,6 +21,7 @@ pub mod ladder;
 pub mod pipeline;
 pub mod templates;
 
+pub use description::{DEFAULT_VOD_QUEUE_FRAMES, RawVideoQueue, ScaleMethod};
 pub use events::PipelineEvent;
 pub use ladder::{PlannedRendition, plan_ladder};
 pub use pipeline::{AUDIO_RENDITION, LadderSpec, LivePipeline};

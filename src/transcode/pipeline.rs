@@ -19,6 +19,11 @@
 //! wall clock (`decode-time-offset` = wall-clock time at running time 0), which is what the
 //! DASH timeline and EXT-X-PROGRAM-DATE-TIME both use.
 //!
+//! Cost: the raw-video queues (`vin` and the head of each branch) are bounded by
+//! [`LadderSpec::raw_video_queue`]: 3 s for live, a few frames for a file, which is read faster
+//! than real time and would otherwise keep every queue full. Branches scale with
+//! [`LadderSpec::scale_method`]: bilinear live, cubic for VOD (quality level with ffmpeg's ladder).
+//!
 //! Colour: every branch fixes the same colorimetry in its caps after scaling (the source's, or
 //! BT.709 for an RGB/untagged one: [`super::colorimetry`]), so no rendition gets a colour-matrix
 //! conversion and the encoder tags each SPS VUI with the same value.
@@ -52,6 +57,10 @@ pub struct LadderSpec {
     pub format: SegmentFormat,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
+    /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.
+    pub raw_video_queue: super::description::RawVideoQueue,
+    /// How rendition branches scale: bilinear for live (CPU headroom), cubic for a file.
+    pub scale_method: super::description::ScaleMethod,
     /// RTP sources: guard every RTP socket, counting what it drops here.
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
 }

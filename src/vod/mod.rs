@@ -19,7 +19,8 @@ use crate::packaging::{
 use crate::stream::assembler::AssembledSegment;
 use crate::stream::timeline::{AUDIO_CHANNELS, AUDIO_SAMPLE_RATE};
 use crate::transcode::{
-    AUDIO_RENDITION, LadderSpec, LivePipeline, PipelineEvent, PlannedRendition, Templates,
+    AUDIO_RENDITION, DEFAULT_VOD_QUEUE_FRAMES, LadderSpec, LivePipeline, PipelineEvent,
+    PlannedRendition, RawVideoQueue, ScaleMethod, Templates,
 };
 use gst_pbutils::prelude::*;
 use std::collections::BTreeMap;
@@ -287,6 +288,10 @@ async fn build(
         staging_dir: work.join(".staging"),
         format,
         wall_clock_timestamps: false,
+        // A file source runs ahead of the encoders: time-deep queues would only fill memory.
+        raw_video_queue: RawVideoQueue::Frames(DEFAULT_VOD_QUEUE_FRAMES),
+        // Quality equal to ffmpeg's bicubic ladder; a file job can spend the extra CPU.
+        scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
