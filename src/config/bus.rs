@@ -113,31 +113,27 @@ impl BusConfig {
                 "must be tcp://HOST:PORT or ipc://PATH",
             ));
         }
-        if !(100..=60_000).contains(&self.heartbeat_interval_ms) {
-            return Err(ConfigError::invalid(
-                "bus.heartbeat_interval_ms",
-                self.heartbeat_interval_ms,
-                "must be 100..=60000",
-            ));
-        }
-        if !(16..=1_000_000).contains(&self.queue_capacity) {
-            return Err(ConfigError::invalid(
-                "bus.queue_capacity",
-                self.queue_capacity,
-                "must be 16..=1000000",
-            ));
-        }
-        if !MAX_MESSAGE_BYTES_RANGE.contains(&self.max_message_bytes) {
-            return Err(ConfigError::invalid(
-                "bus.max_message_bytes",
-                self.max_message_bytes,
-                format!(
-                    "must be {}..={}",
-                    MAX_MESSAGE_BYTES_RANGE.start(),
-                    MAX_MESSAGE_BYTES_RANGE.end()
-                ),
-            ));
-        }
+        // Ranges first, all reported at once; the key checks below need valid keys to go on.
+        let mut errors = Vec::new();
+        super::check_range(
+            &mut errors,
+            "bus.heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            100..=60_000,
+        );
+        super::check_range(
+            &mut errors,
+            "bus.queue_capacity",
+            self.queue_capacity,
+            16..=1_000_000,
+        );
+        super::check_range(
+            &mut errors,
+            "bus.max_message_bytes",
+            self.max_message_bytes,
+            MAX_MESSAGE_BYTES_RANGE,
+        );
+        ConfigError::all(errors)?;
         let pair = self.key_pair()?;
         let accepted = parse_keys("bus.curve_accept_keys", &self.curve_accept_keys)?;
         let server_key = self.publish_server_key()?;

@@ -220,9 +220,7 @@ impl EdgeConfig {
                 10_000,
             ),
         ] {
-            if !(lo..=hi).contains(&v) {
-                errors.push(ConfigError::invalid(key, v, format!("must be {lo}..={hi}")));
-            }
+            super::check_range(&mut errors, key, v, lo..=hi);
         }
         if self.health_rise == 0 || self.health_fall == 0 {
             errors.push(ConfigError::invalid(
@@ -231,13 +229,12 @@ impl EdgeConfig {
                 "must be at least 1",
             ));
         }
-        if !(16..=1_000_000).contains(&self.bus_queue_capacity) {
-            errors.push(ConfigError::invalid(
-                "edge.bus_queue_capacity",
-                self.bus_queue_capacity,
-                "must be 16..=1000000",
-            ));
-        }
+        super::check_range(
+            &mut errors,
+            "edge.bus_queue_capacity",
+            self.bus_queue_capacity,
+            16..=1_000_000,
+        );
         errors.extend(super::validate_limits("edge.limits", &self.limits).err());
         ConfigError::all(errors)
     }

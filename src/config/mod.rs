@@ -449,27 +449,19 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         let l = &self.ladder;
-        if !(500..=10_000).contains(&l.segment_duration_ms) {
-            errors.push(ConfigError::invalid(
-                "ladder.segment_duration_ms",
-                l.segment_duration_ms,
-                "must be 500..=10000",
-            ));
-        }
-        if !(1..=120).contains(&l.frame_rate) {
-            errors.push(ConfigError::invalid(
-                "ladder.frame_rate",
-                l.frame_rate,
-                "must be 1..=120",
-            ));
-        }
-        if !(8..=512).contains(&l.audio_bitrate_kbps) {
-            errors.push(ConfigError::invalid(
-                "ladder.audio_bitrate_kbps",
-                l.audio_bitrate_kbps,
-                "must be 8..=512",
-            ));
-        }
+        check_range(
+            &mut errors,
+            "ladder.segment_duration_ms",
+            l.segment_duration_ms,
+            500..=10_000,
+        );
+        check_range(&mut errors, "ladder.frame_rate", l.frame_rate, 1..=120);
+        check_range(
+            &mut errors,
+            "ladder.audio_bitrate_kbps",
+            l.audio_bitrate_kbps,
+            8..=512,
+        );
         if l.renditions.is_empty() {
             errors.push(ConfigError::invalid(
                 "ladder.renditions",
@@ -511,13 +503,12 @@ impl Config {
                     "must be even and 16..=4320",
                 ));
             }
-            if !(50..=100_000).contains(&r.video_bitrate_kbps) {
-                errors.push(ConfigError::invalid(
-                    key("video_bitrate_kbps"),
-                    r.video_bitrate_kbps,
-                    "must be 50..=100000",
-                ));
-            }
+            check_range(
+                &mut errors,
+                key("video_bitrate_kbps"),
+                r.video_bitrate_kbps,
+                50..=100_000,
+            );
         }
         if self.hls.window_segments < 3 {
             errors.push(ConfigError::invalid(
@@ -568,13 +559,12 @@ impl Config {
                 "must be > 0",
             ));
         }
-        if !(4096..=256 * 1024 * 1024).contains(&r.max_message_bytes) {
-            errors.push(ConfigError::invalid(
-                "rtmp.max_message_bytes",
-                r.max_message_bytes,
-                "must be 4096..=268435456",
-            ));
-        }
+        check_range(
+            &mut errors,
+            "rtmp.max_message_bytes",
+            r.max_message_bytes,
+            4096..=256 * 1024 * 1024,
+        );
         for stream in r.stream_formats.keys() {
             errors.extend(validate_name(&format!("rtmp.stream_formats.{stream}"), stream).err());
         }
@@ -620,6 +610,23 @@ impl Config {
         errors.extend(self.bus.validate().err());
         errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());
         ConfigError::all(errors)
+    }
+}
+
+/// The one range check: `value` must lie in `range`; else an error naming `key`, the value and
+/// the range.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
+    errors: &mut Vec<ConfigError>,
+    key: impl Into<String>,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) {
+    if !range.contains(&value) {
+        errors.push(ConfigError::invalid(
+            key,
+            &value,
+            format!("must be {}..={}", range.start(), range.end()),
+        ));
     }
 }
 
