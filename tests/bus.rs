@@ -307,23 +307,29 @@ fn bus_tail_prints_json_lines() {
     assert_eq!(v["interval_ms"], 200);
 }
 
-/// Issue 11: on SIGTERM the sessions announce their last segments and `StreamEnded` while the
-/// bus publisher is still open (it stops only after the sessions drained).
-#[test]
-fn a_subscriber_hears_the_final_segments_and_stream_ended_after_sigterm() {
-    let mut z = Zoomate::start(
+/// A `zoomate origin` with test-pattern stream `stream`, and a subscriber to its bus that has
+/// seen segments announced (everything received so far drained).
+struct Live {
+    z: Zoomate,
+    rt: tokio::runtime::Runtime,
+    rx: tokio::sync::mpsc::Receiver<BusEvent>,
+    shutdown: zoomate::Shutdown,
+    _sub: BusSubscriber,
+}
+
+fn live_origin_with_subscriber(stream: &str) -> Live {
+    let z = Zoomate::start(
         "origin",
         &format!(
             "{TEST_LADDER}\n[rtmp]\nenabled = false\n{}",
-            pattern("bye", 320, 180)
+            pattern(stream, 320, 180)
         ),
     );
     let bus = z.bus.clone().expect("bus endpoint");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let shutdown = zoomate::Shutdown::new();
-    let (_sub, mut rx) =
+    let (sub, mut rx) =
         rt.block_on(async { BusSubscriber::spawn(vec![bus], vec![], 1024, shutdown.clone()) });
-    // Live: segments are being announced.
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut live = false;
     while !live && Instant::now() < deadline {
@@ -332,8 +338,27 @@ fn a_subscriber_hears_the_final_segments_and_stream_ended_after_sigterm() {
             .any(|e| matches!(e, BusEvent::SegmentReady { .. }));
     }
     assert!(live, "no segment announced; log:\n{}", z.log());
-    // Empty what arrived before the signal.
     while rx.try_recv().is_ok() {}
+    Live {
+        z,
+        rt,
+        rx,
+        shutdown,
+        _sub: sub,
+    }
+}
+
+/// Issue 11: on SIGTERM the sessions announce their last segments and `StreamEnded` while the
+/// bus publisher is still open (it stops only after the sessions drained).
+#[test]
+fn a_subscriber_hears_the_final_segments_and_stream_ended_after_sigterm() {
+    let Live {
+        mut z,
+        rt,
+        mut rx,
+        shutdown,
+        _sub: _subscriber,
+    } = live_origin_with_subscriber("bye");
     let status = z.terminate(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
     // Everything the process sent is already in the subscriber's channel.
@@ -369,28 +394,14 @@ fn try_get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[test]
 fn segments_announced_during_shutdown_can_still_be_fetched() {
-    let mut z = Zoomate::start(
-        "origin",
-        &format!(
-            "{TEST_LADDER}\n[rtmp]\nenabled = false\n{}",
-            pattern("last", 320, 180)
-        ),
-    );
-    let bus = z.bus.clone().expect("bus endpoint");
+    let Live {
+        mut z,
+        rt,
+        mut rx,
+        shutdown,
+        _sub: _subscriber,
+    } = live_origin_with_subscriber("last");
     let origin = z.origin.expect("origin address");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let shutdown = zoomate::Shutdown::new();
-    let (_sub, mut rx) =
-        rt.block_on(async { BusSubscriber::spawn(vec![bus], vec![], 1024, shutdown.clone()) });
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut live = false;
-    while !live && Instant::now() < deadline {
-        live = collect(&mut rx, &rt, Duration::from_millis(500), |_| {})
-            .iter()
-            .any(|e| matches!(e, BusEvent::SegmentReady { .. }));
-    }
-    assert!(live, "no segment announced; log:\n{}", z.log());
-    while rx.try_recv().is_ok() {}
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &z.child.id().to_string()])
         .status();
