@@ -1,0 +1,246 @@
+//! The checks serde cannot make: ranges, names, cross-field rules. Every problem is collected
+//! (see [`ConfigError::all`]), so one run lists them all.
+
+use super::{Config, ConfigError, HttpLimits, MIN_MAX_HEADER_BYTES};
+
+impl Config {
+    /// Checks values serde cannot: ranges, names, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let l = &self.ladder;
+        check_range(
+            &mut errors,
+            "ladder.segment_duration_ms",
+            l.segment_duration_ms,
+            500..=10_000,
+        );
+        check_range(&mut errors, "ladder.frame_rate", l.frame_rate, 1..=120);
+        check_range(
+            &mut errors,
+            "ladder.audio_bitrate_kbps",
+            l.audio_bitrate_kbps,
+            8..=512,
+        );
+        if l.renditions.is_empty() {
+            errors.push(ConfigError::invalid(
+                "ladder.renditions",
+                "[]",
+                "at least one rendition is required",
+            ));
+        }
+        errors.extend(validate_template_name("ladder.video_encoder", &l.video_encoder).err());
+        errors.extend(validate_template_name("ladder.audio_encoder", &l.audio_encoder).err());
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in l.renditions.iter().enumerate() {
+            let key = |f: &str| format!("ladder.renditions[{i}].{f}");
+            errors.extend(validate_name(&key("name"), &r.name).err());
+            if r.name == crate::layout::AUDIO_RENDITION {
+                errors.push(ConfigError::invalid(
+                    key("name"),
+                    &r.name,
+                    "reserved for the audio rendition of CMAF streams",
+                ));
+            }
+            if !seen.insert(r.name.clone()) {
+                errors.push(ConfigError::invalid(
+                    key("name"),
+                    &r.name,
+                    "duplicate rendition name",
+                ));
+            }
+            if r.width < 16 || r.width > 7680 || r.width % 2 != 0 {
+                errors.push(ConfigError::invalid(
+                    key("width"),
+                    r.width,
+                    "must be even and 16..=7680",
+                ));
+            }
+            if r.height < 16 || r.height > 4320 || r.height % 2 != 0 {
+                errors.push(ConfigError::invalid(
+                    key("height"),
+                    r.height,
+                    "must be even and 16..=4320",
+                ));
+            }
+            check_range(
+                &mut errors,
+                key("video_bitrate_kbps"),
+                r.video_bitrate_kbps,
+                50..=100_000,
+            );
+        }
+        if self.hls.window_segments < 3 {
+            errors.push(ConfigError::invalid(
+                "hls.window_segments",
+                self.hls.window_segments,
+                "must be at least 3",
+            ));
+        }
+        if self.hls.window_segments > 10_000 {
+            errors.push(ConfigError::invalid(
+                "hls.window_segments",
+                self.hls.window_segments,
+                "must be at most 10000",
+            ));
+        }
+        errors.extend(validate_name("origin.id", &self.origin.id).err());
+        if !self.origin.public_url.is_empty()
+            && !(self.origin.public_url.starts_with("http://")
+                || self.origin.public_url.starts_with("https://"))
+        {
+            errors.push(ConfigError::invalid(
+                "origin.public_url",
+                &self.origin.public_url,
+                "must start with http:// or https://",
+            ));
+        }
+        errors.extend(validate_limits("origin.limits", &self.origin.limits).err());
+        let r = &self.rtmp;
+        errors.extend(validate_name("rtmp.app", &r.app).err());
+        if r.max_connections == 0 {
+            errors.push(ConfigError::invalid(
+                "rtmp.max_connections",
+                r.max_connections,
+                "must be at least 1",
+            ));
+        }
+        if r.handshake_timeout_ms == 0 {
+            errors.push(ConfigError::invalid(
+                "rtmp.handshake_timeout_ms",
+                r.handshake_timeout_ms,
+                "must be > 0",
+            ));
+        }
+        if r.idle_timeout_ms == 0 {
+            errors.push(ConfigError::invalid(
+                "rtmp.idle_timeout_ms",
+                r.idle_timeout_ms,
+                "must be > 0",
+            ));
+        }
+        check_range(
+            &mut errors,
+            "rtmp.max_message_bytes",
+            r.max_message_bytes,
+            4096..=256 * 1024 * 1024,
+        );
+        for stream in r.stream_formats.keys() {
+            errors.extend(validate_name(&format!("rtmp.stream_formats.{stream}"), stream).err());
+        }
+        for (stream, key) in &r.stream_keys {
+            errors.extend(validate_name(&format!("rtmp.stream_keys.{stream}"), stream).err());
+            if key.len() < 8 {
+                // The value is a secret: name the stream, never echo the key.
+                errors.push(ConfigError::invalid(
+                    format!("rtmp.stream_keys.{stream}"),
+                    "<redacted>",
+                    "key must be at least 8 characters",
+                ));
+            }
+        }
+        if self.store.dir.as_os_str().is_empty() {
+            errors.push(ConfigError::invalid("store.dir", "", "must not be empty"));
+        }
+        if self.pipelines.eos_timeout_ms == 0 {
+            errors.push(ConfigError::invalid(
+                "pipelines.eos_timeout_ms",
+                0,
+                "must be > 0",
+            ));
+        }
+        if self.pipelines.stall_timeout_ms < 2 * l.segment_duration_ms {
+            errors.push(ConfigError::invalid(
+                "pipelines.stall_timeout_ms",
+                self.pipelines.stall_timeout_ms,
+                "must be at least twice ladder.segment_duration_ms",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            errors.extend(validate_name(&format!("streams[{i}].name"), &s.name).err());
+            if !names.insert(s.name.clone()) {
+                errors.push(ConfigError::invalid(
+                    format!("streams[{i}].name"),
+                    &s.name,
+                    "duplicate stream name",
+                ));
+            }
+        }
+        errors.extend(self.bus.validate().err());
+        errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());
+        ConfigError::all(errors)
+    }
+}
+
+/// The one range check: `value` must lie in `range`; else an error naming `key`, the value and
+/// the range.
+pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
+    errors: &mut Vec<ConfigError>,
+    key: impl Into<String>,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) {
+    if !range.contains(&value) {
+        errors.push(ConfigError::invalid(
+            key,
+            &value,
+            format!("must be {}..={}", range.start(), range.end()),
+        ));
+    }
+}
+
+pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), ConfigError> {
+    if l.max_connections == 0 {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.max_connections"),
+            l.max_connections,
+            "must be at least 1",
+        ));
+    }
+    if l.header_read_timeout_ms == 0 {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.header_read_timeout_ms"),
+            0,
+            "must be > 0",
+        ));
+    }
+    // Below hyper's minimum the server would silently use 8192: refuse instead of pretending.
+    if !(MIN_MAX_HEADER_BYTES..=1024 * 1024).contains(&l.max_header_bytes) {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.max_header_bytes"),
+            l.max_header_bytes,
+            format!(
+                "must be {MIN_MAX_HEADER_BYTES}..=1048576 (the HTTP server cannot enforce less)"
+            ),
+        ));
+    }
+    if l.drain_timeout_ms > 600_000 {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.drain_timeout_ms"),
+            l.drain_timeout_ms,
+            "must be at most 600000",
+        ));
+    }
+    Ok(())
+}
+
+/// Names that end up in URLs and file paths (see [`crate::layout::valid_name`]).
+pub fn is_valid_name(name: &str) -> bool {
+    crate::layout::valid_name(name)
+}
+
+pub(crate) fn validate_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            name,
+            "must be 1-64 characters of A-Z a-z 0-9 _ -",
+        ))
+    }
+}
+
+fn validate_template_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    validate_name(key, name)
+}
