@@ -12,6 +12,7 @@ deps:
 
 test-deps: deps
 	./scripts/setup-test-venv
+	./scripts/setup-browser
 
 build: deps
 	$(CARGO) build --release --locked
