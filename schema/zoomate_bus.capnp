@@ -2,8 +2,8 @@
 # zoomate segment bus protocol.
 #
 # Every ZeroMQ message is two frames: [topic, payload]. The topic is UTF-8 and lets subscribers
-# filter by prefix without decoding: `seg/{stream}/{rendition}`, `pl/{stream}/{rendition}`,
-# `stream/{stream}`, `hb/{origin}`. The payload is one Cap'n Proto message (unpacked, standard
+# filter by prefix without decoding: `seg/{stream}/{rendition}`, `part/{stream}/{rendition}`,
+# `pl/{stream}/{rendition}`, `stream/{stream}`, `hb/{origin}`. The payload is one Cap'n Proto message (unpacked, standard
 # segment framing) whose root is `Envelope`.
 #
 # Versioning: `version` is the protocol version (currently 1). A subscriber drops, counts and
@@ -20,7 +20,23 @@ struct Envelope {
     streamStarted @4 :StreamStarted;
     streamEnded @5 :StreamEnded;
     originHeartbeat @6 :OriginHeartbeat;
+    partReady @7 :PartReady;    # added in version 1 (readers that predate it drop it, counted)
   }
+}
+
+# An LL-HLS part (a CMAF chunk of the segment being written) and the media playlist listing it
+# are durable on the origin: fetching `uri` from that origin now succeeds. Sent within a part
+# duration of its first frame; edges wake the blocking requests held for it.
+struct PartReady {
+  stream @0 :Text;
+  rendition @1 :Text;
+  mediaSequence @2 :UInt64;     # the parent segment's media sequence number
+  partIndex @3 :UInt32;         # 0-based index of the part within its segment
+  durationMs @4 :UInt64;        # part duration, milliseconds
+  independent @5 :Bool;         # starts with an IDR frame (EXT-X-PART INDEPENDENT=YES)
+  uri @6 :Text;                 # URL path on the origin, e.g. "/live/demo/720p/42.3.m4s"
+  byteSize @7 :UInt64;          # part size in bytes
+  originId @8 :Text;            # the origin that wrote it
 }
 
 # A segment and the media playlist that lists it are durable on the origin: fetching `uri` from

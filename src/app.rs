@@ -181,6 +181,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         }
         let metrics_registry = reg.clone();
         origin.set_ingest_metrics(Arc::new(move |r| metrics_registry.register_metrics(r)));
+        origin.set_live_playlists(reg.live_playlists());
         serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
     }

@@ -9,6 +9,7 @@
 //! /live/{stream}/manifest.mpd              live/{stream}/manifest.mpd          (CMAF)
 //! /live/{stream}/{rendition}/index.m3u8    live/{stream}/{rendition}/index.m3u8
 //! /live/{stream}/{rendition}/{seq}.ts      live/{stream}/{rendition}/{seq}.ts  (or .m4s)
+//! /live/{stream}/{rendition}/{seq}.{i}.m4s live/{stream}/{rendition}/{seq}.{i}.m4s (LL-HLS part i)
 //! /live/{stream}/{rendition}/init-{n}.mp4  live/{stream}/{rendition}/init-{n}.mp4
 //! /vod/{asset}/…                           vod/{asset}/…  (init.mp4, {i}.ts|m4s)
 //!                                          live/{stream}/.staging/{session}/… (being written)
@@ -37,6 +38,27 @@ pub const SEGMENT_EXTENSIONS: [&str; 3] = ["ts", "m4s", "aac"];
 /// A segment's file name: `{sequence}.{ext}`.
 pub fn segment_file(sequence: u64, ext: &str) -> String {
     format!("{sequence}.{ext}")
+}
+
+/// LL-HLS part `index` of segment `sequence` (CMAF only): `{sequence}.{index}.m4s`.
+pub fn part_file(sequence: u64, index: u32) -> String {
+    format!("{sequence}.{index}.m4s")
+}
+
+/// The (sequence, index) a part file name stands for, if it is one ([`part_file`] exactly).
+pub fn parse_part_file(name: &str) -> Option<(u64, u32)> {
+    let (seq, rest) = name.strip_suffix(".m4s")?.split_once('.')?;
+    let canonical = |s: &str| !s.is_empty() && (s == "0" || !s.starts_with('0'));
+    if !canonical(seq) || !canonical(rest) {
+        return None;
+    }
+    let found = (seq.parse().ok()?, rest.parse().ok()?);
+    (part_file(found.0, found.1) == name).then_some(found)
+}
+
+/// URL path of a live part.
+pub fn live_part_uri(stream: &str, rendition: &str, sequence: u64, index: u32) -> String {
+    format!("/live/{stream}/{rendition}/{}", part_file(sequence, index))
 }
 
 /// A live session's init segment: `init-{first sequence of the session}.mp4`, the same name in
@@ -125,6 +147,28 @@ mod tests {
         assert_eq!(
             staging_dir(Path::new("/s/live/demo"), 3),
             Path::new("/s/live/demo/.staging/3")
+        );
+    }
+
+    #[test]
+    fn part_names_round_trip_exactly() {
+        assert_eq!(part_file(12, 3), "12.3.m4s");
+        assert_eq!(parse_part_file("12.3.m4s"), Some((12, 3)));
+        assert_eq!(parse_part_file("0.0.m4s"), Some((0, 0)));
+        for bad in [
+            "12.m4s",
+            "012.3.m4s",
+            "12.03.m4s",
+            "12.3.ts",
+            "a.3.m4s",
+            "1.2.3.m4s",
+            ".3.m4s",
+        ] {
+            assert_eq!(parse_part_file(bad), None, "{bad}");
+        }
+        assert_eq!(
+            live_part_uri("demo", "720p", 5, 0),
+            "/live/demo/720p/5.0.m4s"
         );
     }
 

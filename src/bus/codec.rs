@@ -3,7 +3,8 @@
 
 use super::event::{BusEvent, RenditionInfo};
 use super::zoomate_bus_capnp::{
-    envelope, origin_heartbeat, playlist_updated, segment_ready, stream_ended, stream_started,
+    envelope, origin_heartbeat, part_ready, playlist_updated, segment_ready, stream_ended,
+    stream_started,
 };
 
 /// Protocol version this build writes and understands.
@@ -61,6 +62,28 @@ pub fn encode(event: &BusEvent) -> Vec<u8> {
                 m.set_byte_size(*byte_size);
                 m.set_program_date_time_ms(*program_date_time_ms);
                 m.set_discontinuity(*discontinuity);
+                m.set_origin_id(origin_id.as_str());
+            }
+            BusEvent::PartReady {
+                stream,
+                rendition,
+                media_sequence,
+                part_index,
+                duration_ms,
+                independent,
+                uri,
+                byte_size,
+                origin_id,
+            } => {
+                let mut m = env.init_part_ready();
+                m.set_stream(stream.as_str());
+                m.set_rendition(rendition.as_str());
+                m.set_media_sequence(*media_sequence);
+                m.set_part_index(*part_index);
+                m.set_duration_ms(*duration_ms);
+                m.set_independent(*independent);
+                m.set_uri(uri.as_str());
+                m.set_byte_size(*byte_size);
                 m.set_origin_id(origin_id.as_str());
             }
             BusEvent::PlaylistUpdated {
@@ -149,6 +172,7 @@ pub fn decode(bytes: &[u8]) -> Result<BusEvent, DecodeError> {
         envelope::StreamStarted(m) => stream_started_from(m?)?,
         envelope::StreamEnded(m) => stream_ended_from(m?)?,
         envelope::OriginHeartbeat(m) => heartbeat_from(m?)?,
+        envelope::PartReady(m) => part_ready_from(m?)?,
     })
 }
 
@@ -162,6 +186,20 @@ fn segment_ready_from(m: segment_ready::Reader<'_>) -> Result<BusEvent, DecodeEr
         byte_size: m.get_byte_size(),
         program_date_time_ms: m.get_program_date_time_ms(),
         discontinuity: m.get_discontinuity(),
+        origin_id: text(m.get_origin_id())?,
+    })
+}
+
+fn part_ready_from(m: part_ready::Reader<'_>) -> Result<BusEvent, DecodeError> {
+    Ok(BusEvent::PartReady {
+        stream: text(m.get_stream())?,
+        rendition: text(m.get_rendition())?,
+        media_sequence: m.get_media_sequence(),
+        part_index: m.get_part_index(),
+        duration_ms: m.get_duration_ms(),
+        independent: m.get_independent(),
+        uri: text(m.get_uri())?,
+        byte_size: m.get_byte_size(),
         origin_id: text(m.get_origin_id())?,
     })
 }
@@ -238,6 +276,17 @@ mod tests {
                 rendition: "720p".into(),
                 media_sequence: 42,
                 uri: "/live/demo/720p/index.m3u8".into(),
+            },
+            BusEvent::PartReady {
+                stream: "demo".into(),
+                rendition: "720p".into(),
+                media_sequence: 43,
+                part_index: 4,
+                duration_ms: 200,
+                independent: false,
+                uri: "/live/demo/720p/43.4.m4s".into(),
+                byte_size: 61_000,
+                origin_id: "origin-1".into(),
             },
             BusEvent::StreamStarted {
                 stream: "demo".into(),

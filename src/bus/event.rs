@@ -30,6 +30,20 @@ pub enum BusEvent {
         discontinuity: bool,
         origin_id: String,
     },
+    /// An LL-HLS part and the playlist listing it are durable and fetchable.
+    PartReady {
+        stream: String,
+        rendition: String,
+        /// The parent segment's media sequence number.
+        media_sequence: u64,
+        part_index: u32,
+        duration_ms: u64,
+        independent: bool,
+        /// URL path, e.g. `/live/demo/720p/42.3.m4s`.
+        uri: String,
+        byte_size: u64,
+        origin_id: String,
+    },
     /// A media playlist was rewritten.
     PlaylistUpdated {
         stream: String,
@@ -67,6 +81,9 @@ impl BusEvent {
             BusEvent::SegmentReady {
                 stream, rendition, ..
             } => format!("seg/{stream}/{rendition}"),
+            BusEvent::PartReady {
+                stream, rendition, ..
+            } => format!("part/{stream}/{rendition}"),
             BusEvent::PlaylistUpdated {
                 stream, rendition, ..
             } => format!("pl/{stream}/{rendition}"),

@@ -27,6 +27,21 @@ pub fn to_json(event: &BusEvent) -> Value {
             "duration_ms": duration_ms, "uri": uri, "byte_size": byte_size, "program_date_time_ms": program_date_time_ms,
             "discontinuity": discontinuity, "origin_id": origin_id,
         }),
+        BusEvent::PartReady {
+            stream,
+            rendition,
+            media_sequence,
+            part_index,
+            duration_ms,
+            independent,
+            uri,
+            byte_size,
+            origin_id,
+        } => json!({
+            "kind": "part_ready", "topic": topic, "stream": stream, "rendition": rendition, "media_sequence": media_sequence,
+            "part_index": part_index, "duration_ms": duration_ms, "independent": independent, "uri": uri,
+            "byte_size": byte_size, "origin_id": origin_id,
+        }),
         BusEvent::PlaylistUpdated {
             stream,
             rendition,

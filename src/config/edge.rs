@@ -121,6 +121,13 @@ pub struct EdgeConfig {
     /// Origins learned from heartbeats held at once; heartbeats from further new origins are
     /// ignored and counted (`zoomate_edge_origins_rejected_total`).
     pub max_learned_origins: usize,
+    /// LL-HLS blocking requests (playlist reloads and preload-hinted parts) held at once;
+    /// more are answered 503 at once.
+    pub max_held_requests: usize,
+    /// …of which for one stream.
+    pub max_held_requests_per_stream: usize,
+    /// Longest a blocking request is held before 503 (3 target durations of a 2 s ladder).
+    pub held_request_timeout_ms: u64,
     pub limits: HttpLimits,
 }
 
@@ -218,6 +225,24 @@ impl EdgeConfig {
                 self.max_learned_origins as u64,
                 1,
                 10_000,
+            ),
+            (
+                "edge.max_held_requests",
+                self.max_held_requests as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "edge.max_held_requests_per_stream",
+                self.max_held_requests_per_stream as u64,
+                1,
+                self.max_held_requests.max(1) as u64,
+            ),
+            (
+                "edge.held_request_timeout_ms",
+                self.held_request_timeout_ms,
+                500,
+                60_000,
             ),
         ] {
             super::check_range(&mut errors, key, v, lo..=hi);

@@ -301,6 +301,14 @@ pub struct HlsConfig {
     pub window_segments: usize,
     /// How long a segment stays downloadable after leaving the window, in milliseconds.
     pub retain_after_window_ms: u64,
+    /// LL-HLS for CMAF streams: parts, blocking reloads, delta updates, preload hints.
+    pub low_latency: bool,
+    /// LL-HLS part duration (cmafmux chunk), milliseconds; fixed per stream.
+    pub part_duration_ms: u64,
+    /// Blocking requests the origin holds at once; more get 503 at once.
+    pub max_held_requests: usize,
+    /// …of which for one stream.
+    pub max_held_requests_per_stream: usize,
 }
 
 impl Default for HlsConfig {
@@ -396,6 +404,13 @@ impl std::str::FromStr for SegmentFormat {
 impl Config {
     /// The segment format of live stream `stream`: its `[[streams]]` entry, then
     /// `rtmp.stream_formats`, then `ladder.format`.
+    /// LL-HLS part duration of a stream, milliseconds: `Some` for CMAF streams while
+    /// `hls.low_latency` is on.
+    pub fn part_duration_for(&self, stream: &str) -> Option<u64> {
+        (self.hls.low_latency && self.format_for(stream) == SegmentFormat::Cmaf)
+            .then_some(self.hls.part_duration_ms)
+    }
+
     pub fn format_for(&self, stream: &str) -> SegmentFormat {
         self.streams
             .iter()

@@ -83,6 +83,28 @@ impl Config {
                 "must be at most 10000",
             ));
         }
+        // Parts are at most half a segment; judged only against a segment duration that is
+        // itself valid (its own error is reported above).
+        if (500..=10_000).contains(&self.ladder.segment_duration_ms) {
+            check_range(
+                &mut errors,
+                "hls.part_duration_ms",
+                self.hls.part_duration_ms,
+                100..=(self.ladder.segment_duration_ms / 2).min(1000),
+            );
+        }
+        check_range(
+            &mut errors,
+            "hls.max_held_requests",
+            self.hls.max_held_requests,
+            1..=1_000_000,
+        );
+        check_range(
+            &mut errors,
+            "hls.max_held_requests_per_stream",
+            self.hls.max_held_requests_per_stream,
+            1..=self.hls.max_held_requests.max(1),
+        );
         errors.extend(validate_name("origin.id", &self.origin.id).err());
         if !self.origin.public_url.is_empty()
             && !(self.origin.public_url.starts_with("http://")

@@ -66,15 +66,37 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                 origin_id,
                 ..
             } => {
-                edge.cache.announce_sequence(
-                    &layout::live_playlist_uri(&stream, &rendition),
-                    media_sequence,
+                let playlist = layout::live_playlist_uri(&stream, &rendition);
+                edge.cache.announce_sequence(&playlist, media_sequence);
+                edge.ends.announce(
+                    &playlist,
+                    crate::packaging::PlaylistEnd::segment(media_sequence, 0),
                 );
                 edge.cache.announce_size(&uri, byte_size);
                 // The MPD lists every rendition: it changed with this segment (CMAF streams).
                 edge.cache
                     .invalidate(&layout::live_manifest_uri(&stream))
                     .await;
+                if edge.config.prefetch {
+                    prefetch(&edge, stream, uri, origin_id);
+                }
+            }
+            BusEvent::PartReady {
+                stream,
+                rendition,
+                media_sequence,
+                part_index,
+                uri,
+                byte_size,
+                origin_id,
+                ..
+            } => {
+                edge.cache.announce_size(&uri, byte_size);
+                // Wakes every request held for this part (they fetch it, or the playlist, once).
+                edge.ends.announce(
+                    &layout::live_playlist_uri(&stream, &rendition),
+                    crate::packaging::PlaylistEnd::part(media_sequence, part_index),
+                );
                 if edge.config.prefetch {
                     prefetch(&edge, stream, uri, origin_id);
                 }
@@ -160,6 +182,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
             kind,
             live,
             Some(origin_id),
+            super::upstream::Attempt { held: None },
             Arc::new(AtomicBool::new(false)),
         )
         .await

@@ -4,7 +4,9 @@
 
 use super::balancer::OriginSet;
 use crate::bus::subscriber::SubscriberStats;
-use crate::http::metrics::{Counter, Family, Gauge, Registry, RequestLabels};
+use crate::http::metrics::{
+    Counter, Family, Gauge, HeldLabels, Histogram, Registry, RequestLabels,
+};
 use crate::http::paths::ResourceKind;
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -31,6 +33,9 @@ pub struct EdgeMetrics {
     pub prefetch_skipped: Counter,
     pub stale_playlist_refreshes: Counter,
     bus_rejected: Family<ReasonLabels, Counter>,
+    held: Family<HeldLabels, Counter>,
+    /// Bus announcement → a woken held request's response is ready, seconds.
+    pub held_wake: Histogram,
 }
 
 /// What a scrape reads from the rest of the edge.
@@ -39,6 +44,8 @@ pub struct ScrapeState<'a> {
     pub origins: &'a OriginSet,
     pub bus: Option<SubscriberStats>,
     pub now_ms: i64,
+    /// LL-HLS blocking requests held now.
+    pub held_now: usize,
 }
 
 impl EdgeMetrics {
@@ -98,7 +105,21 @@ impl EdgeMetrics {
             "Bus events the edge refused, by reason",
             bus_rejected.clone(),
         );
+        let held = Family::<HeldLabels, Counter>::default();
+        registry.register(
+            "zoomate_edge_held_requests",
+            "LL-HLS blocking requests (playlist reloads, hinted parts) by outcome",
+            held.clone(),
+        );
+        let held_wake = crate::http::metrics::wake_histogram();
+        registry.register(
+            "zoomate_edge_held_wake_seconds",
+            "Bus announcement of a part to the response of a request held for it",
+            held_wake.clone(),
+        );
         EdgeMetrics {
+            held,
+            held_wake,
             registry,
             requests,
             hits,
@@ -130,12 +151,24 @@ impl EdgeMetrics {
             .inc();
     }
 
+    /// A held request ended with `outcome` (`woken`, `timeout` or `rejected`).
+    pub fn held(&self, outcome: &'static str) {
+        self.held.get_or_create(&HeldLabels { outcome }).inc();
+    }
+
     /// The whole `/metrics` body.
     pub fn render(&self, s: ScrapeState<'_>) -> String {
         let mut scrape = Registry::default();
         let gauge = Gauge::<i64>::default();
         gauge.set(i64::try_from(s.cache_bytes).unwrap_or(i64::MAX));
         scrape.register("zoomate_edge_cache_bytes", "Bytes held in the cache", gauge);
+        let held_now = Gauge::<i64>::default();
+        held_now.set(i64::try_from(s.held_now).unwrap_or(i64::MAX));
+        scrape.register(
+            "zoomate_edge_held_requests_now",
+            "LL-HLS blocking requests being held",
+            held_now,
+        );
         let mirrored = |scrape: &mut Registry, name: &str, help: &str, v: u64| {
             let c: Counter = Counter::default();
             c.inc_by(v);
@@ -204,6 +237,7 @@ mod tests {
             origins: &origins,
             bus: None,
             now_ms: 0,
+            held_now: 0,
         });
         for want in [
             "zoomate_edge_requests_total{kind=\"segment\",status=\"416\"} 1",

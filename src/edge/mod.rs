@@ -2,17 +2,21 @@
 //!
 //! Request path, in order (pingora-style phases):
 //! 1. **route** — health/metrics, CORS preflight, or a media path (400/404 before anything else);
-//! 2. **cache lookup** — segments are immutable; playlists are fresh until the bus announces a
+//! 2. **hold** (LL-HLS, [`blocking`]) — a blocking playlist reload or a request for a part that
+//!    does not exist yet waits until the bus announces it (bounded in count and time);
+//!    the cache key is the path plus the canonical `_HLS_` directives, nothing else of the query;
+//! 3. **cache lookup** — segments are immutable; playlists are fresh until the bus announces a
 //!    newer segment (or, if the bus is silent, a short TTL passes);
-//! 3. **pick origin** — [`balancer`]: origins serving the stream first, by policy, healthy first;
-//! 4. **fetch, coalesced** — concurrent misses for one key share one origin fetch (moka's
+//! 4. **pick origin** — [`balancer`]: origins serving the stream first, by policy, healthy first;
+//! 5. **fetch, coalesced** — concurrent misses for one key share one origin fetch (moka's
 //!    `try_get_with`), waiters are woken when it completes; failures are not cached;
-//! 5. **respond** — ETag/304, Range/206, HEAD, CORS, gzip for playlists, `Age`, `X-Cache`.
+//! 6. **respond** — ETag/304, Range/206, HEAD, CORS, gzip for playlists, `Age`, `X-Cache`.
 //!
 //! Background services: the bus listener (origin discovery, freshness, prefetch) and the
 //! active health checker.
 
 pub mod balancer;
+pub mod blocking;
 pub mod cache;
 pub mod discovery;
 pub mod metrics;
@@ -52,6 +56,9 @@ struct Edge {
     tasks: tokio_util::task::TaskTracker,
     /// Refusals per reason (indexed as `trust::Rejection::ALL`), for rate-limited logging.
     rejections_logged: [AtomicU64; trust::Rejection::ALL.len()],
+    /// LL-HLS: where each live playlist ends (from the bus), and the budget of held requests.
+    ends: blocking::PlaylistEnds,
+    held: Arc<crate::http::held::HeldBudget>,
 }
 
 /// A bound, not yet running edge.
@@ -100,6 +107,11 @@ impl EdgeServer {
                 bus_stats: OnceLock::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
                 rejections_logged: Default::default(),
+                ends: blocking::PlaylistEnds::default(),
+                held: crate::http::held::HeldBudget::new(
+                    ec.max_held_requests,
+                    ec.max_held_requests_per_stream,
+                ),
                 config: ec,
             }),
         })
@@ -165,8 +177,24 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
-    // 2. cache lookup (3 + 4 inside `lookup_or_fetch` on a miss)
-    let (object, hit) = match lookup_or_fetch(&edge, &stream, &path, kind, live).await {
+    // 2. hold (LL-HLS)
+    let request = match LlRequest::classify(&path, req.uri().query(), kind, live) {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::debug!(path, why, "refused LL-HLS directives");
+            return count(
+                &edge,
+                Some(kind),
+                headers::text(StatusCode::BAD_REQUEST, why),
+            );
+        }
+    };
+    let woken_at = match hold(&edge, &stream, &request).await {
+        Ok(w) => w,
+        Err(resp) => return count(&edge, Some(kind), resp),
+    };
+    // 3. cache lookup (4 + 5 inside `lookup_or_fetch` on a miss)
+    let (object, hit) = match lookup_or_fetch(&edge, &stream, &request, kind, live).await {
         Ok(found) => found,
         Err(FetchError::NotFound) => {
             return count(
@@ -174,6 +202,10 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
                 Some(kind),
                 headers::text(StatusCode::NOT_FOUND, "not found"),
             );
+        }
+        Err(FetchError::HoldTimeout) => {
+            edge.metrics.held("timeout");
+            return count(&edge, Some(kind), unavailable_in_time());
         }
         Err(FetchError::Unavailable(why)) => {
             tracing::warn!(path, why, "no origin could serve the request");
@@ -184,7 +216,10 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
-    // 5. respond
+    if let Some(at) = woken_at {
+        edge.metrics.held_wake.observe(at.elapsed().as_secs_f64());
+    }
+    // 6. respond
     let wants_gzip = kind.is_playlist()
         && !req.headers().contains_key(header::RANGE)
         && req
@@ -234,25 +269,161 @@ fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Respo
     resp
 }
 
+/// A request as the LL-HLS rules see it: its cache key, what to ask the origin, and what it
+/// waits for.
+struct LlRequest {
+    /// Path plus the canonical `_HLS_` directives: the cache key and what the origin is asked.
+    key: String,
+    /// A blocking request: the playlist it waits on and the (msn, part) it waits for.
+    waits_for: Option<WaitsFor>,
+}
+
+struct WaitsFor {
+    playlist: String,
+    directives: crate::packaging::Directives,
+    /// A part file (404 when refused), not a playlist reload (400).
+    part: bool,
+}
+
+impl LlRequest {
+    /// Live media playlists keep their `_HLS_` directives (malformed ones: 400); a live part
+    /// waits for its own announcement. Everything else is keyed by its path alone.
+    fn classify(
+        path: &str,
+        query: Option<&str>,
+        kind: ResourceKind,
+        live: bool,
+    ) -> Result<LlRequest, &'static str> {
+        let plain = LlRequest {
+            key: path.to_string(),
+            waits_for: None,
+        };
+        if !live {
+            return Ok(plain);
+        }
+        match kind {
+            ResourceKind::MediaPlaylist => {
+                let directives = crate::packaging::Directives::parse(query)?;
+                Ok(LlRequest {
+                    key: format!("{path}{}", directives.canonical_query()),
+                    waits_for: directives.blocks().then(|| WaitsFor {
+                        playlist: path.to_string(),
+                        directives,
+                        part: false,
+                    }),
+                })
+            }
+            ResourceKind::Segment => {
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+                let Some((msn, index)) = crate::layout::parse_part_file(name) else {
+                    return Ok(plain);
+                };
+                Ok(LlRequest {
+                    key: path.to_string(),
+                    waits_for: Some(WaitsFor {
+                        playlist: format!("{dir}/{}", crate::layout::MEDIA_PLAYLIST),
+                        directives: crate::packaging::Directives {
+                            msn: Some(msn),
+                            part: Some(index),
+                            skip: false,
+                        },
+                        part: true,
+                    }),
+                })
+            }
+            _ => Ok(plain),
+        }
+    }
+}
+
+/// 503 for a blocking request that could not be answered in time (§6.2.5.2: an unchanged
+/// playlist would be rejected by Apple players).
+fn unavailable_in_time() -> Response<Body> {
+    let mut r = headers::text(StatusCode::SERVICE_UNAVAILABLE, "not available in time");
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Holds a blocking request until the bus says its part or segment exists. `Ok(Some(t))`: it
+/// was held and the announcement came at `t`; `Ok(None)`: nothing to wait for here (already
+/// there, not blocking, or the bus has said nothing about the playlist: the origin holds it).
+async fn hold(
+    edge: &Arc<Edge>,
+    stream: &str,
+    request: &LlRequest,
+) -> Result<Option<std::time::Instant>, Response<Body>> {
+    use crate::packaging::Verdict;
+    let Some(w) = &request.waits_for else {
+        return Ok(None);
+    };
+    let Some(end) = edge.ends.known(&w.playlist) else {
+        return Ok(None);
+    };
+    let (msn, part) = (w.directives.msn.unwrap_or(0), w.directives.part);
+    match w.directives.verdict(&end) {
+        Verdict::Ready => return Ok(None),
+        Verdict::Refuse(why) if w.part => {
+            tracing::debug!(playlist = %w.playlist, why, "part too far ahead");
+            return Err(headers::text(StatusCode::NOT_FOUND, "not found"));
+        }
+        Verdict::Refuse(why) => return Err(headers::text(StatusCode::BAD_REQUEST, why)),
+        Verdict::Hold => {}
+    }
+    if w.part && edge.cache.objects.contains_key(&request.key) {
+        return Ok(None);
+    }
+    let Some(_slot) = edge.held.try_hold(stream) else {
+        edge.metrics.held("rejected");
+        return Err(headers::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many held requests",
+        ));
+    };
+    let timeout = Duration::from_millis(edge.config.held_request_timeout_ms);
+    match edge
+        .ends
+        .wait(&w.playlist, timeout, |e| e.satisfies(msn, part))
+        .await
+    {
+        blocking::Waited::Ready(at) => {
+            edge.metrics.held("woken");
+            Ok(Some(at))
+        }
+        blocking::Waited::TimedOut => {
+            edge.metrics.held("timeout");
+            Err(unavailable_in_time())
+        }
+    }
+}
+
 /// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).
 async fn lookup_or_fetch(
     edge: &Arc<Edge>,
     stream: &str,
-    path: &str,
+    request: &LlRequest,
     kind: ResourceKind,
     live: bool,
 ) -> Result<(Arc<CachedObject>, bool), FetchError> {
-    if let Some(obj) = edge.cache.objects.get(path).await {
-        if edge.cache.is_fresh(path, &obj, live) {
+    let key = request.key.as_str();
+    if let Some(obj) = edge.cache.objects.get(key).await {
+        if edge.cache.is_fresh(key, &obj, live) {
             edge.metrics.hits.inc();
             return Ok((obj, true));
         }
         edge.metrics.stale_playlist_refreshes.inc();
-        edge.cache.invalidate(path).await;
+        edge.cache.invalidate(key).await;
     }
     edge.metrics.misses.inc();
     let ran = Arc::new(AtomicBool::new(false));
-    let result = fetch_into_cache(edge, stream, path, kind, live, None, ran.clone()).await;
+    // A blocking request the edge could not judge (no announcement yet) is held by the origin.
+    let attempt = upstream::Attempt {
+        held: request
+            .waits_for
+            .as_ref()
+            .map(|_| Duration::from_millis(edge.config.held_request_timeout_ms)),
+    };
+    let result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
         edge.metrics.coalesced_waiters.inc();
     }
@@ -268,6 +439,7 @@ async fn fetch_into_cache(
     kind: ResourceKind,
     live: bool,
     only_origin: Option<String>,
+    attempt: upstream::Attempt,
     ran: Arc<AtomicBool>,
 ) -> Result<Arc<CachedObject>, FetchError> {
     let e = edge.clone();
@@ -278,7 +450,11 @@ async fn fetch_into_cache(
             ran.store(true, Ordering::Relaxed);
             let f = match &only_origin {
                 Some(id) => e.upstream.fetch_from(id, &path_owned).await?,
-                None => e.upstream.fetch(&stream_owned, &path_owned).await?,
+                None => {
+                    e.upstream
+                        .fetch(&stream_owned, &path_owned, attempt)
+                        .await?
+                }
             };
             if let Some(announced) = e.cache.announced_size(&path_owned) {
                 if f.body.len() as u64 != announced {
@@ -325,5 +501,6 @@ fn render_metrics(edge: &Edge) -> String {
         origins: &edge.upstream.origins,
         bus: edge.bus_stats.get().map(|sub| sub.stats()),
         now_ms: unix_now_ms(),
+        held_now: edge.held.held(),
     })
 }

@@ -152,6 +152,9 @@ fn valid_origin_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// Highest part index believed (a 60 s segment of 100 ms parts has 600).
+pub const MAX_PARTS_PER_SEGMENT: u32 = 1024;
+
 /// Stream and rendition names: what the origin's config accepts.
 fn valid_name(name: &str) -> bool {
     layout::valid_name(name)
@@ -207,6 +210,31 @@ impl Judge {
                 }
                 self.bound(endpoint, origin_id)?;
                 if !layout::is_live_segment_uri(uri, stream, rendition, *media_sequence) {
+                    return Err(Rejection::Uri);
+                }
+                self.advance(
+                    layout::live_playlist_uri(stream, rendition),
+                    *media_sequence,
+                    now_ms,
+                )
+            }
+            BusEvent::PartReady {
+                stream,
+                rendition,
+                media_sequence,
+                part_index,
+                uri,
+                origin_id,
+                ..
+            } => {
+                if !valid_name(stream) || !valid_name(rendition) {
+                    return Err(Rejection::Name);
+                }
+                self.bound(endpoint, origin_id)?;
+                if *part_index >= MAX_PARTS_PER_SEGMENT
+                    || *uri
+                        != layout::live_part_uri(stream, rendition, *media_sequence, *part_index)
+                {
                     return Err(Rejection::Uri);
                 }
                 self.advance(

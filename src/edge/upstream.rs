@@ -61,6 +61,18 @@ pub enum FetchError {
     NotFound,
     #[error("no origin answered: {0}")]
     Unavailable(String),
+    /// LL-HLS: the origin could not answer a blocking request in time (its 503): an answer,
+    /// passed on to the viewer, not a failure of the origin.
+    #[error("the origin's blocking request timed out")]
+    HoldTimeout,
+}
+
+/// How long one attempt may wait for response headers, and whether the origin may hold it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// `Some(hold)`: an LL-HLS blocking request the origin may hold up to `hold` (added to
+    /// the headers timeout); its 503 is the origin's answer, not a failure.
+    pub held: Option<Duration>,
 }
 
 pub fn client(timeout: Duration) -> HttpClient {
@@ -86,7 +98,12 @@ pub struct Upstream {
 
 impl Upstream {
     /// GETs `path` for `stream` from the best origin that answers.
-    pub async fn fetch(&self, stream: &str, path: &str) -> Result<Fetched, FetchError> {
+    pub async fn fetch(
+        &self,
+        stream: &str,
+        path: &str,
+        attempt_kind: Attempt,
+    ) -> Result<Fetched, FetchError> {
         let candidates = self.origins.candidates(stream);
         if candidates.is_empty() {
             return Err(FetchError::Unavailable(
@@ -101,10 +118,14 @@ impl Upstream {
             }
             self.fetches.inc();
             let _in_flight = origin.start_request();
-            match self.fetch_one(&origin, path).await {
+            match self.fetch_one(&origin, path, attempt_kind).await {
                 Ok(Some(f)) => {
                     origin.record_success(self.rise);
                     return Ok(f);
+                }
+                Err(AttemptError::Status(503)) if attempt_kind.held.is_some() => {
+                    origin.record_success(self.rise);
+                    return Err(FetchError::HoldTimeout);
                 }
                 Ok(None) => {
                     // 404 from a healthy origin: another origin may have it (a stream that just
@@ -146,7 +167,7 @@ impl Upstream {
         };
         self.fetches.inc();
         let _in_flight = origin.start_request();
-        match self.fetch_one(&origin, path).await {
+        match self.fetch_one(&origin, path, Attempt { held: None }).await {
             Ok(Some(f)) => {
                 origin.record_success(self.rise);
                 Ok(f)
@@ -164,16 +185,18 @@ impl Upstream {
         &self,
         origin: &Origin,
         path: &str,
+        attempt_kind: Attempt,
     ) -> Result<Option<Fetched>, AttemptError> {
+        let headers_timeout = self.timeout + attempt_kind.held.unwrap_or_default();
         let uri: http::Uri = format!("{}{}", origin.base_url, path)
             .parse()
             .map_err(|e: http::uri::InvalidUri| AttemptError::BadUrl(e.to_string()))?;
         let req = http::Request::get(uri)
             .body(Empty::<Bytes>::new())
             .map_err(|e| AttemptError::BadUrl(e.to_string()))?;
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        let resp = tokio::time::timeout(headers_timeout, self.client.request(req))
             .await
-            .map_err(|_| AttemptError::HeadersTimeout(self.timeout))?
+            .map_err(|_| AttemptError::HeadersTimeout(headers_timeout))?
             .map_err(|e| AttemptError::Request(e.to_string()))?;
         let status = resp.status();
         if status == http::StatusCode::NOT_FOUND {

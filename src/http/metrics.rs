@@ -9,6 +9,7 @@ use prometheus_client::encoding::prometheus_text;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub use prometheus_client::registry::Registry;
 
 /// `Content-Type` of a `/metrics` answer.
@@ -30,6 +31,19 @@ impl RequestLabels {
             status: status.as_u16(),
         }
     }
+}
+
+/// Labels of the LL-HLS held-request counters: how a held request ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    /// `woken` (answered when its part appeared), `timeout` (503 after the hold limit),
+    /// `rejected` (503 at once: held-request limit reached).
+    pub outcome: &'static str,
+}
+
+/// Buckets of wake-latency histograms: 0.1 ms .. ~0.8 s.
+pub fn wake_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 14))
 }
 
 /// Encodes `registries` one after another (each family appears once overall: the registries

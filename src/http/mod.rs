@@ -2,6 +2,7 @@
 
 pub mod base_url;
 pub mod headers;
+pub mod held;
 pub mod metrics;
 pub mod paths;
 pub mod server;

@@ -3,13 +3,23 @@
 //! Request path: parse + validate the path (400/404 before touching the disk) → read the file
 //! → answer with the shared HTTP semantics (`http::headers`). Everything on disk is complete:
 //! the store only ever renames finished files into place.
+//!
+//! Live media playlists are answered from memory ([`LivePlaylists`], the newest version a
+//! session published), which is also where LL-HLS blocking requests wait (§6.2.5.2): a
+//! `_HLS_msn`/`_HLS_part` request is held on the playlist's `watch` channel until it lists that
+//! part, then answered with the whole playlist (or the delta update for `_HLS_skip=YES`); 400 at
+//! once for directives beyond the limits, 503 after 3 target durations. A request for the
+//! preload-hinted part waits the same way for its file.
 
 use crate::Shutdown;
 use crate::config::{Config, HttpLimits};
 use crate::http::Body;
 use crate::http::headers::{self, Representation};
-use crate::http::metrics::{Counter, Family, Registry, RequestLabels};
+use crate::http::held::HeldBudget;
+use crate::http::metrics::{Counter, Family, HeldLabels, Histogram, Registry, RequestLabels};
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
+use crate::packaging::{Directives, Verdict};
+use crate::store::live::{LivePlaylists, PlaylistSnapshot};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -26,6 +36,8 @@ pub struct OriginMetrics {
     registry: Registry,
     by_kind_status: Family<RequestLabels, Counter>,
     segment_requests: Counter,
+    held: Family<HeldLabels, Counter>,
+    held_wake: Histogram,
 }
 
 impl Default for OriginMetrics {
@@ -44,10 +56,24 @@ impl Default for OriginMetrics {
             "Segment and init segment requests (any status)",
             segment_requests.clone(),
         );
+        let held = Family::<HeldLabels, Counter>::default();
+        registry.register(
+            "zoomate_origin_held_requests",
+            "LL-HLS blocking requests (playlist reloads, hinted parts) by outcome",
+            held.clone(),
+        );
+        let held_wake = crate::http::metrics::wake_histogram();
+        registry.register(
+            "zoomate_origin_held_wake_seconds",
+            "A playlist version published to the answer of a request held for it",
+            held_wake.clone(),
+        );
         OriginMetrics {
             registry,
             by_kind_status,
             segment_requests,
+            held,
+            held_wake,
         }
     }
 }
@@ -67,8 +93,15 @@ impl OriginMetrics {
     }
 
     /// The origin's own counters, plus whatever `extra` registers (ingest counters).
-    pub fn render(&self, extra: Option<&IngestMetrics>) -> String {
+    pub fn render(&self, extra: Option<&IngestMetrics>, held_now: usize) -> String {
         let mut scrape = Registry::default();
+        let gauge = crate::http::metrics::Gauge::<i64>::default();
+        gauge.set(i64::try_from(held_now).unwrap_or(i64::MAX));
+        scrape.register(
+            "zoomate_origin_held_requests_now",
+            "LL-HLS blocking requests being held",
+            gauge,
+        );
         if let Some(register) = extra {
             register(&mut scrape);
         }
@@ -83,6 +116,9 @@ struct OriginState {
     metrics: OriginMetrics,
     /// More `/metrics` text from the ingest side (RTP counters), set once before serving.
     ingest_metrics: std::sync::OnceLock<IngestMetrics>,
+    /// The sessions' newest playlists (set once before serving; absent: disk only).
+    live_playlists: std::sync::OnceLock<Arc<LivePlaylists>>,
+    held: Arc<HeldBudget>,
 }
 
 /// Registers the ingest side's metrics (RTP counters), read at scrape time, into a registry.
@@ -108,6 +144,11 @@ impl OriginServer {
                 live_playlist_max_age_s: (config.ladder.segment_duration_ms / 2000).max(1),
                 metrics: OriginMetrics::default(),
                 ingest_metrics: std::sync::OnceLock::new(),
+                live_playlists: std::sync::OnceLock::new(),
+                held: HeldBudget::new(
+                    config.hls.max_held_requests,
+                    config.hls.max_held_requests_per_stream,
+                ),
             }),
         })
     }
@@ -121,6 +162,12 @@ impl OriginServer {
     /// Adds ingest counters to this origin's `/metrics`.
     pub fn set_ingest_metrics(&self, render: IngestMetrics) {
         let _ = self.state.ingest_metrics.set(render);
+    }
+
+    /// Answers live playlists (and holds LL-HLS blocking requests) from the sessions' newest
+    /// versions.
+    pub fn set_live_playlists(&self, live: Arc<LivePlaylists>) {
+        let _ = self.state.live_playlists.set(live);
     }
 
     pub async fn run(self, shutdown: Shutdown) {
@@ -139,7 +186,9 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || {
-        state.metrics.render(state.ingest_metrics.get())
+        state
+            .metrics
+            .render(state.ingest_metrics.get(), state.held.held())
     }) {
         // Health checks and scrapes are not media traffic; refusals (405) and preflights are.
         if !(matches!(path.as_str(), "/healthz" | "/metrics") && r.status().is_success()) {
@@ -159,6 +208,16 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
             return headers::text(StatusCode::NOT_FOUND, "not found");
         }
     };
+    if live {
+        let query = req.uri().query();
+        match live_response(&state, &path, query, kind, &method, req.headers()).await {
+            Live::Answered(r) => {
+                state.metrics.record(Some(kind), r.status());
+                return r;
+            }
+            Live::FromDisk => {}
+        }
+    }
     let response = match read_file(&file).await {
         Ok((body, mtime)) => {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -180,6 +239,142 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
     };
     state.metrics.record(Some(kind), response.status());
     response
+}
+
+/// What the live side made of a request.
+enum Live {
+    Answered(Response<Body>),
+    /// Not (or no longer) a session's: read the file.
+    FromDisk,
+}
+
+/// Live media playlists from memory, with LL-HLS blocking; hinted parts held until written.
+async fn live_response(
+    state: &OriginState,
+    path: &str,
+    query: Option<&str>,
+    kind: ResourceKind,
+    method: &http::Method,
+    request_headers: &http::HeaderMap,
+) -> Live {
+    let Some(live) = state.live_playlists.get() else {
+        return Live::FromDisk;
+    };
+    // `/live/{stream}/{rendition}/{name}` (checked by `locate` already).
+    let Ok(MediaPath::Live { stream, rest }) = parse_media_path(path) else {
+        return Live::FromDisk;
+    };
+    let (Some(rendition), Some(name)) = (rest.first(), rest.get(1)) else {
+        return Live::FromDisk;
+    };
+    let directives = match kind {
+        ResourceKind::MediaPlaylist => match Directives::parse(query) {
+            Ok(d) => d,
+            Err(why) => return Live::Answered(headers::text(StatusCode::BAD_REQUEST, why)),
+        },
+        ResourceKind::Segment => match crate::layout::parse_part_file(name) {
+            Some((msn, part)) => Directives {
+                msn: Some(msn),
+                part: Some(part),
+                skip: false,
+            },
+            None => return Live::FromDisk,
+        },
+        _ => return Live::FromDisk,
+    };
+    let Some(mut rx) = live.watch(&stream, rendition) else {
+        return Live::FromDisk;
+    };
+    let current = rx.borrow_and_update().clone();
+    let is_part = kind == ResourceKind::Segment;
+    let snapshot = match directives.verdict(&current.end) {
+        Verdict::Ready => current,
+        Verdict::Refuse(_) if is_part => return Live::FromDisk, // not a part we will write soon
+        Verdict::Refuse(why) => {
+            return Live::Answered(headers::text(StatusCode::BAD_REQUEST, why));
+        }
+        Verdict::Hold => {
+            let Some(_slot) = state.held.try_hold(&stream) else {
+                state
+                    .metrics
+                    .held
+                    .get_or_create(&HeldLabels {
+                        outcome: "rejected",
+                    })
+                    .inc();
+                return Live::Answered(unavailable("too many held requests"));
+            };
+            // §6.2.5.2: answer within three target durations, or 503.
+            let timeout = std::time::Duration::from_millis(current.target_duration_ms * 3);
+            let (msn, part) = (directives.msn.unwrap_or(0), directives.part);
+            match tokio::time::timeout(timeout, rx.wait_for(|s| s.end.satisfies(msn, part))).await {
+                Ok(Ok(s)) => {
+                    let s = s.clone();
+                    state
+                        .metrics
+                        .held
+                        .get_or_create(&HeldLabels { outcome: "woken" })
+                        .inc();
+                    if let Ok(age) = s.modified.elapsed() {
+                        state.metrics.held_wake.observe(age.as_secs_f64());
+                    }
+                    s
+                }
+                _ => {
+                    state
+                        .metrics
+                        .held
+                        .get_or_create(&HeldLabels { outcome: "timeout" })
+                        .inc();
+                    return Live::Answered(unavailable("not available in time"));
+                }
+            }
+        }
+    };
+    if is_part {
+        return Live::FromDisk; // the part file exists now
+    }
+    Live::Answered(playlist_response(
+        state,
+        &snapshot,
+        directives.skip,
+        method,
+        request_headers,
+    ))
+}
+
+fn playlist_response(
+    state: &OriginState,
+    snapshot: &PlaylistSnapshot,
+    skip: bool,
+    method: &http::Method,
+    request_headers: &http::HeaderMap,
+) -> Response<Body> {
+    let body = match (&snapshot.delta, skip) {
+        (Some(delta), true) => delta.clone(),
+        _ => snapshot.full.clone(),
+    };
+    let rep = Representation::new(
+        body,
+        ResourceKind::MediaPlaylist.content_type(crate::layout::MEDIA_PLAYLIST),
+        headers::cache_control(
+            ResourceKind::MediaPlaylist,
+            true,
+            state.live_playlist_max_age_s,
+        ),
+        snapshot.modified,
+    );
+    headers::respond(method, request_headers, &rep)
+}
+
+/// 503 that no cache keeps.
+fn unavailable(why: &'static str) -> Response<Body> {
+    let mut r = headers::text(StatusCode::SERVICE_UNAVAILABLE, why);
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 /// Maps a request path to a file under the store, or why not.

@@ -4,12 +4,17 @@
 pub mod codecs;
 pub mod dash;
 pub mod hls;
+pub mod ll_hls;
 pub mod multivariant;
 
 pub use dash::{
     DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, render_mpd,
 };
-pub use hls::{MediaPlaylist, PlaylistKind, ResumeState, Segment, parse_media_playlist_state};
+pub use hls::{
+    MediaPlaylist, PlaylistKind, RenderOptions, RenditionReport, ResumeState, Segment,
+    parse_media_playlist_state,
+};
+pub use ll_hls::{Directives, LowLatency, Part, PlaylistEnd, Verdict};
 pub use multivariant::{
     AudioMedia, BandwidthMeter, VariantStream, render_multivariant, render_multivariant_with_audio,
 };

@@ -5,6 +5,8 @@
 //! `…/{rendition}/{sequence}.ts`. Segments are produced in `…/.staging/` on the same file
 //! system and renamed into place; playlists are written to a temporary name and renamed.
 
+pub mod live;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;

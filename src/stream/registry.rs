@@ -43,6 +43,8 @@ pub struct StreamRegistry {
     rtp_counters: Mutex<BTreeMap<String, Arc<RtpCounters>>>,
     next_session: AtomicU64,
     tasks: TaskTracker,
+    /// Every live playlist's newest version, for the origin's blocking reloads.
+    live_playlists: Arc<crate::store::live::LivePlaylists>,
 }
 
 /// Removes a stream from the live set when its session ends, however it ends.
@@ -76,7 +78,13 @@ impl StreamRegistry {
             rtp_counters: Mutex::new(BTreeMap::new()),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
+            live_playlists: Arc::default(),
         })
+    }
+
+    /// The newest version of every live media playlist (the origin serves from it).
+    pub fn live_playlists(&self) -> Arc<crate::store::live::LivePlaylists> {
+        self.live_playlists.clone()
     }
 
     /// Streams with a running session.
@@ -109,6 +117,7 @@ impl StreamRegistry {
             timeline: self.timeline(stream),
             announce: self.announce.clone(),
             janitor: self.janitor.clone(),
+            live_playlists: self.live_playlists.clone(),
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
             network: None,
         }
@@ -120,7 +129,15 @@ impl StreamRegistry {
         map.entry(stream.to_string())
             .or_insert_with(|| {
                 let target = self.config.ladder.segment_duration_ms.div_ceil(1000);
-                let mut t = StreamTimeline::new(target, self.config.hls.window_segments);
+                let low_latency = self
+                    .config
+                    .part_duration_for(stream)
+                    .map(|part_target_ms| crate::packaging::LowLatency {
+                        part_target_ms,
+                        segment_duration_ms: self.config.ladder.segment_duration_ms,
+                    });
+                let mut t = StreamTimeline::new(target, self.config.hls.window_segments)
+                    .with_low_latency(low_latency);
                 let dir = crate::store::live_stream_dir(&self.config.store.dir, stream);
                 let names = self.config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
                 for name in names {

@@ -49,6 +49,8 @@ pub struct SessionContext {
     pub timeline: Arc<Mutex<StreamTimeline>>,
     pub announce: Announce,
     pub janitor: crate::store::Janitor,
+    /// Where every new playlist version goes (the origin answers and wakes from it).
+    pub live_playlists: Arc<crate::store::live::LivePlaylists>,
     pub session_id: u64,
     /// Network sources (RTP): the silence rule and the datagram counters.
     pub network: Option<NetworkSource>,
@@ -96,6 +98,7 @@ pub async fn run_session(
         templates: ctx.templates.clone(),
         staging_dir: staging.clone(),
         format,
+        part_duration_ms: ctx.config.part_duration_for(&ctx.stream),
         wall_clock_timestamps: true,
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
@@ -332,8 +335,111 @@ async fn handle_event(
                 publish_assembled(ctx, st, done).await?;
             }
         }
+        PipelineEvent::PartWritten {
+            rendition,
+            location,
+            index,
+            start_ns,
+            duration_ns,
+            independent,
+            byte_size,
+        } => {
+            let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (start_ns / 1_000_000) as i64;
+            let written = WrittenPart {
+                location,
+                index,
+                duration_ms: duration_ns.div_ceil(1_000_000),
+                independent,
+                byte_size,
+                program_date_time_ms: pdt,
+            };
+            publish_part(ctx, st, &rendition, written).await?;
+        }
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
+    Ok(())
+}
+
+/// A part as the fragment writer left it in staging.
+struct WrittenPart {
+    location: PathBuf,
+    index: u32,
+    duration_ms: u64,
+    independent: bool,
+    byte_size: u64,
+    program_date_time_ms: i64,
+}
+
+/// CMAF: a rendition's first part or segment of a session publishes the session's init
+/// segment first. Returns the init segment's name, `None` when there is none yet.
+async fn ensure_init(
+    st: &mut SessionState,
+    rendition: &str,
+) -> Result<Option<String>, SessionError> {
+    if let Some(staged_init) = st.staged_inits.remove(rendition) {
+        let name = st.init_name.clone();
+        let public_init = st.stream_dir.join(rendition).join(&name);
+        tokio::task::spawn_blocking(move || crate::store::promote(&staged_init, &public_init))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        st.inits.insert(rendition.to_string(), name);
+    }
+    Ok(st.inits.get(rendition).cloned())
+}
+
+/// LL-HLS: promote a part, list it, publish the playlist and announce it. Order as for
+/// segments: the file is in place before any playlist lists it or the bus names it.
+async fn publish_part(
+    ctx: &SessionContext,
+    st: &mut SessionState,
+    rendition: &str,
+    part: WrittenPart,
+) -> Result<(), SessionError> {
+    let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
+        let _ = std::fs::remove_file(&part.location);
+        return Ok(());
+    };
+    let Some(init_uri) = ensure_init(st, rendition).await? else {
+        tracing::warn!(stream = %ctx.stream, rendition, "CMAF part before its init segment; dropped");
+        let _ = std::fs::remove_file(&part.location);
+        return Ok(());
+    };
+    let name = layout::part_file(sequence, part.index);
+    let public = st.stream_dir.join(rendition).join(&name);
+    let staged = part.location.clone();
+    // The writer synced the part when it wrote it: a rename makes it public.
+    tokio::task::spawn_blocking(move || std::fs::rename(&staged, &public))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let snapshot = {
+        let mut t = lock(&ctx.timeline);
+        let listed = crate::packaging::Part {
+            duration_ms: part.duration_ms,
+            uri: name,
+            independent: part.independent,
+            byte_size: part.byte_size,
+        };
+        if t.add_part(rendition, listed, part.program_date_time_ms, Some(init_uri))
+            .is_none()
+        {
+            return Ok(());
+        }
+        t.snapshot(rendition)
+    };
+    if let Some(snapshot) = snapshot {
+        ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
+    }
+    (ctx.announce)(BusEvent::PartReady {
+        stream: ctx.stream.clone(),
+        rendition: rendition.to_string(),
+        media_sequence: sequence,
+        part_index: part.index,
+        duration_ms: part.duration_ms,
+        independent: part.independent,
+        uri: layout::live_part_uri(&ctx.stream, rendition, sequence, part.index),
+        byte_size: part.byte_size,
+        origin_id: ctx.config.origin.id.clone(),
+    });
     Ok(())
 }
 
@@ -382,21 +488,16 @@ async fn publish_segment(
         tracing::warn!(stream = %ctx.stream, rendition, "fragment for a rendition outside the ladder; dropped");
         return Ok(());
     };
+    let rendition_dir = st.stream_dir.join(rendition);
     if duration_ms == 0 {
         let _ = std::fs::remove_file(staged);
+        let parts = lock(&ctx.timeline).discard_open_parts(rendition);
+        for uri in parts {
+            ctx.janitor.schedule(rendition_dir.join(uri));
+        }
         return Ok(());
     }
-    let rendition_dir = st.stream_dir.join(rendition);
-    // CMAF: a rendition's first segment of a session publishes the session's init segment.
-    if let Some(staged_init) = st.staged_inits.remove(rendition) {
-        let name = st.init_name.clone();
-        let public_init = rendition_dir.join(&name);
-        tokio::task::spawn_blocking(move || crate::store::promote(&staged_init, &public_init))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-        st.inits.insert(rendition.to_string(), name);
-    }
-    let init_uri = st.inits.get(rendition).cloned();
+    let init_uri = ensure_init(st, rendition).await?;
     if st.format == SegmentFormat::Cmaf && init_uri.is_none() {
         tracing::warn!(stream = %ctx.stream, rendition, "CMAF fragment before its init segment; dropped");
         let _ = std::fs::remove_file(staged);
@@ -411,7 +512,7 @@ async fn publish_segment(
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
     let uri_path = layout::live_segment_uri(&ctx.stream, rendition, sequence, ext);
-    let (added, master, mpd) = {
+    let (added, master, mpd, snapshot) = {
         let mut t = lock(&ctx.timeline);
         let added = t.add_segment(
             rendition,
@@ -426,17 +527,21 @@ async fn publish_segment(
                 &t.dash_manifest(now_ms(), ctx.config.ladder.segment_duration_ms),
             )
         });
-        (added, t.master(), mpd)
+        let snapshot = t.snapshot(rendition);
+        (added, t.master(), mpd, snapshot)
     };
     let Some(added) = added else { return Ok(()) };
+    let Some(snapshot) = snapshot else {
+        return Ok(());
+    };
     let playlist_path = rendition_dir.join(layout::MEDIA_PLAYLIST);
     let master_path = st.stream_dir.join(layout::MASTER_PLAYLIST);
     let mpd_path = st.stream_dir.join(layout::DASH_MANIFEST);
-    let playlist_text = added.playlist_text.clone();
+    let playlist_text = snapshot.full.clone();
     let master_text = master.clone();
     let mpd_text = if master.is_some() { mpd } else { None };
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        crate::store::write_atomic(&playlist_path, playlist_text.as_bytes())?;
+        crate::store::write_atomic(&playlist_path, &playlist_text)?;
         if let Some(m) = master_text {
             crate::store::write_atomic(&master_path, m.as_bytes())?;
         }
@@ -447,8 +552,12 @@ async fn publish_segment(
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
+    ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     for old in &added.evicted {
         ctx.janitor.schedule(rendition_dir.join(&old.uri));
+        for part in &old.parts {
+            ctx.janitor.schedule(rendition_dir.join(&part.uri));
+        }
     }
     for init in &added.evicted_inits {
         ctx.janitor.schedule(rendition_dir.join(init));

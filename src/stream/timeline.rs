@@ -5,9 +5,10 @@ use crate::packaging::dash::{
     DashAdaptation, DashManifest, DashRepresentation, DashSegment, MediaKind, Presentation,
 };
 use crate::packaging::{
-    AudioMedia, BandwidthMeter, MediaPlaylist, PlaylistKind, Segment, VariantStream,
-    render_multivariant_with_audio,
+    AudioMedia, BandwidthMeter, LowLatency, MediaPlaylist, Part, PlaylistEnd, PlaylistKind,
+    RenderOptions, RenditionReport, Segment, VariantStream, render_multivariant_with_audio,
 };
+use crate::store::live::PlaylistSnapshot;
 use crate::transcode::AUDIO_RENDITION;
 use crate::transcode::PlannedRendition;
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct StreamTimeline {
     sessions: u64,
     /// CMAF with audio: the current session has a separate `audio` rendition.
     separate_audio: bool,
+    /// LL-HLS parts in every rendition's playlist.
+    low_latency: Option<LowLatency>,
 }
 
 /// Audio every ladder produces (the ladder resamples to this).
@@ -44,7 +47,6 @@ pub const AUDIO_CHANNELS: u32 = 2;
 /// What adding a segment produced.
 pub struct SegmentAdded {
     pub segment: Segment,
-    pub playlist_text: String,
     pub evicted: Vec<Segment>,
     /// Init segments no listed segment uses any more (left with the evicted segments).
     pub evicted_inits: Vec<String>,
@@ -61,6 +63,25 @@ impl StreamTimeline {
             window_segments,
             sessions: 0,
             separate_audio: false,
+            low_latency: None,
+        }
+    }
+
+    /// Every rendition lists LL-HLS parts (set before any rendition is created or restored).
+    pub fn with_low_latency(mut self, ll: Option<LowLatency>) -> StreamTimeline {
+        self.low_latency = ll;
+        self
+    }
+
+    fn new_playlist(&self) -> MediaPlaylist {
+        let p = MediaPlaylist::new(
+            PlaylistKind::Live,
+            self.target_duration_s,
+            self.window_segments,
+        );
+        match self.low_latency {
+            Some(ll) => p.with_low_latency(ll),
+            None => p,
         }
     }
 
@@ -69,11 +90,7 @@ impl StreamTimeline {
         let Some(state) = crate::packaging::parse_media_playlist_state(playlist_text) else {
             return false;
         };
-        let mut playlist = MediaPlaylist::new(
-            PlaylistKind::Live,
-            self.target_duration_s,
-            self.window_segments,
-        );
+        let mut playlist = self.new_playlist();
         playlist.resume_from(
             state
                 .segments
@@ -129,14 +146,14 @@ impl StreamTimeline {
             height: 0,
             video_bitrate_kbps: kbps,
         });
+        for r in self.renditions.values_mut() {
+            r.playlist.discard_open_parts(); // a half-written segment of the last session
+        }
         for p in planned.iter().chain(audio.as_ref()) {
             let estimate = p.video_bitrate_kbps as u64 * 1000;
+            let fresh = self.new_playlist();
             let entry = self.renditions.entry(p.name.clone()).or_insert_with(|| {
-                let mut playlist = MediaPlaylist::new(
-                    PlaylistKind::Live,
-                    self.target_duration_s,
-                    self.window_segments,
-                );
+                let mut playlist = fresh;
                 playlist.resume_from(start, 0);
                 RenditionTimeline {
                     playlist,
@@ -183,6 +200,69 @@ impl StreamTimeline {
         self.renditions.get(name)
     }
 
+    /// Adds a part of `rendition`'s segment being written; returns where its playlist now
+    /// ends. The segment's first part carries its date, discontinuity and init segment.
+    pub fn add_part(
+        &mut self,
+        rendition: &str,
+        part: Part,
+        program_date_time_ms: i64,
+        init_uri: Option<String>,
+    ) -> Option<PlaylistEnd> {
+        let r = self.renditions.get_mut(rendition)?;
+        let discontinuity = r.discontinuity_pending;
+        Some(
+            r.playlist
+                .push_part(part, program_date_time_ms, discontinuity, init_uri),
+        )
+    }
+
+    /// The segment being written in `rendition` will not be listed: its parts go too.
+    /// Returns the part URIs dropped.
+    pub fn discard_open_parts(&mut self, rendition: &str) -> Vec<String> {
+        self.renditions
+            .get_mut(rendition)
+            .map(|r| r.playlist.discard_open_parts())
+            .unwrap_or_default()
+    }
+
+    /// `rendition`'s playlist as served now: the whole text, the delta update (LL-HLS) and a
+    /// rendition report for every other rendition of the current session.
+    pub fn snapshot(&self, rendition: &str) -> Option<PlaylistSnapshot> {
+        let r = self.renditions.get(rendition)?;
+        let reports = self
+            .current
+            .iter()
+            .map(String::as_str)
+            .chain(self.separate_audio.then_some(AUDIO_RENDITION))
+            .filter(|name| *name != rendition)
+            .filter_map(|name| {
+                let other = self.renditions.get(name)?;
+                Some(RenditionReport {
+                    uri: format!("../{}", crate::layout::rendition_playlist(name)),
+                    end: other.playlist.end_position(),
+                })
+            })
+            .collect::<Vec<_>>();
+        let full = r.playlist.render_with(&RenderOptions {
+            skip: false,
+            rendition_reports: reports.clone(),
+        });
+        let delta = self.low_latency.map(|_| {
+            bytes::Bytes::from(r.playlist.render_with(&RenderOptions {
+                skip: true,
+                rendition_reports: reports,
+            }))
+        });
+        Some(PlaylistSnapshot {
+            end: r.playlist.end_position(),
+            full: bytes::Bytes::from(full),
+            delta,
+            target_duration_ms: self.target_duration_s * 1000,
+            modified: std::time::SystemTime::now(),
+        })
+    }
+
     /// Appends a complete segment; returns it, the new playlist text and what left the window.
     pub fn add_segment(
         &mut self,
@@ -202,6 +282,7 @@ impl StreamTimeline {
             byte_size,
             program_date_time_ms,
             discontinuity: std::mem::take(&mut r.discontinuity_pending),
+            parts: Vec::new(), // the playlist moves the parts written so far in
         };
         r.meter.record(byte_size, duration_ms);
         let evicted = r.playlist.push(segment.clone());
@@ -215,7 +296,6 @@ impl StreamTimeline {
         });
         Some(SegmentAdded {
             segment,
-            playlist_text: r.playlist.render(),
             evicted,
             evicted_inits,
         })

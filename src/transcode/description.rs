@@ -74,6 +74,7 @@ pub fn ladder_description(
     let l = &spec.ladder;
     let fps = l.frame_rate;
     let seg_ns = l.segment_duration_ms * 1_000_000;
+    let chunk_ns = spec.part_duration_ms.map(|ms| ms * 1_000_000);
     let frames_per_segment = (l.segment_duration_ms * fps as u64).div_ceil(1000).max(1);
     let mut d = String::new();
     let vq = spec.raw_video_queue.limits();
@@ -96,7 +97,7 @@ pub fn ladder_description(
         d.push_str(&format!(
             "queue name=ain max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! {} ! aacparse name=aparse ! {}\n",
             audio.trim(),
-            if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, tfdt_offset_ns) } else { "tee name=at".to_string() }
+            if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, chunk_ns, tfdt_offset_ns) } else { "tee name=at".to_string() }
         ));
     }
     for r in planned {
@@ -132,7 +133,7 @@ pub fn ladder_description(
         if cmaf {
             d.push_str(&format!(
                 "{scaled} ! video/x-h264,stream-format=avc,alignment=au ! {}\n",
-                cmaf_tail(&r.name, seg_ns, tfdt_offset_ns)
+                cmaf_tail(&r.name, seg_ns, chunk_ns, tfdt_offset_ns)
             ));
             continue;
         }
@@ -152,8 +153,12 @@ pub fn ladder_description(
 
 /// `cmafmux ! appsink` for one rendition. The appsink never syncs to the clock (a file writer)
 /// and never blocks preroll (the ladder is added to an already playing pipeline).
-pub fn cmaf_tail(name: &str, seg_ns: u64, tfdt_offset_ns: i64) -> String {
+/// With `chunk_ns`, every fragment is sent in chunks of that duration (LL-HLS parts).
+pub fn cmaf_tail(name: &str, seg_ns: u64, chunk_ns: Option<u64>, tfdt_offset_ns: i64) -> String {
+    let chunk = chunk_ns
+        .map(|ns| format!(" chunk-duration={ns}"))
+        .unwrap_or_default();
     format!(
-        "queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! cmafmux name=cmaf_{name} fragment-duration={seg_ns} decode-time-offset={tfdt_offset_ns} ! appsink name=mux_{name} sync=false async=false emit-signals=false max-buffers=64"
+        "queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! cmafmux name=cmaf_{name} fragment-duration={seg_ns}{chunk} decode-time-offset={tfdt_offset_ns} ! appsink name=mux_{name} sync=false async=false emit-signals=false max-buffers=64"
     )
 }

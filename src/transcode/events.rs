@@ -44,6 +44,18 @@ pub enum PipelineEvent {
         rendition: String,
         running_time_ns: u64,
     },
+    /// LL-HLS: part `index` of the open fragment of `rendition` is complete at `location`
+    /// (staging directory); its fragment is the one most recently opened.
+    PartWritten {
+        rendition: String,
+        location: PathBuf,
+        index: u32,
+        /// Running time of the part's first frame, nanoseconds.
+        start_ns: u64,
+        duration_ns: u64,
+        independent: bool,
+        byte_size: u64,
+    },
     /// A segment file is complete at `location` (still in the staging directory).
     /// `running_time_ns` is the fragment's exact end when `exact_end`, else (splitmuxsink) the
     /// start of its last frame.

@@ -7,6 +7,12 @@
 //! (`FragmentOpened` / `FragmentClosed`), so the session handles both formats alike.
 //! Bytes are written as they arrive (no user-space buffering): a closed fragment is complete
 //! on disk when its event is sent.
+//!
+//! LL-HLS (`cmafmux chunk-duration`): every fragment arrives as chunks, each one `moof`+`mdat`
+//! whose `moof` is flagged `HEADER|DELTA_UNIT` (the fragment's first is `HEADER` only) and whose
+//! last buffer is flagged `MARKER`. Each chunk is also written, whole and atomically, as a part
+//! file next to the fragment (`{fragment:08}.{part}.m4s`) and reported as `PartWritten` the
+//! moment its last buffer arrives: parts are the chunks, not a copy cut later.
 
 use super::events::{EventSender, PipelineEvent};
 use std::io::Write as _;
@@ -16,7 +22,18 @@ use std::sync::Mutex;
 struct OpenFragment {
     file: std::fs::File,
     location: PathBuf,
+    fragment: u32,
     end_ns: u64,
+    /// LL-HLS: the chunk being received.
+    part: Option<OpenPart>,
+    next_part: u32,
+}
+
+struct OpenPart {
+    bytes: Vec<u8>,
+    start_ns: u64,
+    end_ns: u64,
+    independent: bool,
 }
 
 struct WriterState {
@@ -27,10 +44,22 @@ struct WriterState {
     init_written: bool,
     current: Option<OpenFragment>,
     failed: bool,
+    /// Write each chunk as a part (the muxer has `chunk-duration` set).
+    parts: bool,
+    /// Every part is independent (audio: every frame is a sync sample).
+    all_independent: bool,
 }
 
-/// Installs the writer on `appsink`, writing `rendition`'s files into `dir`.
-pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, events: EventSender) {
+/// Installs the writer on `appsink`, writing `rendition`'s files into `dir`; with `parts`,
+/// every chunk is also written and reported as an LL-HLS part.
+pub fn attach(
+    appsink: &gst_app::AppSink,
+    dir: PathBuf,
+    rendition: String,
+    events: EventSender,
+    parts: bool,
+) {
+    let all_independent = rendition == crate::layout::AUDIO_RENDITION;
     let state = std::sync::Arc::new(Mutex::new(WriterState {
         dir,
         rendition,
@@ -39,6 +68,8 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, event
         init_written: false,
         current: None,
         failed: false,
+        parts,
+        all_independent,
     }));
     let on_sample = state.clone();
     let on_eos = state;
@@ -89,7 +120,8 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, event
                         let start_ns = running_time(buffer.pts());
                         let end_ns =
                             start_ns + buffer.duration().map(|d| d.nseconds()).unwrap_or(0);
-                        let location = st.dir.join(format!("{:08}.m4s", st.next_index));
+                        let fragment = st.next_index;
+                        let location = st.dir.join(format!("{fragment:08}.m4s"));
                         st.next_index += 1;
                         let file = std::fs::File::create(&location)
                             .map_err(|e| format!("{}: {e}", location.display()))?;
@@ -97,19 +129,50 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, event
                             rendition: st.rendition.clone(),
                             running_time_ns: start_ns,
                         });
+                        let part = st.parts.then(|| OpenPart {
+                            bytes: Vec::new(),
+                            start_ns,
+                            end_ns,
+                            independent: true, // a fragment starts with an IDR
+                        });
                         st.current = Some(OpenFragment {
                             file,
                             location,
+                            fragment,
                             end_ns,
+                            part,
+                            next_part: 0,
                         });
+                    } else if flags.contains(gst::BufferFlags::HEADER) && st.parts {
+                        // The next chunk of the open fragment: a new part.
+                        let start_ns = running_time(buffer.pts());
+                        let end_ns =
+                            start_ns + buffer.duration().map(|d| d.nseconds()).unwrap_or(0);
+                        let independent = st.all_independent;
+                        if let Some(open) = st.current.as_mut() {
+                            open.end_ns = open.end_ns.max(end_ns);
+                            open.part = Some(OpenPart {
+                                bytes: Vec::new(),
+                                start_ns,
+                                end_ns,
+                                independent,
+                            });
+                        }
                     }
-                    match st.current.as_mut() {
-                        Some(open) => open
-                            .file
-                            .write_all(map.as_slice())
-                            .map_err(|e| format!("{}: {e}", open.location.display())),
-                        None => Ok(()), // data before any fragment header: nothing to attach it to
+                    let Some(open) = st.current.as_mut() else {
+                        return Ok(()); // data before any fragment header: nothing to attach it to
+                    };
+                    open.file
+                        .write_all(map.as_slice())
+                        .map_err(|e| format!("{}: {e}", open.location.display()))?;
+                    if let Some(part) = open.part.as_mut() {
+                        part.bytes.extend_from_slice(map.as_slice());
                     }
+                    if flags.contains(gst::BufferFlags::MARKER) {
+                        drop(map);
+                        finish_part(&mut st)?;
+                    }
+                    Ok(())
                 };
                 let result = match sample.buffer_list() {
                     Some(list) => list.iter().try_for_each(&mut handle),
@@ -137,6 +200,31 @@ pub fn attach(appsink: &gst_app::AppSink, dir: PathBuf, rendition: String, event
             })
             .build(),
     );
+}
+
+/// The chunk is complete: write it as a part file and report it.
+fn finish_part(st: &mut WriterState) -> Result<(), String> {
+    let Some(open) = st.current.as_mut() else {
+        return Ok(());
+    };
+    let Some(part) = open.part.take() else {
+        return Ok(());
+    };
+    let index = open.next_part;
+    open.next_part += 1;
+    let location = st.dir.join(format!("{:08}.{index}.m4s", open.fragment));
+    crate::store::write_atomic(&location, &part.bytes)
+        .map_err(|e| format!("{}: {e}", location.display()))?;
+    st.events.emit(PipelineEvent::PartWritten {
+        rendition: st.rendition.clone(),
+        location,
+        index,
+        duration_ns: part.end_ns.saturating_sub(part.start_ns),
+        start_ns: part.start_ns,
+        independent: part.independent,
+        byte_size: part.bytes.len() as u64,
+    });
+    Ok(())
 }
 
 fn close(st: &WriterState, done: OpenFragment) {

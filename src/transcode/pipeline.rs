@@ -55,6 +55,8 @@ pub struct LadderSpec {
     /// Where segments are written before they are promoted into the store.
     pub staging_dir: PathBuf,
     pub format: SegmentFormat,
+    /// CMAF with LL-HLS: fragments are sent in chunks of this duration, each one a part.
+    pub part_duration_ms: Option<u64>,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
     /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.
@@ -329,6 +331,7 @@ fn build_ladder(
                 spec.staging_dir.join(name),
                 name.clone(),
                 events.clone(),
+                spec.part_duration_ms.is_some(),
             );
         } else {
             muxers.register(&muxer, name);

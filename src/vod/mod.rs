@@ -281,6 +281,7 @@ async fn build(
         .render(template, &[("location", location)])
         .map_err(|e| fail(e.to_string()))?;
     let spec = LadderSpec {
+        part_duration_ms: None, // VOD: whole segments only
         stream: "vod".into(),
         source_description: source,
         ladder: config.ladder.clone(),
@@ -314,6 +315,10 @@ async fn build(
             Err(_) => break Err(fail(format!("no progress for {STALL_TIMEOUT:?}"))),
         };
         match ev {
+            // VOD asks for no parts; a part file would only be left in staging.
+            PipelineEvent::PartWritten { location, .. } => {
+                let _ = std::fs::remove_file(location);
+            }
             PipelineEvent::LadderPlanned {
                 renditions,
                 separate_audio: audio,
@@ -432,6 +437,7 @@ async fn build(
                 program_date_time_ms: 0,
                 discontinuity: false,
                 init_uri: None,
+                parts: Vec::new(),
             });
             dash_segments.push(DashSegment {
                 number: i as u64,
