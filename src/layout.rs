@@ -29,6 +29,8 @@ pub const DASH_MANIFEST: &str = "manifest.mpd";
 pub const VOD_INIT_SEGMENT: &str = "init.mp4";
 /// Where the fragment writer puts a session's init segment while staging.
 pub const STAGED_INIT_SEGMENT: &str = "init.mp4";
+/// The clock every listener serves (the live MPD's `UTCTiming`, resolved against the MPD).
+pub const TIME_PATH: &str = "/time";
 /// Hidden per-stream directory of segments being written (never served: names start with `.`).
 pub const STAGING_DIR: &str = ".staging";
 

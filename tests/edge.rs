@@ -5,7 +5,7 @@ use common::*;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const ONE_RENDITION: &str = "[ladder]\nsegment_duration_ms = 1000\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n";
+const ONE_RENDITION: &str = "[ladder]\nsegment_duration_ms = 1000\nformat = \"ts\"\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n";
 
 /// An origin generating test-pattern stream `live`.
 fn origin(id: &str) -> Zoomate {

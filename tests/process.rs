@@ -88,13 +88,33 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
         (r.status == 200).then(|| r.text())
     });
     assert!(master.contains("RESOLUTION=1280x720"), "{master}");
-    let media = get(origin, "/live/demo/720p/index.m3u8").text();
-    let view = parse_media_playlist(&media);
-    let seg = get(origin, &format!("/live/demo/720p/{}", view.segments[0].1));
-    assert_eq!(seg.status, 200);
-    let p = dir.path().join("seg.ts");
-    std::fs::write(&p, &seg.body).unwrap();
-    assert_eq!(ffprobe(&p, &[])["streams"].as_array().unwrap().len(), 2);
+    // The default is CMAF with LL-HLS: video and audio renditions, each init + fragments, with
+    // parts listed.
+    for (rendition, kind) in [("720p", "video"), ("audio", "audio")] {
+        let media = get(origin, &format!("/live/demo/{rendition}/index.m3u8")).text();
+        assert!(
+            media.contains("#EXT-X-PART:") && media.contains("#EXT-X-PART-INF:"),
+            "{media}"
+        );
+        let view = parse_media_playlist(&media);
+        let init = media
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .map(|u| u.trim_end_matches('"').to_string())
+            .expect("EXT-X-MAP");
+        let mut bytes = get(origin, &format!("/live/demo/{rendition}/{init}")).body;
+        let seg = get(
+            origin,
+            &format!("/live/demo/{rendition}/{}", view.segments[0].1),
+        );
+        assert_eq!(seg.status, 200);
+        bytes.extend_from_slice(&seg.body);
+        let p = dir.path().join(format!("{rendition}.mp4"));
+        std::fs::write(&p, &bytes).unwrap();
+        let streams = ffprobe(&p, &[])["streams"].clone();
+        assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
+        assert_eq!(streams[0]["codec_type"], kind, "{streams}");
+    }
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -144,7 +144,7 @@ fn test_pattern_ladder_writes_aligned_segments_and_announces_them_in_order() {
 fn segments_leaving_the_window_stay_downloadable_for_the_retention_time_then_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::parse(&format!(
-        "[ladder]\nsegment_duration_ms = 1000\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n[hls]\nwindow_segments = 3\nretain_after_window_ms = 1500\n"
+        "[ladder]\nsegment_duration_ms = 1000\nformat = \"ts\"\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n[hls]\nwindow_segments = 3\nretain_after_window_ms = 1500\n"
     ))
     .unwrap();
     config.store.dir = dir.path().to_path_buf();

@@ -93,8 +93,8 @@ pub fn text(status: StatusCode, msg: &str) -> Response<Body> {
 }
 
 /// The routes every zoomate HTTP listener shares, answered before media routing: CORS
-/// preflight, `/healthz`, `/metrics` (text from `metrics`), and 405 for methods other than
-/// GET/HEAD. `None` means: a GET/HEAD for the caller to route.
+/// preflight, `/healthz`, `/metrics` (text from `metrics`), the clock players synchronise to
+/// (`/time`, the live MPD's `UTCTiming`), and 405 for methods other than GET/HEAD. `None` means: a GET/HEAD for the caller to route.
 pub fn common_routes(
     method: &Method,
     path: &str,
@@ -103,6 +103,7 @@ pub fn common_routes(
     match (method, path) {
         (&Method::OPTIONS, _) => Some(preflight()),
         (&Method::GET | &Method::HEAD, "/healthz") => Some(text(StatusCode::OK, "ok")),
+        (&Method::GET | &Method::HEAD, crate::layout::TIME_PATH) => Some(clock()),
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, metrics().trim_end());
             r.headers_mut().insert(
@@ -121,6 +122,24 @@ pub fn common_routes(
             Some(r)
         }
     }
+}
+
+/// `/time`: this server's clock as ISO 8601 with milliseconds (`urn:mpeg:dash:utc:http-iso:2014`),
+/// never cached. Every zoomate node writes segment times from its wall clock, so a player that
+/// synchronises to it sees the live edge where the origin put it.
+fn clock() -> Response<Body> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut r = Response::new(full(Bytes::from(crate::packaging::hls::rfc3339_millis(
+        now_ms,
+    ))));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_cors(h);
+    r
 }
 
 /// CORS preflight.

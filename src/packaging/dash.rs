@@ -220,6 +220,15 @@ pub fn render_mpd(m: &DashManifest) -> String {
         }
         out.push_str("  </Period>\n");
     }
+    if let Presentation::Live { .. } = m.presentation {
+        // DASH-IF IOP 4.7: a live MPD names its clock. Relative: players resolve it against the
+        // MPD's URL, so it is the clock of whichever tier served the MPD (edge or origin).
+        let _ = writeln!(
+            out,
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>",
+            crate::layout::TIME_PATH
+        );
+    }
     out.push_str("</MPD>\n");
     out
 }
@@ -415,6 +424,10 @@ mod tests {
             "{x}"
         );
         assert!(x.contains("minimumUpdatePeriod=\"PT2.000S\""), "{x}");
+        assert!(
+            x.contains("  </Period>\n  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"/time\"/>\n</MPD>"),
+            "{x}"
+        );
         // Window: earliest start (audio, T0-21) to the newest end (video, T0+6000).
         assert!(x.contains("timeShiftBufferDepth=\"PT6.021S\""), "{x}");
         assert_eq!(x.matches("<Period ").count(), 1);

@@ -97,7 +97,7 @@ pub fn ladder_description(
         d.push_str(&format!(
             "queue name=ain max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! {} ! aacparse name=aparse ! {}\n",
             audio.trim(),
-            if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, chunk_ns, tfdt_offset_ns) } else { "tee name=at".to_string() }
+            if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, chunk_ns.map(audio_chunk_ns), tfdt_offset_ns) } else { "tee name=at".to_string() }
         ));
     }
     for r in planned {
@@ -153,6 +153,16 @@ pub fn ladder_description(
 
 /// `cmafmux ! appsink` for one rendition. The appsink never syncs to the clock (a file writer)
 /// and never blocks preroll (the ladder is added to an already playing pipeline).
+/// One AAC frame at the ladder's 48 kHz: 1024 samples.
+const AAC_FRAME_NS: u64 = 1024 * 1_000_000_000 / 48_000;
+
+/// Audio chunks: cmafmux ends a chunk on a frame boundary at or after its chunk duration, so an
+/// AAC chunk can run up to one frame over (24 frames = 512 ms for a 500 ms part). Asking one
+/// frame less keeps every audio part within the stream's PART-TARGET.
+fn audio_chunk_ns(part_ns: u64) -> u64 {
+    part_ns.saturating_sub(AAC_FRAME_NS).max(AAC_FRAME_NS)
+}
+
 /// With `chunk_ns`, every fragment is sent in chunks of that duration (LL-HLS parts).
 pub fn cmaf_tail(name: &str, seg_ns: u64, chunk_ns: Option<u64>, tfdt_offset_ns: i64) -> String {
     let chunk = chunk_ns

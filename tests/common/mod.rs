@@ -23,11 +23,13 @@ pub fn require_tool(name: &str) {
     );
 }
 
-/// A small, fast ladder for tests: three renditions, 1 s segments.
+/// A small, fast ladder for tests: three renditions, 1 s segments, MPEG-TS (what most tests
+/// inspect segment by segment; the default is CMAF with LL-HLS, which tests of those set).
 pub const TEST_LADDER: &str = r#"
 [ladder]
 segment_duration_ms = 1000
 frame_rate = 30
+format = "ts"
 [[ladder.renditions]]
 name = "360p"
 width = 640
