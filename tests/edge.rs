@@ -435,3 +435,47 @@ fn an_origin_failing_mid_body_is_not_retried_on_another() {
         "each success is one attempt at the good origin"
     );
 }
+
+/// The edge speaks HTTP/2 (cleartext, prior knowledge) next to HTTP/1.1, and a connection that
+/// never says which (no bytes, or a preface it never finishes) is closed after the header
+/// timeout instead of holding its slot.
+#[test]
+fn http2_is_served_and_undecided_connections_are_closed() {
+    use std::io::{Read, Write};
+    require_tool("curl");
+    let z = Zoomate::start(
+        "run",
+        &format!("{ONE_RENDITION}\n[edge.limits]\nheader_read_timeout_ms = 1000\n"),
+    );
+    let edge = z.edge.unwrap();
+    let silent = std::net::TcpStream::connect(edge).unwrap();
+    let mut half_preface = std::net::TcpStream::connect(edge).unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let opened = Instant::now();
+    for (name, flag) in [("2", "--http2-prior-knowledge"), ("1.1", "--http1.1")] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                flag,
+            ])
+            .arg(format!("http://{edge}/healthz"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name} 200"));
+    }
+    for mut s in [silent, half_preface] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "closed without an answer");
+        let after = opened.elapsed();
+        assert!(
+            after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+            "{after:?}"
+        );
+    }
+}
