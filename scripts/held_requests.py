@@ -3,7 +3,8 @@
 
     held_requests.py HOST:PORT PLAYLIST_PATH N [PARTS_AHEAD [HINT_HOST:PORT]]
 
-Opens N connections, reads the playlist's preload hint (from HINT_HOST:PORT, default the
+Opens N keep-alive connections (each warmed with one `GET /healthz`, as a player's connection
+is), reads the playlist's preload hint (from HINT_HOST:PORT, default the
 same server: give the origin to keep that read out of the edge's counters), asks every
 connection for the part PARTS_AHEAD (default 2) beyond the hint, and waits for all answers. Prints one JSON object:
 statuses, whether every answer lists the part, and the completion spread (first answer to
@@ -25,6 +26,20 @@ async def main():
     conns = []
     for _ in range(n):
         conns.append(await asyncio.open_connection(host, int(port)))
+
+    async def response(r):
+        head = await r.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await r.readexactly(length)
+        return head + body
+
+    warm = f"GET /healthz HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
+    for _, w in conns:
+        w.write(warm)
+    await asyncio.gather(*(response(r) for r, _ in conns))
     text = urllib.request.urlopen(f"http://{hint_from}{path}", timeout=10).read().decode()
     m = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
     msn, part = int(m.group(1)), int(m.group(2))
@@ -37,7 +52,7 @@ async def main():
     idx = msn * per_segment + part + ahead
     tm, tp = idx // per_segment, idx % per_segment
     want = f'URI="{tm}.{tp}.m4s"'
-    req = f"GET {path}?_HLS_msn={tm}&_HLS_part={tp} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n".encode()
+    req = f"GET {path}?_HLS_msn={tm}&_HLS_part={tp} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
     sent = time.monotonic()
     for _, w in conns:
         w.write(req)
@@ -45,7 +60,7 @@ async def main():
     send_ms = (time.monotonic() - sent) * 1000
 
     async def answer(r):
-        data = await r.read()
+        data = await response(r)
         return time.monotonic(), data
 
     results = await asyncio.gather(*(answer(r) for r, _ in conns))

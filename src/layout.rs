@@ -9,7 +9,7 @@
 //! /live/{stream}/manifest.mpd              live/{stream}/manifest.mpd          (CMAF)
 //! /live/{stream}/{rendition}/index.m3u8    live/{stream}/{rendition}/index.m3u8
 //! /live/{stream}/{rendition}/{seq}.ts      live/{stream}/{rendition}/{seq}.ts  (or .m4s)
-//! /live/{stream}/{rendition}/{seq}.{i}.m4s live/{stream}/{rendition}/{seq}.{i}.m4s (LL-HLS part i)
+//! /live/{stream}/{rendition}/{seq}.{i}.{tag}.m4s  (LL-HLS part i, by the session tagged tag)
 //! /live/{stream}/{rendition}/init-{n}.mp4  live/{stream}/{rendition}/init-{n}.mp4
 //! /vod/{asset}/…                           vod/{asset}/…  (init.mp4, {i}.ts|m4s)
 //!                                          live/{stream}/.staging/{session}/… (being written)
@@ -42,25 +42,64 @@ pub fn segment_file(sequence: u64, ext: &str) -> String {
     format!("{sequence}.{ext}")
 }
 
-/// LL-HLS part `index` of segment `sequence` (CMAF only): `{sequence}.{index}.m4s`.
-pub fn part_file(sequence: u64, index: u32) -> String {
-    format!("{sequence}.{index}.m4s")
+/// LL-HLS part `index` of segment `sequence`, written by the session tagged `tag` (CMAF only):
+/// `{sequence}.{index}.{tag}.m4s`. Parts are public before their segment is complete, so a
+/// session that dies mid-segment leaves parts whose sequence the next session writes again;
+/// the tag (random per session) keeps those names distinct, so a cache never serves one
+/// session's bytes under another's name.
+pub fn part_file(sequence: u64, index: u32, tag: &str) -> String {
+    format!("{sequence}.{index}.{tag}.m4s")
+}
+
+/// A session's part tag: 1..=16 lowercase hex digits.
+pub fn valid_part_tag(tag: &str) -> bool {
+    (1..=16).contains(&tag.len()) && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The (sequence, index) a part file name stands for, if it is one ([`part_file`] exactly).
 pub fn parse_part_file(name: &str) -> Option<(u64, u32)> {
-    let (seq, rest) = name.strip_suffix(".m4s")?.split_once('.')?;
-    let canonical = |s: &str| !s.is_empty() && (s == "0" || !s.starts_with('0'));
-    if !canonical(seq) || !canonical(rest) {
+    let mut it = name.strip_suffix(".m4s")?.split('.');
+    let (seq, index, tag) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() || !valid_part_tag(tag) {
         return None;
     }
-    let found = (seq.parse().ok()?, rest.parse().ok()?);
-    (part_file(found.0, found.1) == name).then_some(found)
+    let canonical = |s: &str| !s.is_empty() && (s == "0" || !s.starts_with('0'));
+    if !canonical(seq) || !canonical(index) {
+        return None;
+    }
+    let found = (seq.parse().ok()?, index.parse().ok()?);
+    (part_file(found.0, found.1, tag) == name).then_some(found)
+}
+
+/// Whether `uri` is the URL path of part `index` of segment `sequence` of `stream`/`rendition`
+/// (any session's tag).
+pub fn is_live_part_uri(
+    uri: &str,
+    stream: &str,
+    rendition: &str,
+    sequence: u64,
+    index: u32,
+) -> bool {
+    valid_name(stream)
+        && valid_name(rendition)
+        && uri
+            .strip_prefix(&format!("/live/{stream}/{rendition}/"))
+            .and_then(parse_part_file)
+            == Some((sequence, index))
 }
 
 /// URL path of a live part.
-pub fn live_part_uri(stream: &str, rendition: &str, sequence: u64, index: u32) -> String {
-    format!("/live/{stream}/{rendition}/{}", part_file(sequence, index))
+pub fn live_part_uri(
+    stream: &str,
+    rendition: &str,
+    sequence: u64,
+    index: u32,
+    tag: &str,
+) -> String {
+    format!(
+        "/live/{stream}/{rendition}/{}",
+        part_file(sequence, index, tag)
+    )
 }
 
 /// A live session's init segment: `init-{first sequence of the session}.mp4`, the same name in
@@ -154,24 +193,50 @@ mod tests {
 
     #[test]
     fn part_names_round_trip_exactly() {
-        assert_eq!(part_file(12, 3), "12.3.m4s");
-        assert_eq!(parse_part_file("12.3.m4s"), Some((12, 3)));
-        assert_eq!(parse_part_file("0.0.m4s"), Some((0, 0)));
+        assert_eq!(part_file(12, 3, "9f"), "12.3.9f.m4s");
+        assert_eq!(parse_part_file("12.3.9f.m4s"), Some((12, 3)));
+        assert_eq!(parse_part_file("0.0.0.m4s"), Some((0, 0)));
         for bad in [
             "12.m4s",
-            "012.3.m4s",
-            "12.03.m4s",
-            "12.3.ts",
-            "a.3.m4s",
-            "1.2.3.m4s",
-            ".3.m4s",
+            "12.3.m4s",
+            "012.3.a.m4s",
+            "12.03.a.m4s",
+            "12.3.a.ts",
+            "a.3.a.m4s",
+            "1.2.3.4.m4s",
+            ".3.a.m4s",
+            "1.2.A.m4s",
+            "1.2.g.m4s",
+            "1.2..m4s",
+            "1.2.00000000000000000.m4s",
         ] {
             assert_eq!(parse_part_file(bad), None, "{bad}");
         }
         assert_eq!(
-            live_part_uri("demo", "720p", 5, 0),
-            "/live/demo/720p/5.0.m4s"
+            live_part_uri("demo", "720p", 5, 0, "ab"),
+            "/live/demo/720p/5.0.ab.m4s"
         );
+        assert!(is_live_part_uri(
+            "/live/demo/720p/5.0.ab.m4s",
+            "demo",
+            "720p",
+            5,
+            0
+        ));
+        assert!(!is_live_part_uri(
+            "/live/demo/720p/5.0.ab.m4s",
+            "demo",
+            "720p",
+            5,
+            1
+        ));
+        assert!(!is_live_part_uri(
+            "/live/demo/480p/5.0.ab.m4s",
+            "demo",
+            "720p",
+            5,
+            0
+        ));
     }
 
     #[test]

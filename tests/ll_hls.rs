@@ -144,13 +144,20 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
                     );
                 }
                 if rendition != "audio" {
-                    // A segment starts with an IDR: its first part, and only that, is independent.
-                    let independent = parts.iter().filter(|p| p["independent"] == true).count();
-                    let firsts = parts
-                        .iter()
-                        .filter(|p| p["uri"].as_str().unwrap().ends_with(".0.m4s"))
-                        .count();
-                    assert_eq!(independent, firsts, "{path}: {s}");
+                    // An IDR every second (hls.keyframe_interval_ms) and at every segment: parts
+                    // 0 and 2 of each 2 s segment of 500 ms parts, and only those, are
+                    // independent (read from the chunks' moof by zoomate).
+                    for p in parts {
+                        let index: u32 = p["uri"]
+                            .as_str()
+                            .unwrap()
+                            .split('.')
+                            .nth(1)
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert_eq!(p["independent"] == true, index % 2 == 0, "{p} in {s}");
+                    }
                 }
                 assert_eq!(s["preload_hint"]["type"], "PART", "{s}");
                 assert_eq!(

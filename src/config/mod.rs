@@ -305,6 +305,9 @@ pub struct HlsConfig {
     pub low_latency: bool,
     /// LL-HLS part duration (cmafmux chunk), milliseconds; fixed per stream.
     pub part_duration_ms: u64,
+    /// LL-HLS streams: an IDR at least this often, milliseconds (a multiple of the part
+    /// duration that divides the segment duration): where a player can start.
+    pub keyframe_interval_ms: u64,
     /// Blocking requests the origin holds at once; more get 503 at once.
     pub max_held_requests: usize,
     /// …of which for one stream.

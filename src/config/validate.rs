@@ -92,6 +92,34 @@ impl Config {
                 self.hls.part_duration_ms,
                 100..=(self.ladder.segment_duration_ms / 2).min(1000),
             );
+            let (part, kf, seg) = (
+                self.hls.part_duration_ms.max(1),
+                self.hls.keyframe_interval_ms,
+                self.ladder.segment_duration_ms,
+            );
+            if self.hls.low_latency && (kf == 0 || kf % part != 0 || seg % kf != 0) {
+                errors.push(ConfigError::invalid(
+                    "hls.keyframe_interval_ms",
+                    kf,
+                    format!(
+                        "must be a multiple of hls.part_duration_ms ({part}) that divides ladder.segment_duration_ms ({seg})"
+                    ),
+                ));
+            }
+            // A part is whole frames: 200 ms at 30 fps is 6, at 24 fps it would be 4.8.
+            if self.hls.low_latency
+                && (self.hls.part_duration_ms * u64::from(self.ladder.frame_rate)) % 1000 != 0
+            {
+                errors.push(ConfigError::invalid(
+                    "hls.part_duration_ms",
+                    self.hls.part_duration_ms,
+                    format!(
+                        "must be a whole number of frames at ladder.frame_rate = {}: a multiple of {} ms",
+                        self.ladder.frame_rate,
+                        1000 / gcd(1000, u64::from(self.ladder.frame_rate.max(1)))
+                    ),
+                ));
+            }
         }
         check_range(
             &mut errors,
@@ -196,6 +224,10 @@ impl Config {
 
 /// The one range check: `value` must lie in `range`; else an error naming `key`, the value and
 /// the range.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
     errors: &mut Vec<ConfigError>,
     key: impl Into<String>,

@@ -151,7 +151,8 @@ impl EdgeMetrics {
             .inc();
     }
 
-    /// A held request ended with `outcome` (`woken`, `timeout` or `rejected`).
+    /// A held request ended with `outcome` (`woken`, `timeout`, `rejected`, or `forwarded`:
+    /// the bus said nothing in time and the origin answered).
     pub fn held(&self, outcome: &'static str) {
         self.held.get_or_create(&HeldLabels { outcome }).inc();
     }

@@ -178,7 +178,7 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     // 2. hold (LL-HLS)
-    let request = match LlRequest::classify(&path, req.uri().query(), kind, live) {
+    let mut request = match LlRequest::classify(&path, req.uri().query(), kind, live) {
         Ok(r) => r,
         Err(why) => {
             tracing::debug!(path, why, "refused LL-HLS directives");
@@ -189,8 +189,8 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
-    let woken_at = match hold(&edge, &stream, &request).await {
-        Ok(w) => w,
+    let held = match hold(&edge, &stream, &mut request).await {
+        Ok(h) => h,
         Err(resp) => return count(&edge, Some(kind), resp),
     };
     // 3. cache lookup (4 + 5 inside `lookup_or_fetch` on a miss)
@@ -207,6 +207,14 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             edge.metrics.held("timeout");
             return count(&edge, Some(kind), unavailable_in_time());
         }
+        Err(FetchError::Refused(status)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            return count(
+                &edge,
+                Some(kind),
+                headers::text(status, "refused by the origin"),
+            );
+        }
         Err(FetchError::Unavailable(why)) => {
             tracing::warn!(path, why, "no origin could serve the request");
             return count(
@@ -216,9 +224,10 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
-    if let Some(at) = woken_at {
+    if let Some(at) = held.woken_at {
         edge.metrics.held_wake.observe(at.elapsed().as_secs_f64());
     }
+    drop(held);
     // 6. respond
     let wants_gzip = kind.is_playlist()
         && !req.headers().contains_key(header::RANGE)
@@ -345,41 +354,76 @@ fn unavailable_in_time() -> Response<Body> {
     r
 }
 
-/// Holds a blocking request until the bus says its part or segment exists. `Ok(Some(t))`: it
-/// was held and the announcement came at `t`; `Ok(None)`: nothing to wait for here (already
-/// there, not blocking, or the bus has said nothing about the playlist: the origin holds it).
+/// What the hold phase decided.
+struct Held {
+    /// The bus announcement that woke the request (for the wake-latency histogram).
+    woken_at: Option<std::time::Instant>,
+    /// A held-request slot kept through the fetch: a request the origin holds for us counts
+    /// against the budget as much as one held here.
+    _slot: Option<crate::http::held::HeldSlot>,
+}
+
+/// Holds a blocking request until the bus says its part or segment exists, and rewrites the
+/// cache key of a request the playlist already satisfies to where the playlist ends (so old or
+/// random directives cannot make a new key per request). The edge only trusts the bus about
+/// timing: a request it would refuse or could not answer in time is passed to the origin, which
+/// decides (the bus may lag or drop messages; the origin's playlist is the truth).
 async fn hold(
     edge: &Arc<Edge>,
     stream: &str,
-    request: &LlRequest,
-) -> Result<Option<std::time::Instant>, Response<Body>> {
-    use crate::packaging::Verdict;
+    request: &mut LlRequest,
+) -> Result<Held, Response<Body>> {
+    use crate::packaging::{Directives, Verdict};
+    let mut held = Held {
+        woken_at: None,
+        _slot: None,
+    };
     let Some(w) = &request.waits_for else {
-        return Ok(None);
+        return Ok(held);
+    };
+    let take_slot = |held: &mut Held| -> Result<(), Response<Body>> {
+        match edge.held.try_hold(stream) {
+            Some(slot) => {
+                held._slot = Some(slot);
+                Ok(())
+            }
+            None => {
+                edge.metrics.held("rejected");
+                Err(headers::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many held requests",
+                ))
+            }
+        }
     };
     let Some(end) = edge.ends.known(&w.playlist) else {
-        return Ok(None);
+        take_slot(&mut held)?; // the origin holds it for us
+        return Ok(held);
     };
     let (msn, part) = (w.directives.msn.unwrap_or(0), w.directives.part);
     match w.directives.verdict(&end) {
-        Verdict::Ready => return Ok(None),
-        Verdict::Refuse(why) if w.part => {
-            tracing::debug!(playlist = %w.playlist, why, "part too far ahead");
-            return Err(headers::text(StatusCode::NOT_FOUND, "not found"));
+        Verdict::Ready => {
+            if !w.part {
+                // Already satisfied: answered by the playlist as far as the bus knows it.
+                let at_end = Directives {
+                    msn: Some(end.msn),
+                    part: (end.parts > 0 && !end.complete).then(|| end.parts - 1),
+                    skip: w.directives.skip,
+                };
+                request.key = format!("{}{}", w.playlist, at_end.canonical_query());
+            }
+            return Ok(held);
         }
-        Verdict::Refuse(why) => return Err(headers::text(StatusCode::BAD_REQUEST, why)),
+        Verdict::Refuse(_) => {
+            take_slot(&mut held)?;
+            return Ok(held);
+        }
         Verdict::Hold => {}
     }
     if w.part && edge.cache.objects.contains_key(&request.key) {
-        return Ok(None);
+        return Ok(held);
     }
-    let Some(_slot) = edge.held.try_hold(stream) else {
-        edge.metrics.held("rejected");
-        return Err(headers::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many held requests",
-        ));
-    };
+    take_slot(&mut held)?;
     let timeout = Duration::from_millis(edge.config.held_request_timeout_ms);
     match edge
         .ends
@@ -388,13 +432,12 @@ async fn hold(
     {
         blocking::Waited::Ready(at) => {
             edge.metrics.held("woken");
-            Ok(Some(at))
+            held.woken_at = Some(at);
         }
-        blocking::Waited::TimedOut => {
-            edge.metrics.held("timeout");
-            Err(unavailable_in_time())
-        }
+        // The bus said nothing in time: the origin answers (the part, or its own 503).
+        blocking::Waited::TimedOut => edge.metrics.held("forwarded"),
     }
+    Ok(held)
 }
 
 /// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).

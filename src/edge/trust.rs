@@ -152,8 +152,7 @@ fn valid_origin_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
-/// Highest part index believed (a 60 s segment of 100 ms parts has 600).
-pub const MAX_PARTS_PER_SEGMENT: u32 = 1024;
+use crate::packaging::ll_hls::MAX_PARTS_PER_SEGMENT;
 
 /// Stream and rendition names: what the origin's config accepts.
 fn valid_name(name: &str) -> bool {
@@ -232,8 +231,13 @@ impl Judge {
                 }
                 self.bound(endpoint, origin_id)?;
                 if *part_index >= MAX_PARTS_PER_SEGMENT
-                    || *uri
-                        != layout::live_part_uri(stream, rendition, *media_sequence, *part_index)
+                    || !layout::is_live_part_uri(
+                        uri,
+                        stream,
+                        rendition,
+                        *media_sequence,
+                        *part_index,
+                    )
                 {
                     return Err(Rejection::Uri);
                 }

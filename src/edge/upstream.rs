@@ -65,6 +65,10 @@ pub enum FetchError {
     /// passed on to the viewer, not a failure of the origin.
     #[error("the origin's blocking request timed out")]
     HoldTimeout,
+    /// The origin refused the request (a 4xx other than 404, e.g. LL-HLS directives beyond its
+    /// playlist): the viewer's fault, passed on, never counted against the origin.
+    #[error("refused by the origin with {0}")]
+    Refused(u16),
 }
 
 /// How long one attempt may wait for response headers, and whether the origin may hold it.
@@ -126,6 +130,10 @@ impl Upstream {
                 Err(AttemptError::Status(503)) if attempt_kind.held.is_some() => {
                     origin.record_success(self.rise);
                     return Err(FetchError::HoldTimeout);
+                }
+                Err(AttemptError::Status(status)) if (400..500).contains(&status) => {
+                    origin.record_success(self.rise);
+                    return Err(FetchError::Refused(status));
                 }
                 Ok(None) => {
                     // 404 from a healthy origin: another origin may have it (a stream that just

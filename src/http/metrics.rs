@@ -37,7 +37,8 @@ impl RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HeldLabels {
     /// `woken` (answered when its part appeared), `timeout` (503 after the hold limit),
-    /// `rejected` (503 at once: held-request limit reached).
+    /// `rejected` (503 at once: held-request limit reached), `forwarded` (edge: the bus said
+    /// nothing in time, the origin answered).
     pub outcome: &'static str,
 }
 

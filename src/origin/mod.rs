@@ -283,6 +283,12 @@ async fn live_response(
         _ => return Live::FromDisk,
     };
     let Some(mut rx) = live.watch(&stream, rendition) else {
+        // No session has published this rendition since the process started (a restart,
+        // before the source is back): the playlist on disk cannot block, and answering a
+        // blocking request with it at once would send the player round in a tight loop.
+        if kind == ResourceKind::MediaPlaylist && directives.blocks() {
+            return Live::Answered(unavailable("stream not live"));
+        }
         return Live::FromDisk;
     };
     let current = rx.borrow_and_update().clone();
@@ -373,6 +379,10 @@ fn unavailable(why: &'static str) -> Response<Body> {
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
+    );
+    r.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
     );
     r
 }

@@ -80,6 +80,8 @@ pub struct MediaPlaylist {
     ended: bool,
     low_latency: Option<LowLatency>,
     open: Option<OpenSegment>,
+    /// The writing session's part tag (names the hinted part).
+    part_tag: String,
 }
 
 impl MediaPlaylist {
@@ -104,7 +106,13 @@ impl MediaPlaylist {
             ended: false,
             low_latency: None,
             open: None,
+            part_tag: "0".into(),
         }
+    }
+
+    /// The tag of the session now writing parts ([`crate::layout::part_file`]).
+    pub fn set_part_tag(&mut self, tag: &str) {
+        self.part_tag = tag.to_string();
     }
 
     /// Lists parts (`EXT-X-PART`), with blocking reload, delta updates and preload hints.
@@ -374,7 +382,7 @@ impl MediaPlaylist {
                 let _ = writeln!(
                     out,
                     "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-                    crate::layout::part_file(hint_msn, hint_part)
+                    crate::layout::part_file(hint_msn, hint_part, &self.part_tag)
                 );
             }
             for r in &opts.rendition_reports {
@@ -453,9 +461,27 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
     let mut segments = Vec::new();
     let (mut duration, mut pdt, mut disc) = (None, 0i64, false);
     let mut map: Option<String> = None;
+    let mut parts: Vec<Part> = Vec::new();
     for line in lines {
         let line = line.trim();
-        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+        if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
+            // Kept so a restart can still delete them with their segment.
+            let attr = |name: &str| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .map(|x| x.trim_matches('"').to_string())
+            };
+            let secs = attr("DURATION=")?;
+            let (whole, frac) = secs.split_once('.').unwrap_or((&secs, "0"));
+            let frac = format!("{frac:0<3}");
+            parts.push(Part {
+                duration_ms: whole.parse::<u64>().ok()?.checked_mul(1000)?
+                    + frac.get(..3)?.parse::<u64>().ok()?,
+                uri: attr("URI=")?,
+                independent: v.contains("INDEPENDENT=YES"),
+                byte_size: 0,
+            });
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             media_sequence = Some(v.parse::<u64>().ok()?);
         } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
             discontinuity_sequence = v.parse().ok()?;
@@ -487,7 +513,7 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
                 program_date_time_ms: std::mem::take(&mut pdt),
                 discontinuity: std::mem::take(&mut disc),
                 init_uri: map.clone(),
-                parts: Vec::new(),
+                parts: std::mem::take(&mut parts),
             });
         }
     }
@@ -732,7 +758,7 @@ mod tests {
         for msn in 0..10u64 {
             for i in 0..10u32 {
                 let end = p.push_part(
-                    part(&crate::layout::part_file(msn, i), i == 0),
+                    part(&crate::layout::part_file(msn, i, "0"), i == 0),
                     1_700_000_000_000 + msn as i64 * 2000,
                     false,
                     Some("init-0.mp4".into()),
@@ -748,7 +774,7 @@ mod tests {
         // Three parts of segment 10 so far.
         for i in 0..3 {
             p.push_part(
-                part(&format!("10.{i}.m4s"), i == 0),
+                part(&format!("10.{i}.0.m4s"), i == 0),
                 1,
                 false,
                 Some("init-0.mp4".into()),
@@ -764,11 +790,13 @@ mod tests {
         assert!(t.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.000,PART-HOLD-BACK=0.600\n"), "{t}");
         assert!(t.contains("#EXT-X-PART-INF:PART-TARGET=0.200\n"));
         // Parts only for segments ending within 3 target durations (6 s) of the end: 7, 8, 9.
-        assert!(!t.contains("URI=\"6.9.m4s\""), "{t}");
-        assert!(t.contains("#EXT-X-PART:DURATION=0.200,URI=\"7.0.m4s\",INDEPENDENT=YES\n"));
-        assert!(t.contains("#EXT-X-PART:DURATION=0.200,URI=\"9.9.m4s\"\n#EXTINF:2.000,\n9.m4s\n"));
+        assert!(!t.contains("URI=\"6.9.0.m4s\""), "{t}");
+        assert!(t.contains("#EXT-X-PART:DURATION=0.200,URI=\"7.0.0.m4s\",INDEPENDENT=YES\n"));
         assert!(
-            t.contains("URI=\"10.2.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"10.3.m4s\"\n"),
+            t.contains("#EXT-X-PART:DURATION=0.200,URI=\"9.9.0.m4s\"\n#EXTINF:2.000,\n9.m4s\n")
+        );
+        assert!(
+            t.contains("URI=\"10.2.0.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"10.3.0.m4s\"\n"),
             "{t}"
         );
         assert!(t.ends_with(
@@ -790,15 +818,22 @@ mod tests {
         assert!(d.contains("\n4.m4s\n"));
         // A full segment's worth of parts: the hint is the next segment's first part.
         for i in 3..10 {
-            p.push_part(part(&format!("10.{i}.m4s"), false), 1, false, None);
+            p.push_part(part(&format!("10.{i}.0.m4s"), false), 1, false, None);
         }
         assert!(
             p.render()
-                .contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.0.m4s\"\n")
+                .contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.0.0.m4s\"\n")
         );
-        // Restart recovery reads an LL playlist like any other.
+        // Restart recovery reads an LL playlist like any other, parts included.
         let st = parse_media_playlist_state(&p.render()).unwrap();
         assert_eq!(st.next_sequence, 10);
+        let last = st.segments.last().unwrap();
+        assert_eq!(last.parts.len(), 10);
+        assert_eq!(
+            (last.parts[0].uri.as_str(), last.parts[0].duration_ms),
+            ("9.0.0.m4s", 200)
+        );
+        assert!(last.parts[0].independent && !last.parts[1].independent);
         // Ended: no hint, no server control.
         p.end();
         let e = p.render();

@@ -34,7 +34,10 @@ impl LowLatency {
     /// Whether a segment whose parts add up to `parts_ms` is complete in parts (its next part
     /// will be the next segment's first).
     pub fn parts_fill_segment(&self, parts_ms: u64) -> bool {
-        parts_ms + self.part_target_ms / 2 >= self.segment_duration_ms
+        // Video parts tile the segment exactly; audio parts are whole AAC frames (21.3 ms), so
+        // allow an eighth of a part, less than a frame, not half a part (an audio segment's
+        // last short part would be skipped by the hint).
+        parts_ms + self.part_target_ms / 8 >= self.segment_duration_ms
     }
 
     /// `CAN-SKIP-UNTIL`: six target durations, the least the spec allows.
@@ -99,6 +102,9 @@ pub struct Directives {
 /// The Advance Part Limit (§6.2.5.2): a part more than this beyond the last one is refused.
 pub const ADVANCE_PART_LIMIT: u32 = 3;
 
+/// Highest part index anything believes (a 60 s segment of 100 ms parts has 600).
+pub const MAX_PARTS_PER_SEGMENT: u32 = 1024;
+
 impl Directives {
     /// From a request's query string: only the `_HLS_` directives; every other parameter (cache
     /// busters, tokens) is ignored. A malformed directive or `_HLS_part` without `_HLS_msn` is
@@ -119,6 +125,9 @@ impl Directives {
         }
         if d.part.is_some() && d.msn.is_none() {
             return Err("_HLS_part without _HLS_msn");
+        }
+        if d.part.is_some_and(|p| p >= MAX_PARTS_PER_SEGMENT) {
+            return Err("_HLS_part beyond any segment's parts");
         }
         Ok(d)
     }
@@ -212,6 +221,7 @@ mod tests {
             "_HLS_msn=x",
             "_HLS_msn=1&_HLS_part=",
             "_HLS_skip=no",
+            "_HLS_msn=1&_HLS_part=1024",
         ] {
             assert!(Directives::parse(Some(bad)).is_err(), "{bad}");
         }

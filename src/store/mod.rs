@@ -54,7 +54,8 @@ pub fn promote(staging: &Path, public: &Path) -> std::io::Result<u64> {
 /// stay downloadable for `retain_after_window_ms` (players still fetching them), then go.
 #[derive(Clone)]
 pub struct Janitor {
-    tx: mpsc::Sender<(tokio::time::Instant, PathBuf)>,
+    /// One entry per segment: its file and its LL-HLS parts go together.
+    tx: mpsc::Sender<(tokio::time::Instant, Vec<PathBuf>)>,
     delay: Duration,
 }
 
@@ -62,22 +63,25 @@ impl Janitor {
     /// Starts the janitor service; it runs until `shutdown`, then deletes nothing more (files
     /// still pending are kept: the next start's cleanup or a restart's window will own them).
     pub fn spawn(delay: Duration, shutdown: crate::Shutdown) -> Janitor {
-        let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, PathBuf)>(DEFAULT_JANITOR_QUEUE);
+        let (tx, mut rx) =
+            mpsc::channel::<(tokio::time::Instant, Vec<PathBuf>)>(DEFAULT_JANITOR_QUEUE);
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     item = rx.recv() => item,
                 };
-                let Some((due, path)) = item else { break };
+                let Some((due, paths)) = item else { break };
                 // Items arrive in due order (constant delay), so sleeping on each in turn is exact.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep_until(due) => {}
                 }
-                if let Err(e) = tokio::fs::remove_file(&path).await {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(path = %path.display(), error = %e, "could not delete expired segment");
+                for path in paths {
+                    if let Err(e) = tokio::fs::remove_file(&path).await {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %path.display(), error = %e, "could not delete expired segment");
+                        }
                     }
                 }
             }
@@ -87,10 +91,20 @@ impl Janitor {
 
     /// Schedules `path` for deletion after the retention delay.
     pub fn schedule(&self, path: PathBuf) {
+        self.schedule_all(vec![path]);
+    }
+
+    /// Schedules files that expire together (a segment and its parts) as one entry.
+    pub fn schedule_all(&self, paths: Vec<PathBuf>) {
+        if paths.is_empty() {
+            return;
+        }
         let due = tokio::time::Instant::now() + self.delay;
-        if let Err(mpsc::error::TrySendError::Full((_, path))) = self.tx.try_send((due, path)) {
-            tracing::warn!(path = %path.display(), "janitor queue full; deleting expired segment now");
-            let _ = std::fs::remove_file(path);
+        if let Err(mpsc::error::TrySendError::Full((_, paths))) = self.tx.try_send((due, paths)) {
+            tracing::warn!(path = %paths[0].display(), "janitor queue full; deleting expired segment now");
+            for path in paths {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

@@ -99,6 +99,10 @@ pub async fn run_session(
         staging_dir: staging.clone(),
         format,
         part_duration_ms: ctx.config.part_duration_for(&ctx.stream),
+        keyframe_interval_ms: ctx
+            .config
+            .part_duration_for(&ctx.stream)
+            .map(|_| ctx.config.hls.keyframe_interval_ms),
         wall_clock_timestamps: true,
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
@@ -205,6 +209,9 @@ pub async fn run_session(
     if let Err(e) = flush_pending(&ctx, &mut state, frame_ns).await {
         tracing::warn!(stream = %ctx.stream, error = %e, "could not list the final segments");
     }
+    // Parts of a segment that will never be complete leave the playlists now (not at the next
+    // session): no player is sent after them.
+    unlist_open_parts(&ctx, &state);
     // Tear down off the runtime: set_state(Null) joins GStreamer threads.
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
@@ -297,8 +304,17 @@ async fn handle_event(
             // The same clock the pipeline put into the fMP4 tfdt: PDT and DASH time agree.
             st.anchor_wall_ms = Some(anchor_wall_ms);
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
-            let first_sequence =
-                lock(&ctx.timeline).begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+            let (first_sequence, orphans) = {
+                let mut t = lock(&ctx.timeline);
+                let first = t.begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+                (first, t.take_orphaned_parts())
+            };
+            // Parts of the last session's unfinished segments: listed no more, deleted later
+            // (players may still be fetching them).
+            for (rendition, uri) in orphans {
+                ctx.janitor
+                    .schedule(st.stream_dir.join(rendition).join(uri));
+            }
             st.init_name = layout::session_init_segment(first_sequence);
         }
         PipelineEvent::InitSegment {
@@ -360,6 +376,25 @@ async fn handle_event(
     Ok(())
 }
 
+/// Drops the parts of unfinished segments from every rendition, republishes its playlist, and
+/// schedules the part files for deletion.
+fn unlist_open_parts(ctx: &SessionContext, st: &SessionState) {
+    let mut t = lock(&ctx.timeline);
+    for rendition in t.rendition_names() {
+        let parts = t.discard_open_parts(&rendition);
+        if parts.is_empty() {
+            continue;
+        }
+        let dir = st.stream_dir.join(&rendition);
+        ctx.janitor
+            .schedule_all(parts.iter().map(|uri| dir.join(uri)).collect());
+        if let Some(snapshot) = t.snapshot(&rendition) {
+            ctx.live_playlists
+                .publish(&ctx.stream, &rendition, snapshot);
+        }
+    }
+}
+
 /// A part as the fragment writer left it in staging.
 struct WrittenPart {
     location: PathBuf,
@@ -395,16 +430,22 @@ async fn publish_part(
     rendition: &str,
     part: WrittenPart,
 ) -> Result<(), SessionError> {
-    let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
-        let _ = std::fs::remove_file(&part.location);
-        return Ok(());
+    let (sequence, tag) = {
+        let t = lock(&ctx.timeline);
+        match t.next_sequence(rendition) {
+            Some(seq) => (seq, t.part_tag().to_string()),
+            None => {
+                let _ = std::fs::remove_file(&part.location);
+                return Ok(());
+            }
+        }
     };
     let Some(init_uri) = ensure_init(st, rendition).await? else {
         tracing::warn!(stream = %ctx.stream, rendition, "CMAF part before its init segment; dropped");
         let _ = std::fs::remove_file(&part.location);
         return Ok(());
     };
-    let name = layout::part_file(sequence, part.index);
+    let name = layout::part_file(sequence, part.index, &tag);
     let public = st.stream_dir.join(rendition).join(&name);
     let staged = part.location.clone();
     // The writer synced the part when it wrote it: a rename makes it public.
@@ -436,7 +477,7 @@ async fn publish_part(
         part_index: part.index,
         duration_ms: part.duration_ms,
         independent: part.independent,
-        uri: layout::live_part_uri(&ctx.stream, rendition, sequence, part.index),
+        uri: layout::live_part_uri(&ctx.stream, rendition, sequence, part.index, &tag),
         byte_size: part.byte_size,
         origin_id: ctx.config.origin.id.clone(),
     });
@@ -492,9 +533,8 @@ async fn publish_segment(
     if duration_ms == 0 {
         let _ = std::fs::remove_file(staged);
         let parts = lock(&ctx.timeline).discard_open_parts(rendition);
-        for uri in parts {
-            ctx.janitor.schedule(rendition_dir.join(uri));
-        }
+        ctx.janitor
+            .schedule_all(parts.iter().map(|uri| rendition_dir.join(uri)).collect());
         return Ok(());
     }
     let init_uri = ensure_init(st, rendition).await?;
@@ -554,10 +594,11 @@ async fn publish_segment(
     .map_err(|e| std::io::Error::other(e.to_string()))??;
     ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     for old in &added.evicted {
-        ctx.janitor.schedule(rendition_dir.join(&old.uri));
-        for part in &old.parts {
-            ctx.janitor.schedule(rendition_dir.join(&part.uri));
-        }
+        let files = std::iter::once(&old.uri)
+            .chain(old.parts.iter().map(|p| &p.uri))
+            .map(|name| rendition_dir.join(name))
+            .collect();
+        ctx.janitor.schedule_all(files);
     }
     for init in &added.evicted_inits {
         ctx.janitor.schedule(rendition_dir.join(init));

@@ -38,6 +38,10 @@ pub struct StreamTimeline {
     separate_audio: bool,
     /// LL-HLS parts in every rendition's playlist.
     low_latency: Option<LowLatency>,
+    /// The current session's part tag ([`crate::layout::part_file`]).
+    part_tag: String,
+    /// (rendition, part URI) of unfinished segments dropped when a session began.
+    orphaned_parts: Vec<(String, String)>,
 }
 
 /// Audio every ladder produces (the ladder resamples to this).
@@ -64,7 +68,24 @@ impl StreamTimeline {
             sessions: 0,
             separate_audio: false,
             low_latency: None,
+            part_tag: "0".into(),
+            orphaned_parts: Vec::new(),
         }
+    }
+
+    /// Parts of unfinished segments the last `begin_session` dropped (to delete).
+    pub fn take_orphaned_parts(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.orphaned_parts)
+    }
+
+    /// Every rendition this stream has had.
+    pub fn rendition_names(&self) -> Vec<String> {
+        self.renditions.keys().cloned().collect()
+    }
+
+    /// The current session's part tag: random per session, so part names are never reused.
+    pub fn part_tag(&self) -> &str {
+        &self.part_tag
     }
 
     /// Every rendition lists LL-HLS parts (set before any rendition is created or restored).
@@ -131,6 +152,7 @@ impl StreamTimeline {
         audio_bitrate_kbps: Option<u32>,
     ) -> u64 {
         self.sessions += 1;
+        self.part_tag = format!("{:08x}", rand::random::<u32>());
         self.frame_rate = frame_rate;
         self.audio_codec = None;
         self.separate_audio = audio_bitrate_kbps.is_some();
@@ -146,12 +168,17 @@ impl StreamTimeline {
             height: 0,
             video_bitrate_kbps: kbps,
         });
-        for r in self.renditions.values_mut() {
-            r.playlist.discard_open_parts(); // a half-written segment of the last session
+        for (name, r) in self.renditions.iter_mut() {
+            // A half-written segment of the last session.
+            for uri in r.playlist.discard_open_parts() {
+                self.orphaned_parts.push((name.clone(), uri));
+            }
+            r.playlist.set_part_tag(&self.part_tag);
         }
         for p in planned.iter().chain(audio.as_ref()) {
             let estimate = p.video_bitrate_kbps as u64 * 1000;
-            let fresh = self.new_playlist();
+            let mut fresh = self.new_playlist();
+            fresh.set_part_tag(&self.part_tag);
             let entry = self.renditions.entry(p.name.clone()).or_insert_with(|| {
                 let mut playlist = fresh;
                 playlist.resume_from(start, 0);
@@ -238,6 +265,10 @@ impl StreamTimeline {
             .filter(|name| *name != rendition)
             .filter_map(|name| {
                 let other = self.renditions.get(name)?;
+                // Nothing listed yet: no end to report.
+                if other.playlist.segments().next().is_none() && other.playlist.open_parts() == 0 {
+                    return None;
+                }
                 Some(RenditionReport {
                     uri: format!("../{}", crate::layout::rendition_playlist(name)),
                     end: other.playlist.end_position(),

@@ -76,6 +76,13 @@ pub fn ladder_description(
     let seg_ns = l.segment_duration_ms * 1_000_000;
     let chunk_ns = spec.part_duration_ms.map(|ms| ms * 1_000_000);
     let frames_per_segment = (l.segment_duration_ms * fps as u64).div_ceil(1000).max(1);
+    // IDRs are forced at every segment boundary; the encoder's own interval is the maximum
+    // between them: twice a segment (never reached), or LL-HLS's keyframe interval, so parts
+    // players can start from come more often than segments.
+    let gop_frames = match spec.keyframe_interval_ms {
+        Some(ms) => (ms * fps as u64).div_ceil(1000).max(1),
+        None => frames_per_segment * 2,
+    };
     let mut d = String::new();
     let vq = spec.raw_video_queue.limits();
     // Audio queues stay time-bound in every mode: compressed or 48 kHz audio is small, and each
@@ -111,7 +118,7 @@ pub fn ladder_description(
                         "bitrate_bps",
                         (r.video_bitrate_kbps as u64 * 1000).to_string(),
                     ),
-                    ("gop_frames", (frames_per_segment * 2).to_string()),
+                    ("gop_frames", gop_frames.to_string()),
                     ("fps", fps.to_string()),
                     ("width", r.width.to_string()),
                     ("height", r.height.to_string()),

@@ -148,7 +148,10 @@ pub fn attach(
                         let start_ns = running_time(buffer.pts());
                         let end_ns =
                             start_ns + buffer.duration().map(|d| d.nseconds()).unwrap_or(0);
-                        let independent = st.all_independent;
+                        // cmafmux cleared the buffer flags: the moof says whether this
+                        // chunk starts with an IDR (the LL-HLS keyframe interval).
+                        let independent = st.all_independent
+                            || super::fmp4::first_sample_is_sync(map.as_slice()).unwrap_or(false);
                         if let Some(open) = st.current.as_mut() {
                             open.end_ns = open.end_ns.max(end_ns);
                             open.part = Some(OpenPart {

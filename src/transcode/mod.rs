@@ -16,6 +16,7 @@ pub mod codec_probe;
 pub mod colorimetry;
 pub mod description;
 pub mod events;
+pub mod fmp4;
 pub mod fragment_writer;
 pub mod ladder;
 pub mod pipeline;

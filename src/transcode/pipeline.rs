@@ -57,6 +57,9 @@ pub struct LadderSpec {
     pub format: SegmentFormat,
     /// CMAF with LL-HLS: fragments are sent in chunks of this duration, each one a part.
     pub part_duration_ms: Option<u64>,
+    /// LL-HLS: an IDR at least this often (a multiple of the part duration, dividing the
+    /// segment), so independent parts come more often than segments. `None`: per segment.
+    pub keyframe_interval_ms: Option<u64>,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
     /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.

@@ -282,6 +282,7 @@ async fn build(
         .map_err(|e| fail(e.to_string()))?;
     let spec = LadderSpec {
         part_duration_ms: None, // VOD: whole segments only
+        keyframe_interval_ms: None,
         stream: "vod".into(),
         source_description: source,
         ladder: config.ladder.clone(),
