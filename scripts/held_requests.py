@@ -41,9 +41,9 @@ async def main():
         w.write(warm)
     await asyncio.gather(*(response(r) for r, _ in conns))
     text = urllib.request.urlopen(f"http://{hint_from}{path}", timeout=10).read().decode()
-    m = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.m4s"', text)
+    m = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.[0-9a-f]+\.m4s"', text)
     msn, part = int(m.group(1)), int(m.group(2))
-    parts = re.findall(r'#EXT-X-PART:DURATION=[0-9.]+,URI="(\d+)\.(\d+)\.m4s"', text)
+    parts = re.findall(r'#EXT-X-PART:DURATION=[0-9.]+,URI="(\d+)\.(\d+)\.[0-9a-f]+\.m4s"', text)
     # Parts per segment: the highest index of a complete segment's parts, plus one.
     complete = {}
     for s, p in parts:
@@ -51,7 +51,7 @@ async def main():
     per_segment = max(v for k, v in complete.items() if k < msn) if any(k < msn for k in complete) else 10
     idx = msn * per_segment + part + ahead
     tm, tp = idx // per_segment, idx % per_segment
-    want = f'URI="{tm}.{tp}.m4s"'
+    want = f'URI="{tm}.{tp}.'
     req = f"GET {path}?_HLS_msn={tm}&_HLS_part={tp} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
     sent = time.monotonic()
     for _, w in conns:

@@ -46,19 +46,33 @@ fn metric(addr: SocketAddr, line_prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// (msn, part) of the preload hint: the part that comes next.
-fn hint(text: &str) -> (u64, u32) {
+/// (msn, part) of a part URI `{msn}.{part}.{session tag}.m4s`.
+fn part_of(uri: &str) -> (u64, u32) {
+    let mut it = uri.split('.');
+    let (msn, part) = (it.next().unwrap(), it.next().unwrap());
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+/// The URI attribute of a tag line.
+fn uri_attr(line: &str) -> &str {
+    line.split("URI=\"")
+        .nth(1)
+        .and_then(|u| u.split('"').next())
+        .unwrap()
+}
+
+/// URI of the preload hint: the part that comes next.
+fn hint_uri(text: &str) -> String {
     let line = text
         .lines()
         .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))
         .unwrap_or_else(|| panic!("no preload hint in\n{text}"));
-    let uri = line
-        .split("URI=\"")
-        .nth(1)
-        .and_then(|u| u.split('"').next())
-        .unwrap();
-    let (msn, part) = uri.trim_end_matches(".m4s").split_once('.').unwrap();
-    (msn.parse().unwrap(), part.parse().unwrap())
+    uri_attr(line).to_string()
+}
+
+/// (msn, part) of the preload hint.
+fn hint(text: &str) -> (u64, u32) {
+    part_of(&hint_uri(text))
 }
 
 /// (msn, part) of the last part listed.
@@ -68,13 +82,7 @@ fn last_part(text: &str) -> (u64, u32) {
         .filter(|l| l.starts_with("#EXT-X-PART:"))
         .last()
         .unwrap_or_else(|| panic!("no parts in\n{text}"));
-    let uri = line
-        .split("URI=\"")
-        .nth(1)
-        .and_then(|u| u.split('"').next())
-        .unwrap();
-    let (msn, part) = uri.trim_end_matches(".m4s").split_once('.').unwrap();
-    (msn.parse().unwrap(), part.parse().unwrap())
+    part_of(uri_attr(line))
 }
 
 const LL_LADDER: &str = r#"
@@ -206,7 +214,7 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     let t = Instant::now();
     let r = get(origin, &format!("{pl}?_HLS_msn={msn}&_HLS_part={part}"));
     assert_eq!(r.status, 200);
-    let uri = format!("URI=\"{msn}.{part}.m4s\"");
+    let uri = format!("URI=\"{msn}.{part}.");
     assert!(
         r.text().contains(&format!("#EXT-X-PART:DURATION=")) && r.text().contains(&uri),
         "{}",
@@ -216,8 +224,7 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     eprintln!("origin: blocking reload answered after {:?}", t.elapsed());
 
     // The preload-hinted part is held at the edge until it exists, then served whole.
-    let (hm, hp) = hint(&get(edge, pl).text());
-    let part_path = format!("/live/cam/180p/{hm}.{hp}.m4s");
+    let part_path = format!("/live/cam/180p/{}", hint_uri(&get(edge, pl).text()));
     let r = get(edge, &part_path);
     assert_eq!(r.status, 200, "hinted part through the edge");
     assert!(
@@ -239,7 +246,7 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     let fetches_before = metric(edge, "zoomate_edge_origin_fetches_total");
     let woken_before = metric(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}");
     let query = format!("{pl}?_HLS_msn={tm}&_HLS_part={tp}");
-    let want = format!("URI=\"{tm}.{tp}.m4s\"");
+    let want = format!("URI=\"{tm}.{tp}.");
     let started = Instant::now();
     let threads: Vec<_> = (0..500)
         .map(|_| {

@@ -193,6 +193,41 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         Ok(h) => h,
         Err(resp) => return count(&edge, Some(kind), resp),
     };
+    if held.check_origin
+        && let Some(w) = request.waits_for.take()
+    {
+        if w.part {
+            // Not announced in time: not there (the origin would only hold it again).
+            edge.metrics.held("timeout");
+            return count(&edge, Some(kind), unavailable_in_time());
+        }
+        // Ask for what the origin has now (not held), and answer only if it is there.
+        request.key = w.playlist.clone();
+        {
+            match lookup_or_fetch(&edge, &stream, &request, kind, live).await {
+                Ok((obj, _)) => {
+                    let satisfied = std::str::from_utf8(&obj.rep.body)
+                        .ok()
+                        .and_then(crate::packaging::hls::playlist_end)
+                        .is_some_and(|e| {
+                            e.satisfies(w.directives.msn.unwrap_or(0), w.directives.part)
+                        });
+                    if !satisfied {
+                        edge.metrics.held("timeout");
+                        return count(&edge, Some(kind), unavailable_in_time());
+                    }
+                    if w.directives.skip {
+                        request.key = format!("{}{}", w.playlist, w.directives.canonical_query());
+                        request.waits_for = None;
+                    }
+                }
+                Err(_) => {
+                    edge.metrics.held("timeout");
+                    return count(&edge, Some(kind), unavailable_in_time());
+                }
+            }
+        }
+    }
     // 3. cache lookup (4 + 5 inside `lookup_or_fetch` on a miss)
     let (object, hit) = match lookup_or_fetch(&edge, &stream, &request, kind, live).await {
         Ok(found) => found,
@@ -358,6 +393,9 @@ fn unavailable_in_time() -> Response<Body> {
 struct Held {
     /// The bus announcement that woke the request (for the wake-latency histogram).
     woken_at: Option<std::time::Instant>,
+    /// The bus said nothing in time: judge the origin's current playlist instead (answer it
+    /// if it satisfies the request, else 503), so a lagging bus costs no second hold.
+    check_origin: bool,
     /// A held-request slot kept through the fetch: a request the origin holds for us counts
     /// against the budget as much as one held here.
     _slot: Option<crate::http::held::HeldSlot>,
@@ -376,6 +414,7 @@ async fn hold(
     use crate::packaging::{Directives, Verdict};
     let mut held = Held {
         woken_at: None,
+        check_origin: false,
         _slot: None,
     };
     let Some(w) = &request.waits_for else {
@@ -434,8 +473,10 @@ async fn hold(
             edge.metrics.held("woken");
             held.woken_at = Some(at);
         }
-        // The bus said nothing in time: the origin answers (the part, or its own 503).
-        blocking::Waited::TimedOut => edge.metrics.held("forwarded"),
+        blocking::Waited::TimedOut => {
+            edge.metrics.held("forwarded");
+            held.check_origin = true;
+        }
     }
     Ok(held)
 }

@@ -525,6 +525,36 @@ pub fn parse_media_playlist_state(text: &str) -> Option<ResumeState> {
     })
 }
 
+/// Where a media playlist (as [`MediaPlaylist::render_with`] writes it, whole or delta) ends:
+/// its newest segment, or the parts of the one being written. `None`: nothing listed or
+/// unreadable. Never panics.
+pub fn playlist_end(text: &str) -> Option<PlaylistEnd> {
+    let mut media_sequence: Option<u64> = None;
+    let (mut segments, mut parts_since_segment, mut last_segment_parts) = (0u64, 0u32, 0u32);
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            media_sequence = Some(v.parse().ok()?);
+        } else if let Some(v) = line.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            segments += v.split(',').next()?.parse::<u64>().ok()?;
+        } else if line.starts_with("#EXT-X-PART:") {
+            parts_since_segment += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            segments += 1;
+            last_segment_parts = std::mem::take(&mut parts_since_segment);
+        }
+    }
+    let first = media_sequence?;
+    if parts_since_segment > 0 {
+        return Some(PlaylistEnd::part(
+            first.checked_add(segments)?,
+            parts_since_segment - 1,
+        ));
+    }
+    let last = first.checked_add(segments)?.checked_sub(1)?;
+    Some(PlaylistEnd::segment(last, last_segment_parts))
+}
+
 /// Sequence number of the newest segment a media playlist lists (what the edge compares with
 /// bus announcements); `None` for an empty or unreadable playlist.
 pub fn newest_sequence(text: &str) -> Option<u64> {
@@ -824,6 +854,14 @@ mod tests {
             p.render()
                 .contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"11.0.0.m4s\"\n")
         );
+        assert_eq!(playlist_end(&p.render()), Some(PlaylistEnd::part(10, 9)));
+        assert_eq!(
+            playlist_end(&p.render_with(&RenderOptions {
+                skip: true,
+                ..Default::default()
+            })),
+            Some(PlaylistEnd::part(10, 9))
+        );
         // Restart recovery reads an LL playlist like any other, parts included.
         let st = parse_media_playlist_state(&p.render()).unwrap();
         assert_eq!(st.next_sequence, 10);
@@ -846,6 +884,8 @@ mod tests {
         // A dropped half segment takes its parts along.
         assert_eq!(p.discard_open_parts().len(), 10);
         assert_eq!(p.end_position(), PlaylistEnd::segment(9, 10));
+        assert_eq!(playlist_end(&p.render()), Some(PlaylistEnd::segment(9, 10)));
+        assert_eq!(playlist_end("garbage"), None);
     }
 
     #[test]
