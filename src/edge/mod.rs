@@ -19,6 +19,7 @@ pub mod balancer;
 pub mod blocking;
 pub mod cache;
 pub mod discovery;
+mod held;
 pub mod metrics;
 pub mod trust;
 pub mod upstream;
@@ -31,6 +32,7 @@ use crate::http::metrics::Counter;
 use crate::http::paths::{MediaPath, PathError, ResourceKind, parse_media_path};
 use balancer::OriginSet;
 use cache::{CachedObject, EdgeCache};
+use held::{LlRequest, hold, unavailable_in_time};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use metrics::EdgeMetrics;
@@ -311,174 +313,6 @@ fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {
     edge.metrics.request(kind, resp.status());
     resp
-}
-
-/// A request as the LL-HLS rules see it: its cache key, what to ask the origin, and what it
-/// waits for.
-struct LlRequest {
-    /// Path plus the canonical `_HLS_` directives: the cache key and what the origin is asked.
-    key: String,
-    /// A blocking request: the playlist it waits on and the (msn, part) it waits for.
-    waits_for: Option<WaitsFor>,
-}
-
-struct WaitsFor {
-    playlist: String,
-    directives: crate::packaging::Directives,
-    /// A part file (404 when refused), not a playlist reload (400).
-    part: bool,
-}
-
-impl LlRequest {
-    /// Live media playlists keep their `_HLS_` directives (malformed ones: 400); a live part
-    /// waits for its own announcement. Everything else is keyed by its path alone.
-    fn classify(
-        path: &str,
-        query: Option<&str>,
-        kind: ResourceKind,
-        live: bool,
-    ) -> Result<LlRequest, &'static str> {
-        let plain = LlRequest {
-            key: path.to_string(),
-            waits_for: None,
-        };
-        if !live {
-            return Ok(plain);
-        }
-        match kind {
-            ResourceKind::MediaPlaylist => {
-                let directives = crate::packaging::Directives::parse(query)?;
-                Ok(LlRequest {
-                    key: format!("{path}{}", directives.canonical_query()),
-                    waits_for: directives.blocks().then(|| WaitsFor {
-                        playlist: path.to_string(),
-                        directives,
-                        part: false,
-                    }),
-                })
-            }
-            ResourceKind::Segment => {
-                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-                let Some((msn, index)) = crate::layout::parse_part_file(name) else {
-                    return Ok(plain);
-                };
-                Ok(LlRequest {
-                    key: path.to_string(),
-                    waits_for: Some(WaitsFor {
-                        playlist: format!("{dir}/{}", crate::layout::MEDIA_PLAYLIST),
-                        directives: crate::packaging::Directives {
-                            msn: Some(msn),
-                            part: Some(index),
-                            skip: false,
-                        },
-                        part: true,
-                    }),
-                })
-            }
-            _ => Ok(plain),
-        }
-    }
-}
-
-/// 503 for a blocking request that could not be answered in time (§6.2.5.2: an unchanged
-/// playlist would be rejected by Apple players).
-fn unavailable_in_time() -> Response<Body> {
-    let mut r = headers::text(StatusCode::SERVICE_UNAVAILABLE, "not available in time");
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// What the hold phase decided.
-struct Held {
-    /// The bus announcement that woke the request (for the wake-latency histogram).
-    woken_at: Option<std::time::Instant>,
-    /// The bus said nothing in time: judge the origin's current playlist instead (answer it
-    /// if it satisfies the request, else 503), so a lagging bus costs no second hold.
-    check_origin: bool,
-    /// A held-request slot kept through the fetch: a request the origin holds for us counts
-    /// against the budget as much as one held here.
-    _slot: Option<crate::http::held::HeldSlot>,
-}
-
-/// Holds a blocking request until the bus says its part or segment exists, and rewrites the
-/// cache key of a request the playlist already satisfies to where the playlist ends (so old or
-/// random directives cannot make a new key per request). The edge only trusts the bus about
-/// timing: a request it would refuse or could not answer in time is passed to the origin, which
-/// decides (the bus may lag or drop messages; the origin's playlist is the truth).
-async fn hold(
-    edge: &Arc<Edge>,
-    stream: &str,
-    request: &mut LlRequest,
-) -> Result<Held, Response<Body>> {
-    use crate::packaging::{Directives, Verdict};
-    let mut held = Held {
-        woken_at: None,
-        check_origin: false,
-        _slot: None,
-    };
-    let Some(w) = &request.waits_for else {
-        return Ok(held);
-    };
-    let take_slot = |held: &mut Held| -> Result<(), Response<Body>> {
-        match edge.held.try_hold(stream) {
-            Some(slot) => {
-                held._slot = Some(slot);
-                Ok(())
-            }
-            None => {
-                edge.metrics.held("rejected");
-                Err(headers::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many held requests",
-                ))
-            }
-        }
-    };
-    let Some(end) = edge.ends.known(&w.playlist) else {
-        take_slot(&mut held)?; // the origin holds it for us
-        return Ok(held);
-    };
-    let (msn, part) = (w.directives.msn.unwrap_or(0), w.directives.part);
-    match w.directives.verdict(&end) {
-        Verdict::Ready => {
-            if !w.part {
-                // Already satisfied: answered by the playlist as far as the bus knows it.
-                let at_end = Directives {
-                    msn: Some(end.msn),
-                    part: (end.parts > 0 && !end.complete).then(|| end.parts - 1),
-                    skip: w.directives.skip,
-                };
-                request.key = format!("{}{}", w.playlist, at_end.canonical_query());
-            }
-            return Ok(held);
-        }
-        Verdict::Refuse(_) => {
-            take_slot(&mut held)?;
-            return Ok(held);
-        }
-        Verdict::Hold => {}
-    }
-    if w.part && edge.cache.objects.contains_key(&request.key) {
-        return Ok(held);
-    }
-    take_slot(&mut held)?;
-    let timeout = Duration::from_millis(edge.config.held_request_timeout_ms);
-    match edge
-        .ends
-        .wait(&w.playlist, timeout, |e| e.satisfies(msn, part))
-        .await
-    {
-        blocking::Waited::Ready(at) => {
-            edge.metrics.held("woken");
-            held.woken_at = Some(at);
-        }
-        blocking::Waited::TimedOut => {
-            edge.metrics.held("forwarded");
-            held.check_origin = true;
-        }
-    }
-    Ok(held)
 }
 
 /// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).

@@ -3,7 +3,9 @@
 
 pub mod codecs;
 pub mod dash;
+pub mod datetime;
 pub mod hls;
+pub mod hls_reader;
 pub mod ll_hls;
 pub mod multivariant;
 

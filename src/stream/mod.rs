@@ -3,6 +3,7 @@
 
 pub mod assembler;
 pub mod phase;
+mod publish;
 pub mod registry;
 pub mod session;
 pub mod timeline;

@@ -1,9 +1,12 @@
-//! One live session: a source's pipeline from start to EOS, turning its fragments into listed
-//! segments. Order per segment (never announce what a client can't fetch yet):
-//! promote file → rewrite media playlist → rewrite master → announce on the bus.
+//! One live session: a source's pipeline from start to EOS, its events driving the phase
+//! machine, and its fragments and parts handed to [`super::publish`] to become listed
+//! segments and parts.
 
-use super::assembler::{AssembledSegment, SegmentAssembler};
+use super::assembler::SegmentAssembler;
 use super::phase::{Action, EosReason, SessionMachine, SessionRules, Stimulus};
+use super::publish::{
+    WrittenPart, flush_pending, lock, publish_assembled, publish_part, unlist_open_parts,
+};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
@@ -63,7 +66,7 @@ pub struct NetworkSource {
     pub counters: Arc<crate::ingest::rtp::RtpCounters>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -269,21 +272,21 @@ async fn sniff_flv_audio(rx: &mut mpsc::Receiver<Bytes>) -> (bool, Vec<Bytes>) {
     (false, chunks)
 }
 
-struct SessionState {
+pub(super) struct SessionState {
     /// Closed fragments wait here for their exact end.
-    assembler: SegmentAssembler,
-    anchor_wall_ms: Option<i64>,
-    started_announced: bool,
-    stream_dir: PathBuf,
-    format: SegmentFormat,
+    pub(super) assembler: SegmentAssembler,
+    pub(super) anchor_wall_ms: Option<i64>,
+    pub(super) started_announced: bool,
+    pub(super) stream_dir: PathBuf,
+    pub(super) format: SegmentFormat,
     /// CMAF: this session's init segment per rendition, still in staging.
-    staged_inits: HashMap<String, PathBuf>,
+    pub(super) staged_inits: HashMap<String, PathBuf>,
     /// CMAF: this session's published init segment per rendition.
-    inits: HashMap<String, String>,
+    pub(super) inits: HashMap<String, String>,
     /// CMAF: the session's init segment file name, the same in every rendition
     /// (`init-{first sequence of the session}.mp4`): distinct per session, so players and
     /// caches never see an init segment change under one name.
-    init_name: String,
+    pub(super) init_name: String,
 }
 
 async fn handle_event(
@@ -373,263 +376,5 @@ async fn handle_event(
         }
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
-    Ok(())
-}
-
-/// Drops the parts of unfinished segments from every rendition, republishes its playlist, and
-/// schedules the part files for deletion.
-fn unlist_open_parts(ctx: &SessionContext, st: &SessionState) {
-    let mut t = lock(&ctx.timeline);
-    for rendition in t.rendition_names() {
-        let parts = t.discard_open_parts(&rendition);
-        if parts.is_empty() {
-            continue;
-        }
-        let dir = st.stream_dir.join(&rendition);
-        ctx.janitor
-            .schedule_all(parts.iter().map(|uri| dir.join(uri)).collect());
-        if let Some(snapshot) = t.snapshot(&rendition) {
-            ctx.live_playlists
-                .publish(&ctx.stream, &rendition, snapshot);
-        }
-    }
-}
-
-/// A part as the fragment writer left it in staging.
-struct WrittenPart {
-    location: PathBuf,
-    index: u32,
-    duration_ms: u64,
-    independent: bool,
-    byte_size: u64,
-    program_date_time_ms: i64,
-}
-
-/// CMAF: a rendition's first part or segment of a session publishes the session's init
-/// segment first. Returns the init segment's name, `None` when there is none yet.
-async fn ensure_init(
-    st: &mut SessionState,
-    rendition: &str,
-) -> Result<Option<String>, SessionError> {
-    if let Some(staged_init) = st.staged_inits.remove(rendition) {
-        let name = st.init_name.clone();
-        let public_init = st.stream_dir.join(rendition).join(&name);
-        tokio::task::spawn_blocking(move || crate::store::promote(&staged_init, &public_init))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-        st.inits.insert(rendition.to_string(), name);
-    }
-    Ok(st.inits.get(rendition).cloned())
-}
-
-/// LL-HLS: promote a part, list it, publish the playlist and announce it. Order as for
-/// segments: the file is in place before any playlist lists it or the bus names it.
-async fn publish_part(
-    ctx: &SessionContext,
-    st: &mut SessionState,
-    rendition: &str,
-    part: WrittenPart,
-) -> Result<(), SessionError> {
-    let (sequence, tag) = {
-        let t = lock(&ctx.timeline);
-        match t.next_sequence(rendition) {
-            Some(seq) => (seq, t.part_tag().to_string()),
-            None => {
-                let _ = std::fs::remove_file(&part.location);
-                return Ok(());
-            }
-        }
-    };
-    let Some(init_uri) = ensure_init(st, rendition).await? else {
-        tracing::warn!(stream = %ctx.stream, rendition, "CMAF part before its init segment; dropped");
-        let _ = std::fs::remove_file(&part.location);
-        return Ok(());
-    };
-    let name = layout::part_file(sequence, part.index, &tag);
-    let public = st.stream_dir.join(rendition).join(&name);
-    let staged = part.location.clone();
-    // The writer synced the part when it wrote it: a rename makes it public.
-    tokio::task::spawn_blocking(move || std::fs::rename(&staged, &public))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let snapshot = {
-        let mut t = lock(&ctx.timeline);
-        let listed = crate::packaging::Part {
-            duration_ms: part.duration_ms,
-            uri: name,
-            independent: part.independent,
-            byte_size: part.byte_size,
-        };
-        if t.add_part(rendition, listed, part.program_date_time_ms, Some(init_uri))
-            .is_none()
-        {
-            return Ok(());
-        }
-        t.snapshot(rendition)
-    };
-    if let Some(snapshot) = snapshot {
-        ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
-    }
-    (ctx.announce)(BusEvent::PartReady {
-        stream: ctx.stream.clone(),
-        rendition: rendition.to_string(),
-        media_sequence: sequence,
-        part_index: part.index,
-        duration_ms: part.duration_ms,
-        independent: part.independent,
-        uri: layout::live_part_uri(&ctx.stream, rendition, sequence, part.index, &tag),
-        byte_size: part.byte_size,
-        origin_id: ctx.config.origin.id.clone(),
-    });
-    Ok(())
-}
-
-/// Lists the last fragment of each rendition (see [`SegmentAssembler::finish`]).
-async fn flush_pending(
-    ctx: &SessionContext,
-    st: &mut SessionState,
-    frame_ns: u64,
-) -> Result<(), SessionError> {
-    for done in st.assembler.finish(frame_ns) {
-        publish_assembled(ctx, st, done).await?;
-    }
-    Ok(())
-}
-
-async fn publish_assembled(
-    ctx: &SessionContext,
-    st: &mut SessionState,
-    done: AssembledSegment,
-) -> Result<(), SessionError> {
-    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (done.start_ns / 1_000_000) as i64;
-    publish_segment(
-        ctx,
-        st,
-        &done.rendition,
-        &done.location,
-        done.duration_ms(),
-        pdt,
-    )
-    .await
-}
-
-fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
-    t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-async fn publish_segment(
-    ctx: &SessionContext,
-    st: &mut SessionState,
-    rendition: &str,
-    staged: &std::path::Path,
-    duration_ms: u64,
-    pdt_ms: i64,
-) -> Result<(), SessionError> {
-    let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
-        tracing::warn!(stream = %ctx.stream, rendition, "fragment for a rendition outside the ladder; dropped");
-        return Ok(());
-    };
-    let rendition_dir = st.stream_dir.join(rendition);
-    if duration_ms == 0 {
-        let _ = std::fs::remove_file(staged);
-        let parts = lock(&ctx.timeline).discard_open_parts(rendition);
-        ctx.janitor
-            .schedule_all(parts.iter().map(|uri| rendition_dir.join(uri)).collect());
-        return Ok(());
-    }
-    let init_uri = ensure_init(st, rendition).await?;
-    if st.format == SegmentFormat::Cmaf && init_uri.is_none() {
-        tracing::warn!(stream = %ctx.stream, rendition, "CMAF fragment before its init segment; dropped");
-        let _ = std::fs::remove_file(staged);
-        return Ok(());
-    }
-    let ext = st.format.segment_extension();
-    let public = rendition_dir.join(layout::segment_file(sequence, ext));
-    let staged_owned = staged.to_path_buf();
-    let public_owned = public.clone();
-    let byte_size =
-        tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let uri_path = layout::live_segment_uri(&ctx.stream, rendition, sequence, ext);
-    let (added, master, mpd, snapshot) = {
-        let mut t = lock(&ctx.timeline);
-        let added = t.add_segment(
-            rendition,
-            layout::segment_file(sequence, ext),
-            duration_ms,
-            byte_size,
-            pdt_ms,
-            init_uri,
-        );
-        let mpd = (st.format == SegmentFormat::Cmaf).then(|| {
-            crate::packaging::render_mpd(
-                &t.dash_manifest(now_ms(), ctx.config.ladder.segment_duration_ms),
-            )
-        });
-        let snapshot = t.snapshot(rendition);
-        (added, t.master(), mpd, snapshot)
-    };
-    let Some(added) = added else { return Ok(()) };
-    let Some(snapshot) = snapshot else {
-        return Ok(());
-    };
-    let playlist_path = rendition_dir.join(layout::MEDIA_PLAYLIST);
-    let master_path = st.stream_dir.join(layout::MASTER_PLAYLIST);
-    let mpd_path = st.stream_dir.join(layout::DASH_MANIFEST);
-    let playlist_text = snapshot.full.clone();
-    let master_text = master.clone();
-    let mpd_text = if master.is_some() { mpd } else { None };
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        crate::store::write_atomic(&playlist_path, &playlist_text)?;
-        if let Some(m) = master_text {
-            crate::store::write_atomic(&master_path, m.as_bytes())?;
-        }
-        if let Some(m) = mpd_text {
-            crate::store::write_atomic(&mpd_path, m.as_bytes())?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
-    for old in &added.evicted {
-        let files = std::iter::once(&old.uri)
-            .chain(old.parts.iter().map(|p| &p.uri))
-            .map(|name| rendition_dir.join(name))
-            .collect();
-        ctx.janitor.schedule_all(files);
-    }
-    for init in &added.evicted_inits {
-        ctx.janitor.schedule(rendition_dir.join(init));
-    }
-    tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
-    let origin_id = ctx.config.origin.id.clone();
-    if master.is_some() && !st.started_announced {
-        st.started_announced = true;
-        let renditions = lock(&ctx.timeline).rendition_infos();
-        (ctx.announce)(BusEvent::StreamStarted {
-            stream: ctx.stream.clone(),
-            origin_id: origin_id.clone(),
-            renditions,
-        });
-    }
-    (ctx.announce)(BusEvent::SegmentReady {
-        stream: ctx.stream.clone(),
-        rendition: rendition.to_string(),
-        media_sequence: sequence,
-        duration_ms,
-        uri: uri_path,
-        byte_size,
-        program_date_time_ms: pdt_ms,
-        discontinuity: added.segment.discontinuity,
-        origin_id,
-    });
-    (ctx.announce)(BusEvent::PlaylistUpdated {
-        stream: ctx.stream.clone(),
-        rendition: rendition.to_string(),
-        media_sequence: sequence,
-        uri: layout::live_playlist_uri(&ctx.stream, rendition),
-    });
     Ok(())
 }
