@@ -303,8 +303,9 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
 
 /// Runs the browser harness; its JSON report.
 fn play(player: &str, url: &str, seconds: u32, low_latency: bool) -> Value {
-    require_tool("node");
-    let mut cmd = Command::new("node");
+    let node = root().join("scripts/browser/node");
+    assert!(node.exists(), "{} missing", node.display());
+    let mut cmd = Command::new(node);
     cmd.arg(root().join("scripts/browser/play.mjs"))
         .args([
             "--player",
