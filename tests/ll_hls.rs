@@ -280,6 +280,20 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     // within 3 target durations (not held forever, not an unchanged 200).
     assert!(ffmpeg.wait().unwrap().success(), "ffmpeg");
     z.wait_sessions_over("cam", 1);
+    // One line per publisher session with its figures.
+    let log = strip_ansi(&z.log());
+    let figures = log
+        .lines()
+        .find(|l| l.contains("session figures") && l.contains("cam"))
+        .unwrap_or_else(|| panic!("no session figures line in\n{log}"));
+    let field = |name: &str| -> u64 {
+        figures
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {figures}"))
+    };
+    assert!(field("segments") >= 6 && field("parts") >= 20, "{figures}");
     let text = get(origin, pl).text();
     let (msn, part) = hint(&text);
     for addr in [origin, edge] {

@@ -107,6 +107,7 @@ pub(super) async fn publish_part(
     if let Some(snapshot) = snapshot {
         ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     }
+    st.figures.parts += 1;
     (ctx.announce)(BusEvent::PartReady {
         stream: ctx.stream.clone(),
         rendition: rendition.to_string(),
@@ -241,6 +242,8 @@ async fn publish_segment(
         ctx.janitor.schedule(rendition_dir.join(init));
     }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
+    st.figures.segments += 1;
+    st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();
     if master.is_some() && !st.started_announced {
         st.started_announced = true;

@@ -161,7 +161,9 @@ pub async fn run_session(
         staged_inits: HashMap::new(),
         inits: HashMap::new(),
         init_name: layout::VOD_INIT_SEGMENT.into(),
+        figures: SessionFigures::default(),
     };
+    let session_started = Instant::now();
     let result = loop {
         let stall_at = machine.stall_deadline();
         let eos_at = machine.eos_deadline();
@@ -227,7 +229,31 @@ pub async fn run_session(
             origin_id: ctx.config.origin.id.clone(),
         });
     }
+    let f = &state.figures;
+    let secs = session_started.elapsed().as_secs_f64();
+    tracing::info!(
+        stream = %ctx.stream,
+        session = ctx.session_id,
+        seconds = format!("{secs:.1}"),
+        segments = f.segments,
+        parts = f.parts,
+        megabytes = format!("{:.1}", f.bytes as f64 / 1e6),
+        output_kbps = (f.bytes as f64 * 8.0 / secs.max(0.001) / 1000.0) as u64,
+        outcome = match &result { Ok(()) => "ended".to_string(), Err(e) => e.to_string() },
+        "session figures"
+    );
     result
+}
+
+/// What a session produced, for its closing log line.
+#[derive(Debug, Default)]
+pub(super) struct SessionFigures {
+    /// Segments listed (every rendition).
+    pub(super) segments: u64,
+    /// LL-HLS parts listed (every rendition).
+    pub(super) parts: u64,
+    /// Bytes of segments listed (parts are the same bytes).
+    pub(super) bytes: u64,
 }
 
 /// Sleeps until `at`; never returns for `None` (its `select!` arm is disabled then anyway).
@@ -287,6 +313,7 @@ pub(super) struct SessionState {
     /// (`init-{first sequence of the session}.mp4`): distinct per session, so players and
     /// caches never see an init segment change under one name.
     pub(super) init_name: String,
+    pub(super) figures: SessionFigures,
 }
 
 async fn handle_event(
