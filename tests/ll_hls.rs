@@ -294,6 +294,9 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
             .unwrap_or_else(|| panic!("{name} in {figures}"))
     };
     assert!(field("segments") >= 6 && field("parts") >= 20, "{figures}");
+    // The server's share of latency is measured per part and per segment.
+    assert!(metric(origin, "zoomate_origin_part_ready_delay_seconds_count") >= 20);
+    assert!(metric(origin, "zoomate_origin_segment_ready_delay_seconds_count") >= 6);
     let text = get(origin, pl).text();
     let (msn, part) = hint(&text);
     for addr in [origin, edge] {

@@ -108,6 +108,11 @@ pub(super) async fn publish_part(
         ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     }
     st.figures.parts += 1;
+    super::session::PublishDelays::observe(
+        &ctx.delays.part,
+        part.program_date_time_ms,
+        part.duration_ms,
+    );
     (ctx.announce)(BusEvent::PartReady {
         stream: ctx.stream.clone(),
         rendition: rendition.to_string(),
@@ -243,6 +248,7 @@ async fn publish_segment(
     }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
     st.figures.segments += 1;
+    super::session::PublishDelays::observe(&ctx.delays.segment, pdt_ms, duration_ms);
     st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();
     if master.is_some() && !st.started_announced {

@@ -45,6 +45,7 @@ pub struct StreamRegistry {
     tasks: TaskTracker,
     /// Every live playlist's newest version, for the origin's blocking reloads.
     live_playlists: Arc<crate::store::live::LivePlaylists>,
+    delays: Arc<super::session::PublishDelays>,
 }
 
 /// Removes a stream from the live set when its session ends, however it ends.
@@ -76,6 +77,7 @@ impl StreamRegistry {
             timelines: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             rtp_counters: Mutex::new(BTreeMap::new()),
+            delays: Arc::default(),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
             live_playlists: Arc::default(),
@@ -120,6 +122,7 @@ impl StreamRegistry {
             live_playlists: self.live_playlists.clone(),
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
             network: None,
+            delays: self.delays.clone(),
         }
     }
 
@@ -266,6 +269,16 @@ impl StreamRegistry {
     /// Registers the RTP streams' datagram counters (accepted and dropped, by reason) into
     /// `registry`, read now: call it once per scrape.
     pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "zoomate_origin_segment_ready_delay_seconds",
+            "A segment's last frame captured to the segment listed and announced",
+            self.delays.segment.clone(),
+        );
+        registry.register(
+            "zoomate_origin_part_ready_delay_seconds",
+            "An LL-HLS part's last frame captured to the part listed and announced",
+            self.delays.part.clone(),
+        );
         let map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
             return;

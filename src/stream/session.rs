@@ -57,6 +57,33 @@ pub struct SessionContext {
     pub session_id: u64,
     /// Network sources (RTP): the silence rule and the datagram counters.
     pub network: Option<NetworkSource>,
+    /// Publish-delay histograms, shared by every session of the registry.
+    pub delays: Arc<PublishDelays>,
+}
+
+/// How long after its last frame was captured a segment or part was announced: encode, mux,
+/// write and list, the server's share of glass-to-player latency.
+#[derive(Debug)]
+pub struct PublishDelays {
+    pub segment: crate::http::metrics::Histogram,
+    pub part: crate::http::metrics::Histogram,
+}
+
+impl Default for PublishDelays {
+    fn default() -> Self {
+        PublishDelays {
+            segment: crate::http::metrics::wake_histogram(),
+            part: crate::http::metrics::wake_histogram(),
+        }
+    }
+}
+
+impl PublishDelays {
+    /// Observes `now - (pdt + duration)`: the last frame's capture time to now.
+    pub fn observe(h: &crate::http::metrics::Histogram, pdt_ms: i64, duration_ms: u64) {
+        let late_ms = now_ms() - (pdt_ms + duration_ms as i64);
+        h.observe(late_ms.max(0) as f64 / 1000.0);
+    }
 }
 
 /// What a session of a network source (RTP) needs beyond the media.
