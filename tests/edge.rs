@@ -479,3 +479,66 @@ fn http2_is_served_and_undecided_connections_are_closed() {
         );
     }
 }
+
+/// A segment-sized object of recognisable bytes (66 KB, like the issue's segment).
+fn object_bytes() -> Vec<u8> {
+    (0..66_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// `zoomate run` with no stream (no pipeline), its store holding one VOD segment,
+/// `/vod/clip/180p/0.ts`, last modified an hour ago. Returns the process and the bytes.
+fn vod_fixture(extra: &str) -> (Zoomate, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("store/vod/clip/180p/0.ts");
+    std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+    let bytes = object_bytes();
+    std::fs::write(&seg, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let z = Zoomate::start_in(dir, "run", &format!("[rtmp]\nenabled = false\n{extra}"));
+    (z, bytes)
+}
+
+/// Issue #14: `If-Range` with a validator that no longer matches answered 206; RFC 9110
+/// §13.1.5 says the whole 200. At the origin and through the edge.
+#[test]
+fn a_range_whose_if_range_does_not_match_gets_the_whole_object() {
+    let (z, bytes) = vod_fixture("");
+    let uri = "/vod/clip/180p/0.ts";
+    for addr in [z.origin.unwrap(), z.edge.unwrap()] {
+        let full = get(addr, uri);
+        assert_eq!(full.status, 200);
+        assert_eq!(full.body, bytes);
+        let etag = full.header("etag").unwrap().to_string();
+        let last_modified = full.header("last-modified").unwrap().to_string();
+        let with = |if_range: &str| {
+            get_with(
+                addr,
+                uri,
+                &[("Range", "bytes=0-99"), ("If-Range", if_range)],
+            )
+        };
+        // Still the same object: the range.
+        for same in [etag.as_str(), last_modified.as_str()] {
+            let r = with(same);
+            assert_eq!(r.status, 206, "{addr}: If-Range {same}");
+            assert_eq!(r.body, bytes[..100]);
+        }
+        // Anything else: the whole object, never bytes of another version.
+        for other in [
+            "\"a-0000000000000000\"".to_string(),
+            format!("W/{etag}"),
+            "Tue, 01 Dec 2020 10:00:00 GMT".to_string(),
+            "garbage".to_string(),
+        ] {
+            let r = with(&other);
+            assert_eq!(r.status, 200, "{addr}: If-Range {other}");
+            assert_eq!(r.body, bytes, "{addr}: If-Range {other}");
+            assert_eq!(r.header("content-range"), None);
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Response semantics shared by the origin and the edge, over an in-memory body: Cache-Control
-//! per resource kind, CORS, ETag/If-None-Match → 304, Last-Modified, single Range → 206, HEAD.
+//! per resource kind, CORS, ETag/If-None-Match → 304, Last-Modified, single Range → 206 (only
+//! while an `If-Range` validator, if any, still matches), HEAD.
 
 use super::Body;
 use super::paths::ResourceKind;
@@ -223,8 +224,46 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
             .any(|t| t.trim().trim_start_matches("W/") == etag)
 }
 
+/// Whether the `If-Range` validator `value` still names `rep`, so its `Range` may be honoured
+/// (RFC 9110 §13.1.5). An entity tag matches by strong comparison only (a weak tag never does);
+/// a date matches only if it is exactly `Last-Modified` and that is a strong validator, i.e. at
+/// least a second older than `now` (§8.8.2.2: a resource changed within the second of its
+/// `Last-Modified` may have changed again under the same date). Anything else does not match:
+/// the client then gets the whole representation, never a range of bytes it cannot splice.
+pub fn if_range_matches(value: &str, rep: &Representation, now: SystemTime) -> bool {
+    let value = value.trim();
+    if value.starts_with("W/") {
+        return false;
+    }
+    if value.starts_with('"') {
+        return value == rep.etag && !rep.etag.starts_with("W/");
+    }
+    let Ok(date) = httpdate::parse_http_date(value) else {
+        return false;
+    };
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .ok()
+    };
+    match (secs(date), secs(rep.last_modified), secs(now)) {
+        (Some(date), Some(modified), Some(now)) => date == modified && modified < now,
+        _ => false,
+    }
+}
+
 /// Answers GET/HEAD for `rep`, honouring conditional and range headers.
 pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Response<Body> {
+    respond_at(method, req, rep, SystemTime::now())
+}
+
+/// [`respond`] as of `now` (which judges whether `Last-Modified` is a strong validator).
+pub fn respond_at(
+    method: &Method,
+    req: &HeaderMap,
+    rep: &Representation,
+    now: SystemTime,
+) -> Response<Body> {
     let mut r = Response::new(empty());
     {
         let h = r.headers_mut();
@@ -270,25 +309,30 @@ pub fn respond(method: &Method, req: &HeaderMap, rep: &Representation) -> Respon
         return r;
     }
     let len = rep.body.len() as u64;
-    let (status, body) =
-        match parse_range(req.get(header::RANGE).and_then(|v| v.to_str().ok()), len) {
-            RangeRequest::None => (StatusCode::OK, rep.body.clone()),
-            RangeRequest::Satisfiable(a, b) => {
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
-                    r.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                (
-                    StatusCode::PARTIAL_CONTENT,
-                    rep.body.slice(a as usize..=b as usize),
-                )
+    // RFC 9110 §13.1.5: a Range whose If-Range no longer matches is ignored (the whole 200).
+    let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range_header = match req.get(header::IF_RANGE) {
+        Some(v) if !v.to_str().is_ok_and(|v| if_range_matches(v, rep, now)) => None,
+        _ => range_header,
+    };
+    let (status, body) = match parse_range(range_header, len) {
+        RangeRequest::None => (StatusCode::OK, rep.body.clone()),
+        RangeRequest::Satisfiable(a, b) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            RangeRequest::Unsatisfiable => {
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    r.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+            (
+                StatusCode::PARTIAL_CONTENT,
+                rep.body.slice(a as usize..=b as usize),
+            )
+        }
+        RangeRequest::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-        };
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+    };
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -386,7 +430,61 @@ mod tests {
             416
         );
         let head = respond(&Method::HEAD, &HeaderMap::new(), &r);
+        assert_eq!(head.status(), 200);
         assert_eq!(head.headers()[header::CONTENT_LENGTH], "10");
         assert_eq!(head.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+
+    #[test]
+    fn if_range_honours_the_range_only_while_the_validator_matches() {
+        let r = rep();
+        let lm = httpdate::fmt_http_date(r.last_modified);
+        let later = r.last_modified + std::time::Duration::from_secs(60);
+        let status = |if_range: &str, now: SystemTime| {
+            respond_at(
+                &Method::GET,
+                &req(&[(header::RANGE, "bytes=2-4"), (header::IF_RANGE, if_range)]),
+                &r,
+                now,
+            )
+        };
+        // The current strong ETag, or exactly Last-Modified (a second or more ago): the range.
+        assert_eq!(status(&r.etag, later).status(), 206);
+        assert_eq!(status(&lm, later).status(), 206);
+        // Anything else: the whole representation, never a range of other bytes.
+        for other in [
+            "\"other\"".to_string(),
+            format!("W/{}", r.etag),
+            httpdate::fmt_http_date(later),
+            httpdate::fmt_http_date(r.last_modified - std::time::Duration::from_secs(1)),
+            "not a validator".to_string(),
+            String::new(),
+        ] {
+            let full = status(&other, later);
+            assert_eq!(full.status(), 200, "If-Range: {other}");
+            assert_eq!(full.headers()[header::CONTENT_LENGTH], "10");
+            assert!(!full.headers().contains_key(header::CONTENT_RANGE));
+        }
+        // A Last-Modified within the current second is weak (§8.8.2.2): no range on a date.
+        assert_eq!(status(&lm, r.last_modified).status(), 200);
+        assert_eq!(status(&r.etag, r.last_modified).status(), 206);
+        // A weak entity tag never matches, even the resource's own.
+        let mut weak = rep();
+        weak.etag = format!("W/{}", weak.etag);
+        let w = respond_at(
+            &Method::GET,
+            &req(&[(header::RANGE, "bytes=2-4"), (header::IF_RANGE, &weak.etag)]),
+            &weak,
+            later,
+        );
+        assert_eq!(w.status(), 200);
+        // If-Range without Range changes nothing.
+        let plain = respond_at(
+            &Method::GET,
+            &req(&[(header::IF_RANGE, "\"other\"")]),
+            &r,
+            later,
+        );
+        assert_eq!(plain.status(), 200);
     }
 }
