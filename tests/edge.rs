@@ -542,3 +542,57 @@ fn a_range_whose_if_range_does_not_match_gets_the_whole_object() {
         }
     }
 }
+/// Issue #14: 64 percent-encoded spellings of one segment made 64 misses, 64 origin fetches
+/// and 64 cache entries. The edge keys by (and fetches) the canonical path.
+#[test]
+fn every_spelling_of_a_path_is_one_cache_entry_and_one_origin_fetch() {
+    let (z, bytes) = vod_fixture("[edge]\nprefetch = false\n");
+    let edge = z.edge.unwrap();
+    // Six characters, each literal or percent-encoded: 2^6 spellings of /vod/clip/180p/0.ts.
+    let template = "/{v}od/{c}l{i}p/{1}80{p}/{0}.ts";
+    let chars = [
+        ('v', "%76"),
+        ('c', "%63"),
+        ('i', "%69"),
+        ('1', "%31"),
+        ('p', "%70"),
+        ('0', "%30"),
+    ];
+    let spellings: Vec<String> = (0..64u32)
+        .map(|mask| {
+            let mut s = template.to_string();
+            for (bit, (c, enc)) in chars.iter().enumerate() {
+                let with = if mask & (1 << bit) != 0 {
+                    enc.to_string()
+                } else {
+                    c.to_string()
+                };
+                s = s.replace(&format!("{{{c}}}"), &with);
+            }
+            s
+        })
+        .collect();
+    assert_eq!(
+        spellings
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        64
+    );
+    let fetches_before = metric_value(edge, "zoomate_edge_origin_fetches_total");
+    let bytes_before = metric_value(edge, "zoomate_edge_cache_bytes");
+    for s in &spellings {
+        let r = raw_get(edge, s, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(r.status, 200, "{s}");
+        assert_eq!(r.body, bytes, "{s}");
+    }
+    let fetches = metric_value(edge, "zoomate_edge_origin_fetches_total") - fetches_before;
+    let grown = metric_value(edge, "zoomate_edge_cache_bytes") - bytes_before;
+    eprintln!("64 spellings: {fetches} origin fetch(es), cache +{grown} bytes");
+    assert_eq!(fetches, 1, "origin fetches for 64 spellings of one segment");
+    assert!(
+        grown < 2 * bytes.len() as u64,
+        "the cache grew by {grown} bytes for one {}-byte object",
+        bytes.len()
+    );
+}

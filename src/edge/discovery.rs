@@ -168,9 +168,10 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
     let e = edge.clone();
     edge.tasks.spawn(async move {
         let _permit = permit;
-        let Ok((stream, kind, live)) = route(&uri).map(|(_, k, l)| (stream, k, l)) else {
+        let Ok(routed) = route(&uri) else {
             return;
         };
+        let (kind, live) = (routed.kind, routed.live);
         if e.cache.objects.contains_key(&uri) {
             return;
         }

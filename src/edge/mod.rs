@@ -1,7 +1,8 @@
 //! The edge: viewers' HTTP server in front of origin workers.
 //!
 //! Request path, in order (pingora-style phases):
-//! 1. **route** — health/metrics, CORS preflight, or a media path (400/404 before anything else);
+//! 1. **route** — health/metrics, CORS preflight, or a media path (400/404 before anything else),
+//!    made canonical (decoded once): every spelling of a URL is one cache key and one fetch;
 //! 2. **hold** (LL-HLS, [`blocking`]) — a blocking playlist reload or a request for a part that
 //!    does not exist yet waits until the bus announces it (bounded in count and time);
 //!    the cache key is the path plus the canonical `_HLS_` directives, nothing else of the query;
@@ -162,7 +163,14 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
             count(&edge, None, r)
         };
     }
-    let (stream, kind, live) = match route(&path) {
+    // Every spelling of a resource is one cache key and one origin fetch: from here on the
+    // path is the canonical one (percent-decoded once, as the origin decodes it).
+    let Routed {
+        path,
+        stream,
+        kind,
+        live,
+    } = match route(&path) {
         Ok(r) => r,
         Err(PathError::Malformed(_)) => {
             return count(
@@ -300,14 +308,30 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     count(&edge, Some(kind), resp)
 }
 
-fn route(path: &str) -> Result<(String, ResourceKind, bool), PathError> {
-    let (stream, rest, live) = match parse_media_path(path)? {
+/// A media request, routed.
+struct Routed {
+    /// The canonical path ([`MediaPath::canonical`]): the cache key and what origins are asked.
+    path: String,
+    stream: String,
+    kind: ResourceKind,
+    live: bool,
+}
+
+fn route(raw_path: &str) -> Result<Routed, PathError> {
+    let media = parse_media_path(raw_path)?;
+    let path = media.canonical();
+    let (stream, rest, live) = match media {
         MediaPath::Live { stream, rest } => (stream, rest, true),
         MediaPath::Vod { asset, rest } => (asset, rest, false),
     };
     let name = rest.last().ok_or(PathError::NotFound)?;
     let kind = ResourceKind::from_file_name(name).ok_or(PathError::NotFound)?;
-    Ok((stream, kind, live))
+    Ok(Routed {
+        path,
+        stream,
+        kind,
+        live,
+    })
 }
 
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {

@@ -12,6 +12,25 @@ pub enum MediaPath {
     Vod { asset: String, rest: Vec<String> },
 }
 
+impl MediaPath {
+    /// The one canonical spelling of this path: every component as decoded, none encoded (a
+    /// valid component is `[A-Za-z0-9_.-]`, nothing a URL needs to escape). Every spelling of a
+    /// resource (`/live/d%65mo/…`, `/live/demo/…`) parses to the same `MediaPath`, so this is
+    /// what a cache keys by and what an upstream is asked for.
+    pub fn canonical(&self) -> String {
+        let (root, name, rest) = match self {
+            MediaPath::Live { stream, rest } => ("live", stream, rest),
+            MediaPath::Vod { asset, rest } => ("vod", asset, rest),
+        };
+        let mut path = format!("/{root}/{name}");
+        for part in rest {
+            path.push('/');
+            path.push_str(part);
+        }
+        path
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// Malformed or hostile: answer 400.
@@ -158,6 +177,29 @@ mod tests {
         );
         assert_eq!(parse_media_path("/live/demo"), Err(PathError::NotFound));
         assert_eq!(parse_media_path("/other/x/y"), Err(PathError::NotFound));
+    }
+
+    #[test]
+    fn every_spelling_has_one_canonical_path() {
+        for spelling in [
+            "/live/demo/720p/12.ts",
+            "/live/d%65mo/720p/12.ts",
+            "/live/%64%65%6D%6f/720p/12.ts",
+            "/%6cive/demo/%37%32%30p/1%32.ts",
+            "/live/demo/720p/12%2Ets",
+            "/live/demo%2F720p%2F12.ts",
+        ] {
+            let parsed = parse_media_path(spelling).unwrap();
+            assert_eq!(parsed.canonical(), "/live/demo/720p/12.ts", "{spelling}");
+            // Canonical is a fixed point: it parses back to itself.
+            assert_eq!(parse_media_path(&parsed.canonical()), Ok(parsed));
+        }
+        assert_eq!(
+            parse_media_path("/vod/a%31/master.m3u8")
+                .unwrap()
+                .canonical(),
+            "/vod/a1/master.m3u8"
+        );
     }
 
     #[test]

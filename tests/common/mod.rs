@@ -656,3 +656,96 @@ impl Drop for Slowloris {
         }
     }
 }
+
+/// One HTTP/1.1 keep-alive connection spoken by hand: the request target goes out exactly as
+/// written (no client normalises it), one request at a time, and the connection stays open.
+pub struct RawConn {
+    writer: std::net::TcpStream,
+    reader: BufReader<std::net::TcpStream>,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<RawConn> {
+        let writer = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        writer.set_read_timeout(Some(timeout))?;
+        writer.set_write_timeout(Some(timeout))?;
+        let reader = BufReader::new(writer.try_clone()?);
+        Ok(RawConn { writer, reader })
+    }
+
+    /// `GET target` on this connection; the whole response (Content-Length framed). An error
+    /// when the server closed the connection or sent nothing within the timeout.
+    pub fn get(&mut self, target: &str) -> std::io::Result<Response> {
+        use std::io::Write;
+        write!(
+            self.writer,
+            "GET {target} HTTP/1.1\r\nHost: zoomate\r\n\r\n"
+        )?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Whether the server has closed this connection (EOF or reset within `within`).
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let _ = self.writer.set_read_timeout(Some(within));
+        let mut byte = [0u8; 1];
+        match self.reader.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ),
+        }
+    }
+}
+
+/// One GET on a fresh connection, exactly as written; the response, or the I/O error.
+pub fn raw_get(addr: SocketAddr, target: &str, timeout: Duration) -> std::io::Result<Response> {
+    RawConn::connect(addr, timeout)?.get(target)
+}
+
+/// A metric's value (the first sample line starting with `name`), 0 when absent.
+pub fn metric_value(addr: SocketAddr, name: &str) -> u64 {
+    get(addr, "/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
