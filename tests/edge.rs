@@ -596,3 +596,134 @@ fn every_spelling_of_a_path_is_one_cache_entry_and_one_origin_fetch() {
         bytes.len()
     );
 }
+/// A minimal edge in front of `origins`, no bus.
+fn plain_edge(origins: &[String], extra: &str) -> Zoomate {
+    Zoomate::start(
+        "edge",
+        &format!(
+            "[edge]\norigins = [{}]\n{extra}\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+            origins
+                .iter()
+                .map(|o| format!("\"{o}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    )
+}
+
+/// Issue #14: the edge never caches a body that ended early, including one whose end cannot
+/// be told from an early close (no Content-Length, no chunked framing).
+#[test]
+fn a_body_cut_short_is_never_cached_or_served() {
+    for mode in [None, Some("unframed")] {
+        let bad = PyOrigin::start("truncating_origin.py", mode.as_slice());
+        let e = plain_edge(
+            &[format!("http://127.0.0.1:{}", bad.1)],
+            "health_fall = 1000\nhealth_check_interval_ms = 60000\n",
+        );
+        let addr = e.edge.unwrap();
+        for _ in 0..3 {
+            let r = get(addr, "/vod/clip/180p/0.ts");
+            assert_eq!(
+                r.status,
+                502,
+                "{mode:?}: a truncated body was served ({} bytes)",
+                r.body.len()
+            );
+        }
+        assert_eq!(
+            bad.count(),
+            3,
+            "{mode:?}: each request went to the origin (nothing cached)"
+        );
+    }
+}
+
+/// Issue #14: concurrent misses share one fill; when it fails, the waiters do not all inherit
+/// the failure: one of them fetches again and the others share that (pingora's cache lock).
+#[test]
+fn when_a_shared_fill_fails_a_waiter_fetches_again_for_the_others() {
+    let origin = PyOrigin::start("truncating_origin.py", &["first", "1500"]);
+    let e = plain_edge(
+        &[format!("http://127.0.0.1:{}", origin.1)],
+        "health_fall = 1000\nhealth_check_interval_ms = 60000\norigin_timeout_ms = 3000\n",
+    );
+    let addr = e.edge.unwrap();
+    let uri = "/vod/clip/180p/7.ts";
+    let first = std::thread::spawn(move || get(addr, uri).status);
+    wait_for(
+        Duration::from_secs(5),
+        "the first fill at the origin",
+        || (origin.count() == 1).then_some(()),
+    );
+    let barrier = Arc::new(Barrier::new(19));
+    let waiters: Vec<_> = (0..19)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let r = get(addr, uri);
+                (r.status, r.body.len())
+            })
+        })
+        .collect();
+    let leader = first.join().unwrap();
+    let results: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    let served = results.iter().filter(|r| **r == (200, 64 * 1024)).count();
+    eprintln!(
+        "failed fill: leader {leader}, waiters served {served}/19, origin fetches {}",
+        origin.count()
+    );
+    assert_eq!(leader, 502, "the failed fill's own request");
+    assert_eq!(served, 19, "waiters: {results:?}");
+    assert_eq!(origin.count(), 2, "the failed fill and one more");
+}
+
+/// Issue #14: when every origin fails, a live playlist is served from its last good copy for
+/// a bounded age (stale-if-error), then the error.
+#[test]
+fn live_playlists_are_served_stale_for_a_bounded_age_when_every_origin_fails() {
+    // `[edge] stale_if_error_ms`, at its default (two 2 s target durations).
+    const STALE_MS: u64 = 4000;
+    let origin = PyOrigin::start("slow_origin.py", &["0"]);
+    let e = plain_edge(
+        &[format!("http://127.0.0.1:{}", origin.1)],
+        "playlist_ttl_ms = 300\norigin_timeout_ms = 500\nhealth_check_interval_ms = 60000\n",
+    );
+    let addr = e.edge.unwrap();
+    let pl = "/live/s/180p/index.m3u8";
+    let fetched = Instant::now();
+    let first = get(addr, pl);
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    drop(origin); // killed: every origin fails from now on
+    // A blocking reload asks for something newer than any copy: never answered stale.
+    let blocking = get(addr, &format!("{pl}?_HLS_msn=5"));
+    assert_ne!(
+        blocking.status, 200,
+        "a blocking reload was answered from a stale copy"
+    );
+    let mut seen = Vec::new();
+    while fetched.elapsed() < Duration::from_millis(STALE_MS + 1500) {
+        let r = get(addr, pl);
+        seen.push((
+            fetched.elapsed(),
+            r.status,
+            r.header("x-cache").map(str::to_string),
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stale = seen
+        .iter()
+        .filter(|s| s.2.as_deref() == Some("STALE"))
+        .count();
+    for (at, status, cache) in &seen {
+        if *at < Duration::from_millis(STALE_MS - 300) {
+            assert_eq!(*status, 200, "at {at:?} ({cache:?}): {seen:?}");
+        }
+        if *at > Duration::from_millis(STALE_MS + 500) {
+            assert_eq!(*status, 502, "at {at:?}, past the bound: {seen:?}");
+        }
+    }
+    assert!(stale >= 5, "answers from the last good copy: {seen:?}");
+    assert!(metric_value(addr, "zoomate_edge_stale_served_total") >= 5);
+}

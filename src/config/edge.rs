@@ -128,6 +128,10 @@ pub struct EdgeConfig {
     pub max_held_requests_per_stream: usize,
     /// Longest a blocking request is held before 503 (3 target durations of a 2 s ladder).
     pub held_request_timeout_ms: u64,
+    /// Live playlists: when every origin fails, the last good copy is served while it is at
+    /// most this old (RFC 5861 stale-if-error), in milliseconds; 0 = never (the error at once).
+    /// Blocking LL-HLS requests are never answered stale.
+    pub stale_if_error_ms: u64,
     pub limits: HttpLimits,
 }
 
@@ -244,6 +248,7 @@ impl EdgeConfig {
                 500,
                 60_000,
             ),
+            ("edge.stale_if_error_ms", self.stale_if_error_ms, 0, 60_000),
         ] {
             super::check_range(&mut errors, key, v, lo..=hi);
         }

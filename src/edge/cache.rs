@@ -4,6 +4,10 @@
 //! Segments are immutable (their names are never reused); VOD playlists never change; a live
 //! playlist is fresh until the bus announces a newer segment for it (then it is refetched at
 //! once) or, if the bus is silent, for `playlist_ttl_ms`.
+//!
+//! The last good copy of every live playlist is also kept aside for `stale_if_error_ms`
+//! (RFC 5861 stale-if-error): when every origin fails, a viewer gets a playlist a few seconds
+//! old (players keep playing what it lists) instead of an error; past that bound, the error.
 
 use crate::http::headers::Representation;
 use crate::http::metrics::Counter;
@@ -20,6 +24,13 @@ const MAX_TRACKED_SEGMENT_SIZES: u64 = 100_000;
 const ANNOUNCEMENT_MEMORY: Duration = Duration::from_secs(600);
 /// Bytes charged per entry on top of its key and body (headers, bookkeeping).
 const ENTRY_OVERHEAD_BYTES: usize = 256;
+/// Bytes of last good live playlists kept for stale-if-error (their bodies are shared with
+/// the main cache while both hold them).
+const MAX_STALE_COPY_BYTES: u64 = 64 * 1024 * 1024;
+
+fn weigh(key: &str, obj: &CachedObject) -> u32 {
+    (key.len() + obj.rep.body.len() + ENTRY_OVERHEAD_BYTES).min(u32::MAX as usize) as u32
+}
 
 /// One cached response body and what is needed to answer any request for it.
 pub struct CachedObject {
@@ -72,16 +83,23 @@ pub struct EdgeCache {
     /// Segment URI → announced byte size.
     announced_sizes: moka::sync::Cache<String, u64>,
     playlist_ttl: Duration,
+    /// Live playlist key → its last good copy, for stale-if-error (`None`: off).
+    last_good: Option<moka::sync::Cache<String, Arc<CachedObject>>>,
+    stale_if_error: Duration,
 }
 
 impl EdgeCache {
     /// A cache of at most `capacity_bytes`; evictions (for space) are counted in `evictions`.
-    pub fn new(capacity_bytes: u64, playlist_ttl: Duration, evictions: Counter) -> EdgeCache {
+    /// Live playlists' last good copies are kept `stale_if_error` (zero: not kept).
+    pub fn new(
+        capacity_bytes: u64,
+        playlist_ttl: Duration,
+        stale_if_error: Duration,
+        evictions: Counter,
+    ) -> EdgeCache {
         let objects = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|k: &String, v: &Arc<CachedObject>| {
-                (k.len() + v.rep.body.len() + ENTRY_OVERHEAD_BYTES).min(u32::MAX as usize) as u32
-            })
+            .weigher(|k: &String, v: &Arc<CachedObject>| weigh(k, v))
             .eviction_listener(move |_k, _v, cause| {
                 if cause.was_evicted() {
                     evictions.inc();
@@ -99,7 +117,29 @@ impl EdgeCache {
                 .time_to_live(ANNOUNCEMENT_MEMORY)
                 .build(),
             playlist_ttl,
+            last_good: (!stale_if_error.is_zero()).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(MAX_STALE_COPY_BYTES.min(capacity_bytes))
+                    .weigher(|k: &String, v: &Arc<CachedObject>| weigh(k, v))
+                    .time_to_live(stale_if_error)
+                    .build()
+            }),
+            stale_if_error,
         }
+    }
+
+    /// A live playlist the origin just answered: the copy to fall back on if it fails next.
+    pub fn keep_last_good(&self, key: &str, obj: &Arc<CachedObject>) {
+        if let Some(last_good) = &self.last_good {
+            last_good.insert(key.to_string(), obj.clone());
+        }
+    }
+
+    /// The last good copy of a live playlist, if it is at most `stale_if_error` old.
+    pub fn stale_if_error(&self, key: &str) -> Option<Arc<CachedObject>> {
+        let obj = self.last_good.as_ref()?.get(key)?;
+        // RFC 5861 §4: stale only within the bound (moka's expiry is lazy about the last ms).
+        (obj.fetched_at.elapsed() <= self.stale_if_error).then_some(obj)
     }
 
     /// Whether a cached object may still be served for `path`.

@@ -32,6 +32,10 @@ pub struct EdgeMetrics {
     pub prefetches: Counter,
     pub prefetch_skipped: Counter,
     pub stale_playlist_refreshes: Counter,
+    /// Waiters whose shared fill failed and who fetched once more themselves.
+    pub fill_retries: Counter,
+    /// Live playlists answered from their last good copy because every origin failed.
+    pub stale_served: Counter,
     bus_rejected: Family<ReasonLabels, Counter>,
     held: Family<HeldLabels, Counter>,
     /// Bus announcement → a woken held request's response is ready, seconds.
@@ -89,6 +93,14 @@ impl EdgeMetrics {
             "zoomate_edge_playlist_refreshes",
             "Cached playlists refetched as stale (bus announcement or TTL)",
         );
+        let fill_retries = counter(
+            "zoomate_edge_fill_retries",
+            "Coalesced waiters whose shared origin fetch failed and who fetched once more",
+        );
+        let stale_served = counter(
+            "zoomate_edge_stale_served",
+            "Live playlists served from their last good copy: every origin failed (stale-if-error)",
+        );
         registry.register(
             "zoomate_edge_origin_fetches",
             "Origin GETs, retries included",
@@ -129,6 +141,8 @@ impl EdgeMetrics {
             prefetches,
             prefetch_skipped,
             stale_playlist_refreshes,
+            fill_retries,
+            stale_served,
             bus_rejected,
         }
     }

@@ -10,7 +10,9 @@
 //!    newer segment (or, if the bus is silent, a short TTL passes);
 //! 4. **pick origin** — [`balancer`]: origins serving the stream first, by policy, healthy first;
 //! 5. **fetch, coalesced** — concurrent misses for one key share one origin fetch (moka's
-//!    `try_get_with`), waiters are woken when it completes; failures are not cached;
+//!    `try_get_with`), waiters are woken when it completes; failures are not cached, and a
+//!    waiter whose shared fetch failed tries once more itself; only a whole body is cached;
+//!    when every origin fails, a live playlist's last good copy is served for a bounded age;
 //! 6. **respond** — ETag/304, Range/206, HEAD, CORS, gzip for playlists, `Age`, `X-Cache`.
 //!
 //! Background services: the bus listener (origin discovery, freshness, prefetch) and the
@@ -79,6 +81,7 @@ impl EdgeServer {
         let cache = EdgeCache::new(
             ec.cache_bytes,
             Duration::from_millis(ec.playlist_ttl_ms),
+            Duration::from_millis(ec.stale_if_error_ms),
             metrics.evictions.clone(),
         );
         let origins = Arc::new(OriginSet::with_limits(
@@ -239,7 +242,7 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     // 3. cache lookup (4 + 5 inside `lookup_or_fetch` on a miss)
-    let (object, hit) = match lookup_or_fetch(&edge, &stream, &request, kind, live).await {
+    let (object, source) = match lookup_or_fetch(&edge, &stream, &request, kind, live).await {
         Ok(found) => found,
         Err(FetchError::NotFound) => {
             return count(
@@ -301,10 +304,7 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         header::AGE,
         HeaderValue::from(object.fetched_at.elapsed().as_secs()),
     );
-    h.insert(
-        "x-cache",
-        HeaderValue::from_static(if hit { "HIT" } else { "MISS" }),
-    );
+    h.insert("x-cache", HeaderValue::from_static(source.label()));
     count(&edge, Some(kind), resp)
 }
 
@@ -339,25 +339,43 @@ fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Respo
     resp
 }
 
-/// Cache lookup, then a coalesced origin fetch on a miss. Returns (object, was_hit).
+/// Where an answer came from (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Hit,
+    Miss,
+    /// Every origin failed: the last good copy of a live playlist (stale-if-error).
+    Stale,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Hit => "HIT",
+            Source::Miss => "MISS",
+            Source::Stale => "STALE",
+        }
+    }
+}
+
+/// Cache lookup, then a coalesced origin fetch on a miss.
 async fn lookup_or_fetch(
     edge: &Arc<Edge>,
     stream: &str,
     request: &LlRequest,
     kind: ResourceKind,
     live: bool,
-) -> Result<(Arc<CachedObject>, bool), FetchError> {
+) -> Result<(Arc<CachedObject>, Source), FetchError> {
     let key = request.key.as_str();
     if let Some(obj) = edge.cache.objects.get(key).await {
         if edge.cache.is_fresh(key, &obj, live) {
             edge.metrics.hits.inc();
-            return Ok((obj, true));
+            return Ok((obj, Source::Hit));
         }
         edge.metrics.stale_playlist_refreshes.inc();
         edge.cache.invalidate(key).await;
     }
     edge.metrics.misses.inc();
-    let ran = Arc::new(AtomicBool::new(false));
     // A blocking request the edge could not judge (no announcement yet) is held by the origin.
     let attempt = upstream::Attempt {
         held: request
@@ -365,11 +383,43 @@ async fn lookup_or_fetch(
             .as_ref()
             .map(|_| Duration::from_millis(edge.config.held_request_timeout_ms)),
     };
-    let result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, ran.clone()).await;
+    let ran = Arc::new(AtomicBool::new(false));
+    let mut result =
+        fetch_into_cache(edge, stream, key, kind, live, None, attempt, ran.clone()).await;
     if !ran.load(Ordering::Relaxed) {
         edge.metrics.coalesced_waiters.inc();
+        // The fill this request waited on failed. As pingora's cache lock does, a waiter does
+        // not inherit the failure: it tries once more itself (the first waiter to ask becomes
+        // the fetcher, the others join it). Answers (404, refusals, held timeouts) are shared
+        // as they are; once only, so a dead origin costs each waiter one more try at most.
+        if matches!(result, Err(FetchError::Unavailable(_))) {
+            edge.metrics.fill_retries.inc();
+            let again = Arc::new(AtomicBool::new(false));
+            result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, again).await;
+        }
     }
-    result.map(|o| (o, false))
+    // Stale-if-error: live playlists a player reloads (never a blocking request, which asks
+    // for something newer than any copy the edge has).
+    let stale_allowed = live && kind.is_playlist() && request.waits_for.is_none();
+    match result {
+        Ok(obj) => {
+            if stale_allowed {
+                edge.cache.keep_last_good(key, &obj);
+            }
+            Ok((obj, Source::Miss))
+        }
+        Err(FetchError::Unavailable(why)) if stale_allowed => {
+            match edge.cache.stale_if_error(key) {
+                Some(obj) => {
+                    tracing::debug!(key, why, "every origin failed; serving the last good copy");
+                    edge.metrics.stale_served.inc();
+                    Ok((obj, Source::Stale))
+                }
+                None => Err(FetchError::Unavailable(why)),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `try_get_with`: the first caller runs the fetch, concurrent callers for the same key wait on

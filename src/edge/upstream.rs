@@ -4,6 +4,11 @@
 //! body arrives is not retried ([`AttemptError::retry_safe`]), as nginx's `proxy_next_upstream`
 //! does not: by then the origin has answered, and a retry would double the load of a struggling
 //! tier for one object. A 404 is an answer, not a failure.
+//!
+//! A body is only ever accepted whole: its length must be what the origin declared
+//! (`Content-Length`, or chunked framing through to the last chunk). A response with neither
+//! (close-delimited, HTTP/1.0 style) is refused: an origin dying mid-body would look exactly
+//! like its end, and the edge would cache and serve the truncated object for good.
 
 use super::balancer::{Origin, OriginSet};
 use bytes::Bytes;
@@ -44,6 +49,52 @@ pub enum AttemptError {
     /// Headers arrived, the body did not (complete, in time, or within the size limit).
     #[error("body: {0}")]
     Body(String),
+}
+
+/// How an origin's response says where its body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the decoder fails on a body that stops before its last chunk.
+    Chunked,
+    /// Neither: the body ends when the connection closes, whether or not it was complete.
+    CloseDelimited,
+}
+
+impl Framing {
+    /// From the response headers (RFC 9112 §6.3: chunked wins over a length).
+    pub fn of(headers: &http::HeaderMap) -> Framing {
+        let chunked = headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("chunked"));
+        if chunked {
+            return Framing::Chunked;
+        }
+        match headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            Some(n) => Framing::Length(n),
+            None => Framing::CloseDelimited,
+        }
+    }
+
+    /// Whether `received` bytes are the whole body this framing declared. (hyper already fails
+    /// a short body; this is the edge's own rule, and the one place close-delimited is refused.)
+    pub fn complete(self, received: usize) -> Result<(), String> {
+        match self {
+            Framing::Length(n) if n == received as u64 => Ok(()),
+            Framing::Length(n) => Err(format!("{received} of {n} bytes")),
+            Framing::Chunked => Ok(()),
+            Framing::CloseDelimited => Err(format!(
+                "{received} bytes without Content-Length or chunked framing: an early close cannot be told from the end"
+            )),
+        }
+    }
 }
 
 impl AttemptError {
@@ -223,6 +274,7 @@ impl Upstream {
             header(http::header::ETAG),
             header(http::header::LAST_MODIFIED),
         );
+        let framing = Framing::of(resp.headers());
         // The body has its own (longer) bound: a segment may take a while on a slow link.
         let body = tokio::time::timeout(
             self.timeout * 4,
@@ -232,6 +284,7 @@ impl Upstream {
         .map_err(|_| AttemptError::Body(format!("not complete within {:?}", self.timeout * 4)))?
         .map_err(|e| AttemptError::Body(e.to_string()))?
         .to_bytes();
+        framing.complete(body.len()).map_err(AttemptError::Body)?;
         Ok(Some(Fetched {
             body,
             etag,
@@ -256,5 +309,36 @@ mod tests {
             assert!(e.retry_safe(), "{e}");
         }
         assert!(!AttemptError::Body("reset".into()).retry_safe());
+    }
+
+    #[test]
+    fn only_a_body_of_the_declared_length_is_complete() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            h
+        };
+        let length = Framing::of(&headers(&[("content-length", "65536")]));
+        assert_eq!(length, Framing::Length(65536));
+        assert!(length.complete(65536).is_ok());
+        assert!(length.complete(100).is_err());
+        let chunked = Framing::of(&headers(&[
+            ("content-length", "5"),
+            ("transfer-encoding", "gzip, Chunked"),
+        ]));
+        assert_eq!(chunked, Framing::Chunked);
+        assert!(chunked.complete(100).is_ok());
+        let unframed = Framing::of(&headers(&[("content-type", "video/mp2t")]));
+        assert_eq!(unframed, Framing::CloseDelimited);
+        assert!(unframed.complete(100).is_err());
+        assert_eq!(
+            Framing::of(&headers(&[("content-length", "x")])),
+            Framing::CloseDelimited
+        );
     }
 }
