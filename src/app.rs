@@ -156,7 +156,12 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         let (announce, publisher) =
             bus_announcer(&config, &mut addrs, publisher_stop.clone()).await?;
         let config = Arc::new(config.clone());
+        // Before any session writes: what a crash left in the store goes now.
+        let leftovers = sweep_store(&config).await;
         let reg = StreamRegistry::new(config.clone(), announce.clone(), shutdown.clone());
+        if !leftovers.is_empty() {
+            reg.schedule_expiry(leftovers);
+        }
         for planned in plan.streams.iter().cloned() {
             reg.start_configured(planned);
         }
@@ -224,6 +229,40 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         http_stop,
         publisher: publisher_handle,
     })
+}
+
+/// Sweeps the live store of a previous run's leftovers (off the runtime) and logs what went;
+/// returns the unlisted files still within their retention, for the janitor.
+async fn sweep_store(config: &Config) -> Vec<std::path::PathBuf> {
+    let dir = config.store.dir.clone();
+    // An unlisted segment left its window no sooner than a window after it was written.
+    let window_ms = config.ladder.segment_duration_ms * config.hls.window_segments as u64;
+    let expired_after =
+        std::time::Duration::from_millis(window_ms + config.hls.retain_after_window_ms);
+    let report = match tokio::task::spawn_blocking(move || {
+        crate::store::leftovers::sweep(&dir, expired_after)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "store sweep did not finish");
+            return Vec::new();
+        }
+    };
+    if report.staging_dirs_removed + report.temp_files_removed + report.expired_removed > 0
+        || !report.pending.is_empty()
+    {
+        tracing::info!(
+            staging_dirs = report.staging_dirs_removed,
+            temp_files = report.temp_files_removed,
+            expired_segments = report.expired_removed,
+            scheduled = report.pending.len(),
+            errors = report.errors,
+            "store: removed a previous run's leftovers"
+        );
+    }
+    report.pending
 }
 
 /// RTMP publishes go to the stream registry.

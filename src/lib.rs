@@ -14,7 +14,8 @@
 //!   the registry that supervises sessions.
 //! - [`packaging`] — pure HLS media/multivariant playlist and DASH manifest writers (and the one
 //!   playlist reader).
-//! - [`store`]     — atomic segment and playlist files, retention janitor.
+//! - [`store`]     — atomic segment and playlist files, retention janitor, start-up sweep of a
+//!   crash's leftovers.
 //! - [`layout`]    — every name: URL paths, store paths, file names, reserved names.
 //! - [`bus`]       — Cap'n Proto announcements over ZeroMQ (libzmq) pub/sub, CURVE, proxy.
 //! - [`origin`]    — serves the store over HTTP.

@@ -300,3 +300,103 @@ fn gstreamer_rtmp2sink_can_publish() {
         (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 3).then_some(())
     });
 }
+
+/// Issue #14: a crash left the `.staging` directory with the half-written segment, and the
+/// segments the janitor had not deleted yet, for good. At start they are swept; what the
+/// playlists list stays (and is served).
+#[test]
+fn a_start_sweeps_what_a_crash_left_in_the_store_and_keeps_what_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("store/live/crashed");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let put = |rel: &str, old: bool| {
+        let p = stream.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("bytes of {rel}")).unwrap();
+        if old {
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+    };
+    std::fs::create_dir_all(stream.join("180p")).unwrap();
+    std::fs::create_dir_all(stream.join("audio")).unwrap();
+    std::fs::write(
+        stream.join("180p/index.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:5\n\
+         #EXTINF:1.000,\n5.ts\n#EXTINF:1.000,\n6.ts\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stream.join("audio/index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MAP:URI=\"init-5.mp4\"\n#EXTINF:1.0,\n5.m4s\n\
+         #EXT-X-PART:DURATION=0.2,URI=\"6.0.ab.m4s\"\n",
+    )
+    .unwrap();
+    for (rel, old) in [
+        ("180p/1.ts", true),
+        ("180p/2.ts", true),
+        ("180p/3.ts", true),
+        ("180p/4.ts", true),
+        ("180p/5.ts", true),
+        ("180p/6.ts", true),
+        ("180p/7.ts", false), // unlisted but young: kept for now (the janitor's job)
+        ("180p/.index.m3u8.4242.tmp", true),
+        ("audio/init-3.mp4", true),
+        ("audio/init-5.mp4", true),
+        ("audio/3.m4s", true),
+        ("audio/3.2.ab.m4s", true),
+        ("audio/5.m4s", true),
+        ("audio/6.0.ab.m4s", true),
+        (".staging/1733000000/180p/00000007.ts", true),
+        ("master.m3u8", true),
+    ] {
+        put(rel, old);
+    }
+    let z = Zoomate::start_in(dir, "origin", "[rtmp]\nenabled = false\n");
+    let origin = z.origin.unwrap();
+    let stream = z.store().join("live/crashed");
+    assert!(
+        !stream.join(".staging").exists(),
+        "staging leftovers removed"
+    );
+    for gone in [
+        "180p/1.ts",
+        "180p/2.ts",
+        "180p/3.ts",
+        "180p/4.ts",
+        "180p/.index.m3u8.4242.tmp",
+        "audio/init-3.mp4",
+        "audio/3.m4s",
+        "audio/3.2.ab.m4s",
+    ] {
+        assert!(!stream.join(gone).exists(), "{gone} should have been swept");
+    }
+    for kept in [
+        "master.m3u8",
+        "180p/index.m3u8",
+        "180p/5.ts",
+        "180p/6.ts",
+        "180p/7.ts",
+        "audio/index.m3u8",
+        "audio/init-5.mp4",
+        "audio/5.m4s",
+        "audio/6.0.ab.m4s",
+    ] {
+        assert!(stream.join(kept).exists(), "{kept} should have been kept");
+    }
+    // What is listed is still served; what was swept is gone for players too.
+    let r = get(origin, "/live/crashed/180p/5.ts");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "bytes of 180p/5.ts".to_string())
+    );
+    assert_eq!(get(origin, "/live/crashed/180p/1.ts").status, 404);
+    assert!(
+        z.log().contains("removed a previous run's leftovers"),
+        "the sweep is logged"
+    );
+}

@@ -4,7 +4,10 @@
 //! Layout: `{store.dir}/live/{stream}/master.m3u8`, `…/{rendition}/index.m3u8`,
 //! `…/{rendition}/{sequence}.ts`. Segments are produced in `…/.staging/` on the same file
 //! system and renamed into place; playlists are written to a temporary name and renamed.
+//! What a crash leaves behind (staging, temporary files, segments the janitor never got to) is
+//! swept at the next start ([`leftovers`]).
 
+pub mod leftovers;
 pub mod live;
 
 use std::path::{Path, PathBuf};

@@ -84,6 +84,12 @@ impl StreamRegistry {
         })
     }
 
+    /// Deletes `paths` (together) after the retention delay, like segments leaving a window:
+    /// what the start-up sweep found unlisted but still within its grace.
+    pub fn schedule_expiry(&self, paths: Vec<std::path::PathBuf>) {
+        self.janitor.schedule_all(paths);
+    }
+
     /// The newest version of every live media playlist (the origin serves from it).
     pub fn live_playlists(&self) -> Arc<crate::store::live::LivePlaylists> {
         self.live_playlists.clone()
