@@ -21,7 +21,8 @@
 //! - [`origin`]    — serves the store over HTTP.
 //! - [`edge`]      — viewers' proxy: route → cache → balance → coalesced origin fetch → respond;
 //!   discovery and health in the background; every bus announcement checked before it is believed.
-//! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, limits, metrics).
+//! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, fair connection slots,
+//!   metrics).
 //! - [`vod`]       — files in, complete HLS/DASH assets out (same aligned ladder as live).
 //! - [`app`]       — wires the roles together and owns the one shutdown, carried out in stages.
 

@@ -542,6 +542,7 @@ fn a_range_whose_if_range_does_not_match_gets_the_whole_object() {
         }
     }
 }
+
 /// Issue #14: 64 percent-encoded spellings of one segment made 64 misses, 64 origin fetches
 /// and 64 cache entries. The edge keys by (and fetches) the canonical path.
 #[test]
@@ -596,6 +597,7 @@ fn every_spelling_of_a_path_is_one_cache_entry_and_one_origin_fetch() {
         bytes.len()
     );
 }
+
 /// A minimal edge in front of `origins`, no bus.
 fn plain_edge(origins: &[String], extra: &str) -> Zoomate {
     Zoomate::start(
@@ -609,6 +611,183 @@ fn plain_edge(origins: &[String], extra: &str) -> Zoomate {
                 .join(",")
         ),
     )
+}
+
+/// Issue #14: 4096 keep-alive connections each sending a request every 3 s held every slot;
+/// new viewers waited, unanswered, in the accept queue. Now the longest-idle connection makes
+/// room. Here: 16 slots held by 16 such connections (renewed when closed), and new clients.
+#[test]
+fn new_clients_are_served_while_keep_alive_connections_hold_every_slot() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const SLOTS: usize = 16;
+    let e = plain_edge(
+        &["http://127.0.0.1:9".into()],
+        &format!("[edge.limits]\nmax_connections = {SLOTS}\n"),
+    );
+    let addr = e.edge.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (holding, renewed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let holders: Vec<_> = (0..SLOTS)
+        .map(|i| {
+            let (stop, holding, renewed) = (stop.clone(), holding.clone(), renewed.clone());
+            std::thread::spawn(move || {
+                // Staggered: a request every second on each, at different times.
+                std::thread::sleep(Duration::from_millis(60 * i as u64));
+                let mut conn: Option<RawConn> = None;
+                let mut counted = false;
+                while !stop.load(Ordering::Relaxed) {
+                    if conn.is_none() {
+                        conn = RawConn::connect(addr, Duration::from_secs(10)).ok();
+                    }
+                    match conn.as_mut().map(|c| c.get("/healthz")) {
+                        Some(Ok(r)) if r.status == 200 => {
+                            if !counted {
+                                holding.fetch_add(1, Ordering::Relaxed);
+                                counted = true;
+                            }
+                        }
+                        _ => {
+                            // Closed to make room: come back, as the attack does.
+                            if conn.take().is_some() {
+                                renewed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    wait_for(Duration::from_secs(10), "every slot held", || {
+        (holding.load(Ordering::Relaxed) == SLOTS).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        match raw_get(addr, "/healthz", Duration::from_secs(8)) {
+            Ok(r) if r.status == 200 => latencies.push(t.elapsed()),
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(format!("{e} after {:?}", t.elapsed())),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+    latencies.sort();
+    eprintln!(
+        "{} of 10 new clients served while {SLOTS} keep-alive connections held every slot \
+         (latency median {:?}, max {:?}); holders closed to make room and renewed: {}",
+        latencies.len(),
+        latencies.get(latencies.len() / 2),
+        latencies.last(),
+        renewed.load(Ordering::Relaxed)
+    );
+    assert!(failures.is_empty(), "new clients not served: {failures:?}");
+    assert!(
+        latencies.iter().all(|l| *l < Duration::from_secs(3)),
+        "{latencies:?}"
+    );
+    assert!(
+        metric_value(
+            addr,
+            "zoomate_edge_http_connections_closed_total{reason=\"idle_evicted\"}"
+        ) >= 1
+    );
+}
+
+/// One address holding its limit of busy connections is refused more; other addresses are
+/// served. (Loopback is a /8: the other address is 127.0.0.2, via curl.)
+#[test]
+fn one_address_cannot_take_more_than_its_connection_limit() {
+    require_tool("curl");
+    let slow = PyOrigin::start("slow_origin.py", &["4000"]);
+    let e = plain_edge(
+        &[format!("http://127.0.0.1:{}", slow.1)],
+        "origin_timeout_ms = 10000\n[edge.limits]\nmax_connections = 16\nmax_connections_per_address = 4\n",
+    );
+    let addr = e.edge.unwrap();
+    // Four requests in flight from 127.0.0.1, each waiting on the slow origin.
+    let busy: Vec<_> = (0..4)
+        .map(|i| std::thread::spawn(move || get(addr, &format!("/vod/clip/180p/{i}.ts")).status))
+        .collect();
+    wait_for(
+        Duration::from_secs(10),
+        "four requests at the origin",
+        || (slow.count() == 4).then_some(()),
+    );
+    // A fifth connection from the same address: closed without an answer, at once.
+    let t = Instant::now();
+    let fifth = raw_get(addr, "/healthz", Duration::from_secs(3));
+    assert!(
+        fifth.is_err(),
+        "a fifth connection from one address was served"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Another address is served meanwhile.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            "127.0.0.2",
+        ])
+        .arg(format!("http://{addr}/healthz"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    for b in busy {
+        assert_eq!(b.join().unwrap(), 200);
+    }
+    // The busy ones are done (and their connections closed or idle): served again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(addr, "/healthz").status, 200);
+    assert!(
+        metric_value(
+            addr,
+            "zoomate_edge_http_connections_refused_total{reason=\"per_address\"}"
+        ) >= 1
+    );
+}
+
+/// A connection carries `max_requests_per_connection` requests; the last answer says
+/// `Connection: close` and the connection closes.
+#[test]
+fn a_connection_closes_after_its_request_budget() {
+    let e = plain_edge(
+        &["http://127.0.0.1:9".into()],
+        "[edge.limits]\nmax_requests_per_connection = 3\n",
+    );
+    let addr = e.edge.unwrap();
+    let mut conn = RawConn::connect(addr, Duration::from_secs(5)).unwrap();
+    for i in 1..=3 {
+        let r = conn.get("/healthz").unwrap();
+        assert_eq!(r.status, 200);
+        let close = r
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        assert_eq!(
+            close,
+            i == 3,
+            "request {i}: connection {:?}",
+            r.header("connection")
+        );
+    }
+    assert!(
+        conn.closed_within(Duration::from_secs(2)),
+        "still open after its budget"
+    );
+    // A new connection is served as usual.
+    assert_eq!(get(addr, "/healthz").status, 200);
 }
 
 /// Issue #14: the edge never caches a body that ended early, including one whose end cannot

@@ -103,6 +103,9 @@ part_duration_ms = 500
 window_segments = 10
 [edge]
 prefetch = false
+[edge.limits]
+# 500 held requests below come from one address (loopback).
+max_connections_per_address = 1024
 "#;
 
 /// One RTMP stream with the defaults (CMAF + LL-HLS): every rule of §6.2.5 at the origin and

@@ -189,8 +189,18 @@ pub const MIN_MAX_HEADER_BYTES: usize = 8192;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLimits {
-    /// Connections served at once; further connections wait in the accept queue.
+    /// Connections served at once. When all are taken, the longest-idle keep-alive connection
+    /// is closed to admit a new client; one that finds nothing idle within
+    /// `header_read_timeout_ms` is closed.
     pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) may hold; at or above `max_connections`
+    /// it adds no limit. Over it, that address's own longest-idle connection makes room, or the
+    /// new one is refused. Raise it behind a proxy tier (all its connections come from its
+    /// address) or for load tests from one host.
+    pub max_connections_per_address: usize,
+    /// Requests one connection may carry; its last answer closes it (HTTP/1 `Connection:
+    /// close`, HTTP/2 GOAWAY), as nginx's `keepalive_requests`. Clients reconnect at once.
+    pub max_requests_per_connection: u32,
     /// Time allowed for a client to send the complete request head, in milliseconds.
     pub header_read_timeout_ms: u64,
     /// Largest request head accepted, in bytes; at least [`MIN_MAX_HEADER_BYTES`] (hyper's
@@ -510,6 +520,37 @@ mod tests {
             );
             let c =
                 Config::parse(&format!("[{section}.limits]\nmax_header_bytes = 8192\n")).unwrap();
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn connection_limits_are_validated_naming_key_and_value() {
+        for section in ["origin", "edge"] {
+            for (toml, key, value) in [
+                (
+                    "max_connections_per_address = 0",
+                    "max_connections_per_address",
+                    "0",
+                ),
+                (
+                    "max_requests_per_connection = 0",
+                    "max_requests_per_connection",
+                    "0",
+                ),
+            ] {
+                let c = Config::parse(&format!("[{section}.limits]\n{toml}\n")).unwrap();
+                let e = c.validate().unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("{section}.limits.{key}")) && e.contains(value),
+                    "{e}"
+                );
+            }
+            // The default per-address limit stays valid under a small listener.
+            let c = Config::parse(&format!(
+                "[{section}.limits]\nmax_connections = 16\nmax_requests_per_connection = 1\n"
+            ))
+            .unwrap();
             c.validate().unwrap();
         }
     }

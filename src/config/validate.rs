@@ -244,24 +244,40 @@ pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
 }
 
 pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
+    let key = |k: &str| format!("{prefix}.{k}");
     if l.max_connections == 0 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.max_connections"),
+        errors.push(ConfigError::invalid(
+            key("max_connections"),
             l.max_connections,
             "must be at least 1",
         ));
     }
+    // More than max_connections simply never binds (the default 256 stays valid when only
+    // max_connections is lowered).
+    check_range(
+        &mut errors,
+        key("max_connections_per_address"),
+        l.max_connections_per_address,
+        1..=1_000_000,
+    );
+    check_range(
+        &mut errors,
+        key("max_requests_per_connection"),
+        l.max_requests_per_connection,
+        1..=10_000_000,
+    );
     if l.header_read_timeout_ms == 0 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.header_read_timeout_ms"),
+        errors.push(ConfigError::invalid(
+            key("header_read_timeout_ms"),
             0,
             "must be > 0",
         ));
     }
     // Below hyper's minimum the server would silently use 8192: refuse instead of pretending.
     if !(MIN_MAX_HEADER_BYTES..=1024 * 1024).contains(&l.max_header_bytes) {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.max_header_bytes"),
+        errors.push(ConfigError::invalid(
+            key("max_header_bytes"),
             l.max_header_bytes,
             format!(
                 "must be {MIN_MAX_HEADER_BYTES}..=1048576 (the HTTP server cannot enforce less)"
@@ -269,13 +285,13 @@ pub(crate) fn validate_limits(prefix: &str, l: &HttpLimits) -> Result<(), Config
         ));
     }
     if l.drain_timeout_ms > 600_000 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.drain_timeout_ms"),
+        errors.push(ConfigError::invalid(
+            key("drain_timeout_ms"),
             l.drain_timeout_ms,
             "must be at most 600000",
         ));
     }
-    Ok(())
+    ConfigError::all(errors)
 }
 
 /// Names that end up in URLs and file paths (see [`crate::layout::valid_name`]).

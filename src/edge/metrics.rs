@@ -40,6 +40,8 @@ pub struct EdgeMetrics {
     held: Family<HeldLabels, Counter>,
     /// Bus announcement → a woken held request's response is ready, seconds.
     pub held_wake: Histogram,
+    /// The listener's connection slots (`zoomate_edge_http_connections_*`).
+    pub connections: crate::http::slots::ConnectionMetrics,
 }
 
 /// What a scrape reads from the rest of the edge.
@@ -56,6 +58,8 @@ impl EdgeMetrics {
     /// `origin_fetches` and `origin_failovers` are the upstream's counters (it increments them).
     pub fn new(origin_fetches: &Counter, origin_failovers: &Counter) -> EdgeMetrics {
         let mut registry = Registry::default();
+        let connections = crate::http::slots::ConnectionMetrics::default();
+        connections.register(&mut registry, "zoomate_edge");
         let requests = Family::<RequestLabels, Counter>::default();
         // prometheus-client appends `_total` to counters: names here are without it.
         registry.register(
@@ -144,6 +148,7 @@ impl EdgeMetrics {
             fill_retries,
             stale_served,
             bus_rejected,
+            connections,
         }
     }
 

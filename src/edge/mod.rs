@@ -143,6 +143,7 @@ impl EdgeServer {
         crate::http::serve(
             self.listener,
             limits,
+            edge.metrics.connections.clone(),
             move |req| handle(e.clone(), req),
             shutdown,
         )

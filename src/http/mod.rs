@@ -6,4 +6,5 @@ pub mod held;
 pub mod metrics;
 pub mod paths;
 pub mod server;
+pub mod slots;
 pub use server::{Body, serve};

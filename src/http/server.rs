@@ -1,9 +1,13 @@
 //! The HTTP accept loop shared by the origin and the edge: HTTP/1.1 and HTTP/2 (cleartext,
 //! prior knowledge, detected from the connection preface: LL-HLS clients multiplex their
-//! blocking reloads and part requests on one connection), a connection limit, a header read
-//! timeout and size limit, a bound on concurrent HTTP/2 streams, and a graceful drain on the
-//! shutdown signal.
+//! blocking reloads and part requests on one connection), fair connection slots ([`slots`]:
+//! a limit per listener and per client address, the longest-idle connection closed to admit a
+//! new client, a request budget per connection), a header read timeout and size limit, a bound
+//! on concurrent HTTP/2 streams, and a graceful drain on the shutdown signal.
+//!
+//! [`slots`]: super::slots
 
+use super::slots::{ConnectionMetrics, Reason, RequestGuard, SlotLimits, Slots};
 use crate::Shutdown;
 use crate::config::{HttpLimits, MIN_MAX_HEADER_BYTES};
 use bytes::Bytes;
@@ -14,7 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -22,6 +28,10 @@ use tokio::sync::Semaphore;
 /// Concurrent requests on one HTTP/2 connection (a player needs a handful; the connection limit
 /// bounds connections, this bounds what one connection can ask at once).
 pub const MAX_HTTP2_STREAMS: u32 = 128;
+
+/// Connections accepted and waiting for a slot at once; beyond this, new connections wait in
+/// the kernel's accept queue (the listener is full and nothing could be made idle in time).
+const MAX_PENDING_ADMISSIONS: usize = 64;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,18 +65,62 @@ async fn protocol_known_in_time(stream: &tokio::net::TcpStream, within: Duration
 /// Response body type used by every zoomate handler.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
+/// A response body that keeps its request counted as in flight until hyper is done writing it
+/// (dropped): a connection streaming an answer is busy, not idle.
+struct InFlightBody {
+    inner: Body,
+    _request: RequestGuard,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` fires, then lets in-flight requests finish
 /// for at most `limits.drain_timeout_ms`.
 ///
-/// Connections beyond `limits.max_connections` wait in the kernel's accept queue rather than
-/// being accepted and starved (mini-redis's semaphore pattern).
-pub async fn serve<H, F>(listener: TcpListener, limits: HttpLimits, handler: H, shutdown: Shutdown)
-where
+/// Every connection is accepted at once and given a slot ([`Slots`]): when all are taken, the
+/// longest-idle connection is closed to make room and the newcomer waits for its slot at most
+/// `limits.header_read_timeout_ms` (the time it has to send its request anyway), then is
+/// closed. Only when [`MAX_PENDING_ADMISSIONS`] newcomers are waiting do further ones wait in
+/// the kernel's accept queue. Counted in `metrics`.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    limits: HttpLimits,
+    metrics: ConnectionMetrics,
+    handler: H,
+    shutdown: Shutdown,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Slots::new(
+        SlotLimits {
+            max_connections: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            max_requests_per_connection: limits.max_requests_per_connection,
+        },
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_ADMISSIONS));
+    let connections = tokio_util::task::TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -85,10 +139,12 @@ where
         .max_pending_accept_reset_streams(Some(64))
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let drain = Duration::from_millis(limits.drain_timeout_ms);
     loop {
-        let permit = tokio::select! {
+        let waiting = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = pending.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -103,31 +159,90 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let fut = handler(req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let (handler, builder, slots, metrics, shutdown) = (
+            handler.clone(),
+            builder.clone(),
+            slots.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        connections.spawn(async move {
+            let slot = match slots.admit(peer.ip(), header_timeout).await {
+                Ok(slot) => slot,
+                Err(_) if shutdown.is_cancelled() => return,
+                Err(reason) => {
+                    metrics.refused(reason);
+                    match reason {
+                        Reason::PerAddress => tracing::debug!(%peer, "connection refused: its address holds its limit of busy connections"),
+                        _ => tracing::debug!(%peer, "connection refused: no slot became free in time"),
+                    }
+                    return;
+                }
+            };
+            drop(waiting);
+            let close = slot.connection().close_requested().clone();
             // hyper's version detection has no timeout of its own: a peer that sends nothing
             // (or a preface it never finishes) would hold a connection slot forever.
-            if !protocol_known_in_time(&stream, header_timeout).await {
-                tracing::debug!(%peer, "no request within the header timeout; closed");
-                drop(permit);
+            let known = tokio::select! {
+                k = protocol_known_in_time(&stream, header_timeout) => k,
+                _ = close.cancelled() => false,
+            };
+            if !known {
+                tracing::debug!(%peer, "no request within the header timeout (or closed to make room)");
                 return;
             }
+            let slot = Arc::new(slot);
+            let in_slot = slot.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let request = in_slot.begin_request();
+                let http1 = req.version() < http::Version::HTTP_2;
+                let fut = handler(req);
+                async move {
+                    let mut resp = fut.await;
+                    if request.is_last() {
+                        // The budget is spent: HTTP/1 is told so and closes after this answer;
+                        // the graceful close below sends HTTP/2 a GOAWAY.
+                        if http1 {
+                            resp.headers_mut().insert(
+                                http::header::CONNECTION,
+                                http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        request.retire();
+                    }
+                    Ok::<_, Infallible>(resp.map(|inner| InFlightBody {
+                        inner,
+                        _request: request,
+                    }))
+                }
+            });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = close.cancelled() => {
+                    // Evicted, budget spent or shutting down: what is in flight finishes (an
+                    // idle HTTP/1 connection closes at once), within the drain timeout.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(drain, conn.as_mut()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::debug!(%peer, "connection did not close in time after a graceful close; dropped");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "http connection ended with error");
             }
-            drop(permit);
+            drop(slot);
         });
     }
-    let drain = Duration::from_millis(limits.drain_timeout_ms);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    // The shutdown signal also asked every connection to close gracefully (their close tokens
+    // are its children); wait for them, at most the drain timeout.
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
     {

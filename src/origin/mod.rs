@@ -38,11 +38,15 @@ pub struct OriginMetrics {
     segment_requests: Counter,
     held: Family<HeldLabels, Counter>,
     held_wake: Histogram,
+    /// The listener's connection slots (`zoomate_origin_http_connections_*`).
+    connections: crate::http::slots::ConnectionMetrics,
 }
 
 impl Default for OriginMetrics {
     fn default() -> Self {
         let mut registry = Registry::default();
+        let connections = crate::http::slots::ConnectionMetrics::default();
+        connections.register(&mut registry, "zoomate_origin");
         let by_kind_status = Family::<RequestLabels, Counter>::default();
         // prometheus-client appends `_total` to counters: names here are without it.
         registry.register(
@@ -74,6 +78,7 @@ impl Default for OriginMetrics {
             segment_requests,
             held,
             held_wake,
+            connections,
         }
     }
 }
@@ -175,6 +180,7 @@ impl OriginServer {
         crate::http::serve(
             self.listener,
             self.limits,
+            state.metrics.connections.clone(),
             move |req| handle(state.clone(), req),
             shutdown,
         )
