@@ -244,14 +244,40 @@ pub struct RtmpConfig {
     pub listen: SocketAddr,
     /// RTMP application name publishers connect to (`rtmp://host/{app}/{stream}`).
     pub app: String,
-    /// Publisher connections at once (each may be a live stream with a full ladder).
+    /// Publishing connections at once (each may be a live stream with a full ladder); a publish
+    /// beyond it is refused.
     pub max_connections: usize,
+    /// Connections that have not published yet, at once. When all are taken, a new connection
+    /// cuts the oldest of them, so stalled handshakes cannot keep publishers out.
+    pub max_handshakes: usize,
+    /// Connections from one address (IPv6: one /64) at once, handshaking or publishing.
+    pub max_connections_per_address: usize,
     /// Time allowed for handshake + connect + publish, in milliseconds.
     pub handshake_timeout_ms: u64,
-    /// A publisher that sends nothing for this long is disconnected, in milliseconds.
+    /// A publisher that sends nothing for this long is disconnected, in milliseconds; also the
+    /// longest a publisher waits for room in its queue.
     pub idle_timeout_ms: u64,
-    /// Largest RTMP message accepted, in bytes (a video frame is one message).
+    /// Largest RTMP message accepted while publishing, in bytes (a video frame is one message).
     pub max_message_bytes: u32,
+    /// Largest RTMP message accepted before a publish is authorised, in bytes (commands only).
+    pub max_unpublished_message_bytes: u32,
+    /// FLV bytes queued per publisher between its connection and its pipeline (the audio sniff
+    /// included); a full queue makes the publisher wait.
+    pub max_publisher_queue_bytes: u32,
+    /// Bytes all RTMP connections together may hold (partial messages and publisher queues); a
+    /// connection that needs more is closed.
+    pub max_ingest_bytes: u64,
+    /// Failed publish attempts (wrong or missing key, unlisted stream) an address may make before
+    /// it has to wait.
+    pub auth_failures_before_backoff: u32,
+    /// The first wait after those, in milliseconds; it doubles with each further failure.
+    pub auth_backoff_initial_ms: u64,
+    /// The longest wait, in milliseconds.
+    pub auth_backoff_max_ms: u64,
+    /// An address's failures are forgotten after this long without one, in milliseconds.
+    pub auth_forget_after_ms: u64,
+    /// Addresses whose failures are remembered at most.
+    pub auth_max_addresses: usize,
     /// Stream name → key. When non-empty, only these streams may publish and each must present
     /// its key as `?key=SECRET` on the stream name (`rtmp://host/live/NAME?key=SECRET`).
     pub stream_keys: BTreeMap<String, String>,
@@ -590,6 +616,29 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("rtmp.stream_keys.cam") && !e.contains("abc"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rtmp_budgets_must_fit_each_other() {
+        let c = Config::parse(
+            "[rtmp]\nmax_message_bytes = 1048576\nmax_unpublished_message_bytes = 2097152\nmax_publisher_queue_bytes = 1048576\nmax_ingest_bytes = 1048576\n",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        for key in [
+            "rtmp.max_unpublished_message_bytes = \"2097152\"",
+            "rtmp.max_publisher_queue_bytes = \"1048576\"",
+            "rtmp.max_ingest_bytes = \"1048576\"",
+        ] {
+            assert!(e.contains(key), "{key} missing from: {e}");
+        }
+        let c = Config::parse("[rtmp]\nauth_backoff_initial_ms = 5000\nauth_backoff_max_ms = 1000\nmax_connections_per_address = 0\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("rtmp.auth_backoff_max_ms")
+                && e.contains("rtmp.max_connections_per_address"),
             "{e}"
         );
     }

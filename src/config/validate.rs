@@ -174,6 +174,79 @@ impl Config {
             r.max_message_bytes,
             4096..=256 * 1024 * 1024,
         );
+        if !(1024..=r.max_message_bytes).contains(&r.max_unpublished_message_bytes) {
+            errors.push(ConfigError::invalid(
+                "rtmp.max_unpublished_message_bytes",
+                r.max_unpublished_message_bytes,
+                "must be at least 1024 (a connect command) and at most rtmp.max_message_bytes",
+            ));
+        }
+        check_range(
+            &mut errors,
+            "rtmp.max_handshakes",
+            r.max_handshakes,
+            1..=100_000,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.max_connections_per_address",
+            r.max_connections_per_address,
+            1..=100_000,
+        );
+        // A queue must take the largest message as one FLV tag, and the whole budget one
+        // publisher at its fullest (a message in the parser, its queue full).
+        let largest_tag = u64::from(r.max_message_bytes)
+            + (crate::ingest::flv::TAG_HEADER_BYTES + crate::ingest::flv::PREVIOUS_TAG_SIZE_BYTES)
+                as u64;
+        if u64::from(r.max_publisher_queue_bytes) < largest_tag {
+            errors.push(ConfigError::invalid(
+                "rtmp.max_publisher_queue_bytes",
+                r.max_publisher_queue_bytes,
+                format!(
+                    "must hold the largest message as an FLV tag: at least rtmp.max_message_bytes + 15 = {largest_tag}"
+                ),
+            ));
+        }
+        let one_publisher = u64::from(r.max_message_bytes) + u64::from(r.max_publisher_queue_bytes);
+        if !(one_publisher..=1 << 40).contains(&r.max_ingest_bytes) {
+            errors.push(ConfigError::invalid(
+                "rtmp.max_ingest_bytes",
+                r.max_ingest_bytes,
+                format!(
+                    "must fit one publisher at its fullest (rtmp.max_message_bytes + rtmp.max_publisher_queue_bytes = {one_publisher}) and be at most 2^40"
+                ),
+            ));
+        }
+        check_range(
+            &mut errors,
+            "rtmp.auth_failures_before_backoff",
+            r.auth_failures_before_backoff,
+            0..=100,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_backoff_initial_ms",
+            r.auth_backoff_initial_ms,
+            1..=3_600_000,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_backoff_max_ms",
+            r.auth_backoff_max_ms,
+            r.auth_backoff_initial_ms..=86_400_000,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_forget_after_ms",
+            r.auth_forget_after_ms,
+            r.auth_backoff_max_ms..=7 * 86_400_000,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_max_addresses",
+            r.auth_max_addresses,
+            1..=1_000_000,
+        );
         for stream in r.stream_formats.keys() {
             errors.extend(validate_name(&format!("rtmp.stream_formats.{stream}"), stream).err());
         }
