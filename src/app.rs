@@ -165,6 +165,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         for planned in plan.streams.iter().cloned() {
             reg.start_configured(planned);
         }
+        let rtmp_metrics = rtmp.as_ref().map(|server| server.metrics());
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
                 Arc::new(RegistryPublishHandler(reg.clone()));
@@ -185,7 +186,12 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             });
         }
         let metrics_registry = reg.clone();
-        origin.set_ingest_metrics(Arc::new(move |r| metrics_registry.register_metrics(r)));
+        origin.set_ingest_metrics(Arc::new(move |r| {
+            metrics_registry.register_metrics(r);
+            if let Some(m) = &rtmp_metrics {
+                m.register(r);
+            }
+        }));
         origin.set_live_playlists(reg.live_playlists());
         serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
@@ -269,8 +275,12 @@ async fn sweep_store(config: &Config) -> Vec<std::path::PathBuf> {
 struct RegistryPublishHandler(Arc<StreamRegistry>);
 
 impl crate::ingest::rtmp::PublishHandler for RegistryPublishHandler {
-    fn on_publish(&self, stream: &str) -> Result<tokio::sync::mpsc::Sender<bytes::Bytes>, String> {
-        self.0.start_publish(stream)
+    fn on_publish(
+        &self,
+        stream: &str,
+        media: crate::ingest::rtmp::FlvReceiver,
+    ) -> Result<(), String> {
+        self.0.start_publish(stream, media)
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use zoomate::config::RtmpConfig;
-use zoomate::ingest::rtmp::{PublishHandler, RtmpServer};
+use zoomate::ingest::rtmp::{FlvReceiver, PublishHandler, RejectReason, RtmpMetrics, RtmpServer};
 
 /// Generous bound for anything that should happen "soon" (never a timing assertion).
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ enum Mode {
     Record,
     /// Refuse with this reason.
     Refuse(&'static str),
-    /// Accept with a one-slot channel that nobody reads (a stuck pipeline).
+    /// Accept and never read (a stuck pipeline).
     Hold,
 }
 
@@ -48,32 +48,30 @@ struct Recorder {
     dir: PathBuf,
     calls: Mutex<Vec<String>>,
     mode: Mode,
-    held: Mutex<Vec<mpsc::Receiver<Bytes>>>,
+    held: Mutex<Vec<FlvReceiver>>,
     ended: mpsc::UnboundedSender<Ended>,
 }
 
 impl PublishHandler for Recorder {
-    fn on_publish(&self, stream: &str) -> Result<mpsc::Sender<Bytes>, String> {
+    fn on_publish(&self, stream: &str, mut media: FlvReceiver) -> Result<(), String> {
         self.calls.lock().unwrap().push(stream.to_string());
         match self.mode {
             Mode::Refuse(reason) => return Err(reason.to_string()),
             Mode::Hold => {
-                let (tx, rx) = mpsc::channel::<Bytes>(1);
-                self.held.lock().unwrap().push(rx);
-                return Ok(tx);
+                self.held.lock().unwrap().push(media);
+                return Ok(());
             }
             Mode::Record => {}
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
         let path = self.dir.join(format!("{stream}.flv"));
         let ended = self.ended.clone();
         let stream = stream.to_string();
         tokio::spawn(async move {
             let mut file = tokio::fs::File::create(&path).await.expect("create flv");
             let mut bytes = 0;
-            while let Some(chunk) = rx.recv().await {
-                bytes += chunk.len();
-                file.write_all(&chunk).await.expect("write flv");
+            while let Some(chunk) = media.recv().await {
+                bytes += chunk.bytes().len();
+                file.write_all(chunk.bytes()).await.expect("write flv");
             }
             file.flush().await.expect("flush flv");
             let _ = ended.send(Ended {
@@ -82,12 +80,13 @@ impl PublishHandler for Recorder {
                 bytes,
             });
         });
-        Ok(tx)
+        Ok(())
     }
 }
 
 struct Harness {
     addr: std::net::SocketAddr,
+    metrics: RtmpMetrics,
     shutdown: zoomate::Shutdown,
     server: tokio::task::JoinHandle<()>,
     recorder: Arc<Recorder>,
@@ -105,6 +104,7 @@ impl Harness {
         edit(&mut config);
         let server = RtmpServer::bind(&config).await.expect("bind rtmp");
         let addr = server.local_addr();
+        let metrics = server.metrics();
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let recorder = Arc::new(Recorder {
             dir: dir.path().to_path_buf(),
@@ -117,6 +117,7 @@ impl Harness {
         let server = tokio::spawn(server.run(recorder.clone(), shutdown.clone()));
         Harness {
             addr,
+            metrics,
             shutdown,
             server,
             recorder,
@@ -268,9 +269,22 @@ struct Client {
     session: ClientSession,
 }
 
+/// A TCP connection to `dst` from `src` (127.0.0.2, … are loopback too).
+async fn tcp_from(src: [u8; 4], dst: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((src, 0)))
+        .expect("bind source address");
+    socket.connect(dst).await.expect("connect")
+}
+
 impl Client {
     async fn connect(addr: std::net::SocketAddr) -> Client {
-        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        Client::connect_from([127, 0, 0, 1], addr).await
+    }
+
+    async fn connect_from(src: [u8; 4], addr: std::net::SocketAddr) -> Client {
+        let mut sock = tcp_from(src, addr).await;
         let mut handshake = Handshake::new(PeerType::Client);
         sock.write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
             .await
@@ -658,15 +672,22 @@ async fn idle_publisher_is_disconnected_and_its_stream_ends() {
 
 #[tokio::test]
 async fn a_stuck_consumer_backpressures_until_the_idle_timeout() {
-    let h = Harness::start(|c| c.idle_timeout_ms = 500, Mode::Hold).await;
+    // A queue of 4 KiB: the FLV header and two 2 KiB tags fit, the third waits.
+    let h = Harness::start(
+        |c| {
+            c.idle_timeout_ms = 500;
+            c.max_publisher_queue_bytes = 4096;
+        },
+        Mode::Hold,
+    )
+    .await;
     let mut client = Client::connect(h.addr).await;
     client.connect_app("live").await;
     assert!(client.publish("stuck").await);
-    // The FLV header fills the one slot; the first tag waits, then the server gives up.
-    for i in 0..3 {
-        client
-            .video(&[0x27, 1, 0, 0, 0, i], u32::from(i) * 33)
-            .await;
+    for i in 0..3u8 {
+        let mut body = vec![0x27, 1, 0, 0, 0];
+        body.resize(2000, i);
+        client.video(&body, u32::from(i) * 33).await;
     }
     expect_closed_by_server(&mut client.sock, "backpressured").await;
     let mut rx = h
@@ -676,46 +697,221 @@ async fn a_stuck_consumer_backpressures_until_the_idle_timeout() {
         .unwrap()
         .pop()
         .expect("handler was called");
-    assert_eq!(
-        rx.recv().await.as_deref(),
-        Some(&zoomate::ingest::flv::header()[..])
+    let header = rx.recv().await.expect("the FLV header");
+    assert_eq!(&header.bytes()[..], &zoomate::ingest::flv::header()[..]);
+    for _ in 0..2 {
+        let tag = rx.recv().await.expect("a queued tag");
+        assert_eq!(tag.bytes().len(), 11 + 2000 + 4);
+    }
+    assert!(
+        rx.recv().await.is_none(),
+        "the third tag never fit; the queue ends when the connection closes"
     );
-    assert_eq!(
-        rx.recv().await,
-        None,
-        "the sender is dropped when the connection closes"
-    );
+    drop(header);
+    assert_eq!(h.metrics.rejected(RejectReason::QueueStalled), 1);
+    assert_eq!(h.metrics.ingest_bytes(), 0, "every queued byte came back");
 }
 
 #[tokio::test]
-async fn connection_limit_closes_excess_connections() {
-    let h = Harness::start(|c| c.max_connections = 1, Mode::Record).await;
+async fn publisher_limit_refuses_excess_publishes_but_not_their_handshakes() {
+    let mut h = Harness::start(|c| c.max_connections = 1, Mode::Record).await;
     let mut first = Client::connect(h.addr).await;
     first.connect_app("live").await;
-    let mut second = TcpStream::connect(h.addr).await.unwrap();
-    expect_closed_by_server(&mut second, "excess").await;
-    // The first is still served.
     assert!(first.publish("one").await);
+    // A second connection gets its handshake and connect, but not a publish.
+    let mut second = Client::connect(h.addr).await;
+    second.connect_app("live").await;
+    assert!(!second.publish("two").await, "one publisher at a time");
+    assert_eq!(h.metrics.rejected(RejectReason::PublisherLimit), 1);
+    // The first is still served.
+    first.video(&[0x17, 0, 0, 0, 0], 0).await;
     drop(first);
-    // Its slot frees once it is gone.
+    // Its slot frees once its connection task is over (the stream's end says so).
+    assert_eq!(h.next_ended().await.stream, "one");
     let mut third = None;
     for _ in 0..50 {
-        let mut s = TcpStream::connect(h.addr).await.unwrap();
-        let mut hs = Handshake::new(PeerType::Client);
-        s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-            .await
-            .unwrap();
-        let mut b = [0u8; 1];
-        if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await {
-            third = Some(s);
+        let mut c = Client::connect(h.addr).await;
+        c.connect_app("live").await;
+        if c.publish("three").await {
+            third = Some(c);
             break;
         }
-        // Retry interval of this bounded wait for the slot to free (the event is the answer).
+        // Retry interval of this bounded wait for the task to finish (the answer is the event).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         third.is_some(),
-        "a new connection is served once the first has gone"
+        "a publish is accepted once the first has gone"
+    );
+}
+
+#[tokio::test]
+async fn a_large_message_before_publish_is_refused_at_its_header() {
+    let h = Harness::start(|c| c.handshake_timeout_ms = 120_000, Mode::Record).await;
+    let mut client = Client::connect(h.addr).await;
+    // No connect, no publish: Set Chunk Size to the maximum, then 16 MiB − 1 announced.
+    let mut bytes = vec![
+        0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+    ];
+    bytes.extend_from_slice(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
+    let _ = client.sock.write_all(&bytes).await;
+    expect_closed_by_server(&mut client.sock, "announcing 16 MiB").await;
+    assert_eq!(
+        h.metrics
+            .rejected(RejectReason::MessageTooLargeBeforePublish),
+        1
+    );
+    assert_eq!(h.metrics.ingest_bytes(), 0);
+    assert!(h.calls().is_empty());
+}
+
+#[tokio::test]
+async fn the_ingest_budget_closes_the_connection_that_would_exceed_it() {
+    // Two publishers whose pipelines are stuck: the first fills its queue; the second then
+    // finds the shared budget full and is closed; the first is not.
+    let h = Harness::start(
+        |c| {
+            c.max_message_bytes = 16 * 1024;
+            c.max_publisher_queue_bytes = 64 * 1024;
+            c.max_ingest_bytes = 96 * 1024;
+            c.idle_timeout_ms = 120_000;
+        },
+        Mode::Hold,
+    )
+    .await;
+    let mut tag = vec![0x27, 1, 0, 0, 0];
+    tag.resize(8000, 0);
+    let mut first = Client::connect(h.addr).await;
+    first.connect_app("live").await;
+    assert!(first.publish("a").await);
+    for i in 0..10 {
+        first.video(&tag, i * 33).await;
+    }
+    // Wait until the first queue is full (8 tags of about 8 KiB): the budget shows it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while h.metrics.ingest_bytes() < 60 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first queue should fill"
+        );
+        // Poll interval of this bounded wait for the server to read what was sent.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = Client::connect(h.addr).await;
+    second.connect_app("live").await;
+    assert!(second.publish("b").await);
+    for i in 0..10 {
+        second.video(&tag, i * 33).await;
+    }
+    expect_closed_by_server(&mut second.sock, "over the ingest budget").await;
+    assert_eq!(h.metrics.rejected(RejectReason::IngestBudget), 1);
+    assert!(h.metrics.ingest_bytes() <= 96 * 1024);
+    // The first is still connected: nothing to read, and no close.
+    let mut probe = [0u8; 1];
+    let still_open =
+        tokio::time::timeout(Duration::from_millis(200), first.sock.read(&mut probe)).await;
+    assert!(
+        still_open.is_err(),
+        "the first publisher was not disconnected"
+    );
+}
+
+#[tokio::test]
+async fn one_address_gets_its_share_of_connections() {
+    let h = Harness::start(|c| c.max_connections_per_address = 2, Mode::Record).await;
+    let _a = tcp_from([127, 0, 0, 2], h.addr).await;
+    let _b = tcp_from([127, 0, 0, 2], h.addr).await;
+    let mut third = tcp_from([127, 0, 0, 2], h.addr).await;
+    expect_closed_by_server(&mut third, "third from one address").await;
+    assert_eq!(h.metrics.rejected(RejectReason::AddressLimit), 1);
+    // Another address is served.
+    let mut other = Client::connect(h.addr).await;
+    other.connect_app("live").await;
+    assert!(other.publish("other").await);
+}
+
+#[tokio::test]
+async fn stalled_handshakes_are_cut_for_newcomers_and_publishers_never_are() {
+    let mut h = Harness::start(
+        |c| {
+            c.max_handshakes = 4;
+            c.max_connections_per_address = 100;
+        },
+        Mode::Record,
+    )
+    .await;
+    let mut early = Client::connect(h.addr).await;
+    early.connect_app("live").await;
+    assert!(early.publish("early").await);
+    // Ten connections that send C0 and stall, from ten addresses.
+    let mut stalled = Vec::new();
+    for i in 0..10u8 {
+        let mut s = tcp_from([127, 0, 0, 10 + i], h.addr).await;
+        s.write_all(&[3]).await.unwrap();
+        stalled.push(s);
+    }
+    // Every newcomer beyond the fourth cut the oldest: the first six are closed.
+    for (i, s) in stalled.iter_mut().take(6).enumerate() {
+        expect_closed_by_server(s, &format!("stalled handshake {i}")).await;
+    }
+    assert_eq!(h.metrics.rejected(RejectReason::HandshakeCut), 6);
+    // A new publisher gets in (cutting one more), and the early one was never cut.
+    let out = ffmpeg_publish(&h.url("live/late")).await;
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let late = h.next_ended().await;
+    assert_eq!(late.stream, "late");
+    assert_h264_aac(&late.path, 2);
+    early.video(&[0x17, 0, 0, 0, 0, 0xaa], 0).await;
+    drop(early);
+    let early = h.next_ended().await;
+    assert_eq!(early.stream, "early");
+    assert_eq!(
+        early.bytes,
+        13 + 11 + 6 + 4,
+        "the early publisher's tag arrived"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn key_guessing_is_throttled_per_address() {
+    let logs = LogBuf::default();
+    let _guard = logs.install();
+    let h = Harness::start(
+        |c| {
+            c.stream_keys.insert("cam".into(), "Sup3rSecret".into());
+            c.auth_failures_before_backoff = 3;
+            c.auth_backoff_initial_ms = 60_000;
+        },
+        Mode::Record,
+    )
+    .await;
+    // Ten wrong keys from 127.0.0.2: three are checked, then the address must wait.
+    for i in 0..10 {
+        let mut c = Client::connect_from([127, 0, 0, 2], h.addr).await;
+        c.connect_app("live").await;
+        assert!(!c.publish(&format!("cam?key=Guess{i}")).await);
+    }
+    assert_eq!(h.metrics.rejected(RejectReason::BadKey), 4);
+    assert_eq!(h.metrics.rejected(RejectReason::Throttled), 6);
+    // While it waits, even the right key is not checked from that address…
+    let mut c = Client::connect_from([127, 0, 0, 2], h.addr).await;
+    c.connect_app("live").await;
+    assert!(!c.publish("cam?key=Sup3rSecret").await);
+    assert_eq!(h.metrics.rejected(RejectReason::Throttled), 7);
+    // … and other addresses are not affected.
+    let mut good = Client::connect(h.addr).await;
+    good.connect_app("live").await;
+    assert!(good.publish("cam?key=Sup3rSecret").await);
+    assert_eq!(h.calls(), ["cam"]);
+    let text = logs.text();
+    assert!(text.contains("limit=throttled"), "{text}");
+    assert!(
+        !text.contains("Sup3rSecret") && !text.contains("Guess"),
+        "keys must never be logged: {text}"
     );
 }
 

@@ -1,5 +1,6 @@
 //! Live input. Each source ends as raw media inside a transcode pipeline:
-//! - [`rtmp`]: publishers (ffmpeg, OBS, GStreamer `rtmp2sink`) → FLV bytes → `appsrc ! flvdemux`;
+//! - [`rtmp`]: publishers (ffmpeg, OBS, GStreamer `rtmp2sink`) → FLV bytes → `appsrc ! flvdemux`,
+//!   within memory budgets and connection slots no one peer can exhaust;
 //! - [`rtp`]: MPEG-TS over RTP and H.264 (+AAC/Opus) RTP described by an SDP file are pipeline
 //!   sources in `pipelines/`; this module checks SDP files and guards the RTP sockets;
 //! - the test pattern is a pure pipeline source.

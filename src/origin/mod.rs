@@ -119,14 +119,14 @@ struct OriginState {
     vod_dir: PathBuf,
     live_playlist_max_age_s: u64,
     metrics: OriginMetrics,
-    /// More `/metrics` text from the ingest side (RTP counters), set once before serving.
+    /// More `/metrics` text from the ingest side (RTP and RTMP counters), set once before serving.
     ingest_metrics: std::sync::OnceLock<IngestMetrics>,
     /// The sessions' newest playlists (set once before serving; absent: disk only).
     live_playlists: std::sync::OnceLock<Arc<LivePlaylists>>,
     held: Arc<HeldBudget>,
 }
 
-/// Registers the ingest side's metrics (RTP counters), read at scrape time, into a registry.
+/// Registers the ingest side's metrics (RTP and RTMP counters), read at scrape time, into a registry.
 pub type IngestMetrics = Arc<dyn Fn(&mut Registry) + Send + Sync>;
 
 /// A bound, not yet running origin server.

@@ -6,17 +6,16 @@ use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::config::{Config, StreamSource};
 use crate::http::metrics::{Counter, Family, Registry};
+use crate::ingest::rtmp::FlvReceiver;
 use crate::ingest::rtp::RtpCounters;
 use crate::plan::PlannedStream;
 use crate::store::Janitor;
 use crate::transcode::Templates;
-use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 /// Labels of `zoomate_rtp_datagrams_total`.
@@ -26,8 +25,6 @@ struct RtpLabels {
     outcome: &'static str,
 }
 
-/// FLV chunks buffered between the RTMP connection and the pipeline's appsrc.
-const PUBLISH_CHANNEL_CAPACITY: usize = 256;
 /// Pause before restarting a configured stream whose pipeline failed.
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -161,8 +158,9 @@ impl StreamRegistry {
             .clone()
     }
 
-    /// A publisher wants to push `stream`. Returns where its FLV bytes go, or why not.
-    pub fn start_publish(self: &Arc<Self>, stream: &str) -> Result<mpsc::Sender<Bytes>, String> {
+    /// A publisher wants to push `stream`: a session reads `media` (bounded in bytes by the
+    /// ingest). `Err` says why not.
+    pub fn start_publish(self: &Arc<Self>, stream: &str, media: FlvReceiver) -> Result<(), String> {
         if self.shutdown.is_cancelled() {
             return Err("server is shutting down".into());
         }
@@ -176,18 +174,17 @@ impl StreamRegistry {
             .templates
             .render("source-rtmp", &[])
             .map_err(|e| e.to_string())?;
-        let (tx, rx) = mpsc::channel(PUBLISH_CHANNEL_CAPACITY);
         let ctx = self.context(stream);
         let shutdown = self.shutdown.clone();
         let stream = stream.to_string();
         self.tasks.spawn(async move {
             let _guard = guard;
-            match run_session(ctx, source, Some(rx), shutdown).await {
+            match run_session(ctx, source, Some(media), shutdown).await {
                 Ok(()) => tracing::info!(stream, "publish session ended"),
                 Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
             }
         });
-        Ok(tx)
+        Ok(())
     }
 
     /// Runs a configured source (test pattern, RTP) until shutdown, restarting it on failure.

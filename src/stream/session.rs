@@ -11,14 +11,13 @@ use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::{Config, SegmentFormat};
+use crate::ingest::rtmp::{FlvChunk, FlvReceiver};
 use crate::layout;
 use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Where bus announcements go (the app wires this to the bus publisher; tests may collect).
@@ -105,7 +104,7 @@ pub(super) fn now_ms() -> i64 {
 pub async fn run_session(
     ctx: SessionContext,
     mut source_description: String,
-    mut input: Option<mpsc::Receiver<Bytes>>,
+    mut input: Option<FlvReceiver>,
     shutdown: Shutdown,
 ) -> Result<(), SessionError> {
     // A pushed FLV stream may carry no audio at all; a ladder waiting for audio would stall.
@@ -150,15 +149,21 @@ pub async fn run_session(
     let mut input_open = input.is_some();
     if let (Some(mut rx), Some(appsrc)) = (input, pipeline.appsrc()) {
         tokio::task::spawn_blocking(move || {
+            // Each chunk's room in the publisher queue comes back once appsrc has it (appsrc
+            // bounds what it holds itself: max-bytes in the pipeline template).
+            let push = |chunk: FlvChunk| {
+                let (bytes, _room) = chunk.into_parts();
+                appsrc.push_buffer(gst::Buffer::from_slice(bytes)).is_ok()
+            };
+            let mut pushing = true;
             for chunk in prebuffer {
-                if appsrc.push_buffer(gst::Buffer::from_slice(chunk)).is_err() {
-                    break;
+                if pushing {
+                    pushing = push(chunk);
                 }
             }
-            while let Some(chunk) = rx.blocking_recv() {
-                if appsrc.push_buffer(gst::Buffer::from_slice(chunk)).is_err() {
-                    break; // flushing: the pipeline is going down
-                }
+            while pushing && let Some(chunk) = rx.blocking_recv() {
+                // Not pushed: flushing, the pipeline is going down.
+                pushing = push(chunk);
             }
             let _ = appsrc.end_of_stream();
             let _ = input_done_tx.send(());
@@ -299,30 +304,68 @@ const SNIFF_MAX_VIDEO_TAGS: usize = 60;
 /// Longest wait for the first tags.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Reads the start of an FLV byte stream (one header, then one tag per chunk, as the RTMP
-/// ingest sends it) until an audio tag appears, enough video has passed without one, or the
-/// timeout. Returns whether audio was seen and the chunks read (to be pushed first).
-async fn sniff_flv_audio(rx: &mut mpsc::Receiver<Bytes>) -> (bool, Vec<Bytes>) {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
-    let mut chunks = Vec::new();
-    let mut video_tags = 0;
-    while video_tags < SNIFF_MAX_VIDEO_TAGS {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(chunk)) => {
-                let kind = chunk.first().copied();
-                chunks.push(chunk);
-                match kind {
-                    Some(crate::ingest::flv::TAG_AUDIO) => return (true, chunks),
-                    Some(crate::ingest::flv::TAG_VIDEO) => video_tags += 1,
-                    _ => {}
-                }
-            }
-            // Publisher gone or silent: keep the default (audio) layout; nothing to lose.
-            Ok(None) => return (true, chunks),
-            Err(_) => return (video_tags == 0, chunks),
+/// The audio sniff's decision, fed one FLV chunk at a time (pure). Bounded in tags and in
+/// bytes: it holds at most half the publisher queue, so the publisher can always send the
+/// tags it is waiting for (what it holds still counts against the queue).
+#[derive(Debug)]
+struct AudioSniff {
+    max_bytes: usize,
+    bytes: usize,
+    video_tags: usize,
+}
+
+impl AudioSniff {
+    fn new(queue_bytes: u32) -> AudioSniff {
+        AudioSniff {
+            max_bytes: queue_bytes as usize / 2,
+            bytes: 0,
+            video_tags: 0,
         }
     }
-    (false, chunks)
+
+    /// Takes a chunk (its first byte is the FLV tag type); `Some(has_audio)` once decided.
+    fn push(&mut self, first_byte: Option<u8>, len: usize) -> Option<bool> {
+        self.bytes = self.bytes.saturating_add(len);
+        match first_byte {
+            Some(crate::ingest::flv::TAG_AUDIO) => return Some(true),
+            Some(crate::ingest::flv::TAG_VIDEO) => self.video_tags += 1,
+            _ => {}
+        }
+        if self.video_tags >= SNIFF_MAX_VIDEO_TAGS {
+            return Some(false);
+        }
+        // Enough held without audio: decide as on a timeout.
+        (self.bytes >= self.max_bytes).then_some(self.video_tags == 0)
+    }
+
+    /// The publisher went silent (timeout): audio is assumed unless video came without it.
+    fn timed_out(&self) -> bool {
+        self.video_tags == 0
+    }
+}
+
+/// Reads the start of an FLV byte stream (one header, then one tag per chunk, as the RTMP
+/// ingest sends it) until an audio tag appears, enough video has passed without one (in tags or
+/// bytes), or the timeout. Returns whether audio was seen and the chunks read (to be pushed
+/// first).
+async fn sniff_flv_audio(rx: &mut FlvReceiver) -> (bool, Vec<FlvChunk>) {
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let mut sniff = AudioSniff::new(rx.max_bytes());
+    let mut chunks = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(chunk)) => {
+                let decided = sniff.push(chunk.bytes().first().copied(), chunk.bytes().len());
+                chunks.push(chunk);
+                if let Some(has_audio) = decided {
+                    return (has_audio, chunks);
+                }
+            }
+            // Publisher gone: keep the default (audio) layout; nothing to lose.
+            Ok(None) => return (true, chunks),
+            Err(_) => return (sniff.timed_out(), chunks),
+        }
+    }
 }
 
 pub(super) struct SessionState {
@@ -431,4 +474,45 @@ async fn handle_event(
         PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::flv::{TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+
+    #[test]
+    fn the_sniff_decides_on_audio_on_enough_video_or_on_bytes() {
+        let mut s = AudioSniff::new(1000);
+        assert_eq!(s.push(Some(b'F'), 13), None, "the FLV header");
+        assert_eq!(s.push(Some(TAG_SCRIPT), 50), None);
+        assert_eq!(s.push(Some(TAG_VIDEO), 50), None);
+        assert_eq!(s.push(Some(TAG_AUDIO), 10), Some(true));
+
+        let mut s = AudioSniff::new(u32::MAX);
+        let decided: Vec<_> = (0..SNIFF_MAX_VIDEO_TAGS)
+            .map(|_| s.push(Some(TAG_VIDEO), 10))
+            .collect();
+        assert_eq!(
+            decided.last(),
+            Some(&Some(false)),
+            "60 video tags, no audio"
+        );
+        assert!(
+            decided[..SNIFF_MAX_VIDEO_TAGS - 1]
+                .iter()
+                .all(Option::is_none)
+        );
+    }
+
+    #[test]
+    fn the_sniff_holds_at_most_half_the_queue() {
+        // Two 16 MiB video tags in a 32 MiB queue: decided at the first, which fills half.
+        let mut s = AudioSniff::new(32 << 20);
+        assert_eq!(s.push(Some(TAG_VIDEO), 16 << 20), Some(false));
+        // Bytes without any video: nothing learnt, audio assumed.
+        let mut s = AudioSniff::new(100);
+        assert_eq!(s.push(Some(TAG_SCRIPT), 60), Some(true));
+        assert!(AudioSniff::new(100).timed_out());
+    }
 }

@@ -1,0 +1,169 @@
+//! Publish authorisation: is this stream name allowed, with this key? Pure: the config and the
+//! request in, the bare stream name or a [`PublishRejection`] out. Keys are compared in
+//! constant time, and no rejection carries the presented key (rejections are logged).
+
+use crate::config::RtmpConfig;
+use subtle::ConstantTimeEq;
+
+/// Why a publish request was refused. Never carries the presented key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRejection {
+    #[error("invalid stream name")]
+    InvalidName,
+    #[error("stream is not in rtmp.stream_keys")]
+    NotAllowed,
+    #[error("missing stream key")]
+    MissingKey,
+    #[error("wrong stream key")]
+    WrongKey,
+    #[error("handler refused: {0}")]
+    Handler(String),
+}
+
+impl PublishRejection {
+    /// Whether this looks like guessing (a name or key that does not match the config): such
+    /// failures count towards the address's backoff. A refusal by the handler (stream already
+    /// live, shutting down) does not.
+    pub fn is_guess(&self) -> bool {
+        !matches!(self, PublishRejection::Handler(_))
+    }
+}
+
+/// Splits `name?query` into the name and the query (empty when absent).
+pub(super) fn split_query(s: &str) -> (&str, &str) {
+    s.split_once('?').unwrap_or((s, ""))
+}
+
+/// The value of `param` in an `a=1&b=2` query, if present.
+fn query_param<'a>(query: &'a str, param: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == param).then_some(v)
+    })
+}
+
+/// Checks a publish request against the configuration and returns the bare stream name.
+///
+/// `publish_name` is the name from the `publish` command (`cam?key=SECRET` with ffmpeg and OBS);
+/// `app_query` is whatever followed `?` in the `connect` app name (some clients put the query
+/// there: `rtmp://host/live?key=SECRET/cam`). The key in the publish name wins. Keys are
+/// compared in constant time.
+pub fn authorize_publish(
+    config: &RtmpConfig,
+    app_query: &str,
+    publish_name: &str,
+) -> Result<String, PublishRejection> {
+    let (name, query) = split_query(publish_name);
+    if !crate::config::is_valid_name(name) {
+        return Err(PublishRejection::InvalidName);
+    }
+    if !config.stream_keys.is_empty() {
+        // Look the name up first: an unlisted stream is refused whatever key it presents.
+        let expected = config
+            .stream_keys
+            .get(name)
+            .ok_or(PublishRejection::NotAllowed)?;
+        let presented = query_param(query, "key")
+            .or_else(|| query_param(app_query, "key"))
+            .ok_or(PublishRejection::MissingKey)?;
+        let matches: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
+        if !matches {
+            return Err(PublishRejection::WrongKey);
+        }
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed() -> RtmpConfig {
+        let mut c = RtmpConfig::default();
+        c.stream_keys.insert("cam".into(), "s3cret".into());
+        c
+    }
+
+    #[test]
+    fn open_server_accepts_any_valid_name_and_strips_the_query() {
+        let c = RtmpConfig::default();
+        assert_eq!(authorize_publish(&c, "", "cam").unwrap(), "cam");
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=whatever").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "../etc"),
+            Err(PublishRejection::InvalidName)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", ""),
+            Err(PublishRejection::InvalidName)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "a/b"),
+            Err(PublishRejection::InvalidName)
+        );
+    }
+
+    #[test]
+    fn keyed_server_checks_name_then_key() {
+        let c = keyed();
+        assert_eq!(authorize_publish(&c, "", "cam?key=s3cret").unwrap(), "cam");
+        assert_eq!(
+            authorize_publish(&c, "", "cam?foo=1&key=s3cret").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=wrong"),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key=s3cre"),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam?key="),
+            Err(PublishRejection::WrongKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "cam"),
+            Err(PublishRejection::MissingKey)
+        );
+        assert_eq!(
+            authorize_publish(&c, "", "other?key=s3cret"),
+            Err(PublishRejection::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn key_may_come_with_the_app_name() {
+        let c = keyed();
+        assert_eq!(authorize_publish(&c, "key=s3cret", "cam").unwrap(), "cam");
+        assert_eq!(
+            authorize_publish(&c, "key=wrong", "cam"),
+            Err(PublishRejection::WrongKey)
+        );
+        // The publish name's key wins over the app's.
+        assert_eq!(
+            authorize_publish(&c, "key=s3cret", "cam?key=wrong"),
+            Err(PublishRejection::WrongKey)
+        );
+    }
+
+    #[test]
+    fn rejections_never_show_the_key() {
+        let c = keyed();
+        for name in ["cam?key=hunter2", "other?key=hunter2"] {
+            let e = authorize_publish(&c, "", name).unwrap_err();
+            assert!(!e.to_string().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn only_name_and_key_failures_count_as_guesses() {
+        assert!(PublishRejection::WrongKey.is_guess());
+        assert!(PublishRejection::NotAllowed.is_guess());
+        assert!(!PublishRejection::Handler("stream is already live".into()).is_guess());
+    }
+}
