@@ -3,8 +3,10 @@
 //!   within memory budgets and connection slots no one peer can exhaust;
 //! - [`rtp`]: MPEG-TS over RTP and H.264 (+AAC/Opus) RTP described by an SDP file are pipeline
 //!   sources in `pipelines/`; this module checks SDP files and guards the RTP sockets;
-//! - the test pattern is a pure pipeline source.
+//! - the test pattern is a pure pipeline source;
+//! - [`memory`]: freed memory handed back to the system after a peer made us hold a lot.
 
 pub mod flv;
+pub mod memory;
 pub mod rtmp;
 pub mod rtp;

@@ -183,6 +183,9 @@ impl StreamRegistry {
                 Ok(()) => tracing::info!(stream, "publish session ended"),
                 Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
             }
+            // A pipeline torn down frees its buffers (and a publisher may have filled its
+            // queue): give the memory back.
+            crate::ingest::memory::trim_soon();
         });
         Ok(())
     }

@@ -140,6 +140,8 @@ pub(super) struct Connection {
     guard: ChunkGuard,
     /// What the parser holds (the message in progress), charged to the ingest budget.
     parser_charge: Charge,
+    /// The most the parser held at once: a large one asks for memory back at the end.
+    peak_held: u64,
 }
 
 impl Connection {
@@ -160,6 +162,7 @@ impl Connection {
             publishing: None,
             guard,
             parser_charge,
+            peak_held: 0,
         }
     }
 
@@ -178,6 +181,7 @@ impl Connection {
         // The stream ends here, whatever happens to the socket next.
         self.publishing = None;
         self.parser_charge.try_resize(0);
+        crate::ingest::memory::after_large_free(self.peak_held);
         let Err(e) = result else { return };
         let counted = e.reject_reason();
         if let Some(reason) = counted {
@@ -329,6 +333,7 @@ impl Connection {
                 limit: self.shared.ingest_budget.limit(),
             });
         }
+        self.peak_held = self.peak_held.max(bytes);
         Ok(())
     }
 
