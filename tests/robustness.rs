@@ -400,3 +400,273 @@ fn a_start_sweeps_what_a_crash_left_in_the_store_and_keeps_what_is_listed() {
         "the sweep is logged"
     );
 }
+
+// ---- RTMP: memory, slots and key guessing no one peer can exhaust (docs/RELIABILITY.md) ----
+
+/// A `zoomate_rtmp_rejected_total` count from the origin's `/metrics` (0 when absent).
+fn rtmp_rejected(z: &Zoomate, reason: &str) -> f64 {
+    metric(
+        z.origin.unwrap(),
+        &format!("zoomate_rtmp_rejected_total{{reason=\"{reason}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Memory of the zoomate process around an attack, in MiB; printed for docs/RELIABILITY.md.
+struct RssFigures {
+    pid: u32,
+    before: f64,
+}
+
+impl RssFigures {
+    fn start(z: &Zoomate) -> RssFigures {
+        let pid = z.child.id();
+        common::rtmp::reset_peak_rss(pid);
+        RssFigures {
+            pid,
+            before: common::rtmp::rss_mib(pid),
+        }
+    }
+
+    fn peak_growth(&self) -> f64 {
+        common::rtmp::peak_rss_mib(self.pid) - self.before
+    }
+
+    fn growth(&self) -> f64 {
+        common::rtmp::rss_mib(self.pid) - self.before
+    }
+
+    /// Growth once it is below `below` MiB, or after `within` whatever it is then (printed
+    /// before any assertion, so a failing run still gives its figures).
+    fn settled_growth(&self, below: f64, within: Duration) -> f64 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let g = self.growth();
+            if g < below || std::time::Instant::now() > deadline {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn report(&self, scenario: &str, after: f64) {
+        eprintln!(
+            "RSS {scenario}: before {:.0} MiB, peak +{:.0} MiB, after +{:.0} MiB (anonymous now {:.0} MiB)",
+            self.before,
+            self.peak_growth(),
+            after,
+            common::rtmp::proc_status_kib(self.pid, "RssAnon") as f64 / 1024.0
+        );
+    }
+}
+
+#[test]
+fn rtmp_large_messages_before_publish_are_refused_before_they_are_buffered() {
+    use common::rtmp::*;
+    let z = Zoomate::start("origin", TEST_LADDER);
+    let rtmp = z.rtmp.unwrap();
+    let rss = RssFigures::start(&z);
+    // 20 connections (5 each from 4 addresses), none publishing, all at once: each announces a
+    // 16 MiB − 1 video message and tries to send it.
+    const CONNECTIONS: usize = 20;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CONNECTIONS));
+    let attackers: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut peer =
+                    RtmpPeer::handshake(loopback(2 + (i % 4) as u8), rtmp).expect("handshake");
+                barrier.wait();
+                let _ = peer.sock.write_all(&huge_message_header());
+                let sent = write_until_refused(&mut peer.sock, 16 * 1024 * 1024);
+                let closed = closed_by_server(&mut peer.sock, Duration::from_secs(30));
+                (sent, closed)
+            })
+        })
+        .collect();
+    let results: Vec<(usize, bool)> = attackers.into_iter().map(|a| a.join().unwrap()).collect();
+    let peak = rss.peak_growth();
+    let after = rss.settled_growth(8.0, Duration::from_secs(20));
+    rss.report("20 connections x 16 MiB message before publish", after);
+    for (i, (sent, closed)) in results.iter().enumerate() {
+        assert!(
+            *closed && *sent < 16 * 1024 * 1024,
+            "connection {i}: the server should cut it at the header, not after {sent} bytes"
+        );
+    }
+    assert!(
+        peak < 16.0,
+        "20 refused messages made zoomate hold {peak:.0} MiB more"
+    );
+    assert!(after < 8.0, "{after:.0} MiB still held after the attack");
+    assert_eq!(
+        rtmp_rejected(&z, "message_too_large_before_publish"),
+        CONNECTIONS as f64
+    );
+    let log = strip_ansi(&z.log());
+    assert!(
+        log.contains("reason=message_too_large_before_publish"),
+        "one log line names the reason: {log}"
+    );
+}
+
+#[test]
+fn rtmp_publisher_flooding_huge_messages_is_held_to_its_budget() {
+    use common::rtmp::*;
+    // Publishing is open (the default). A short idle timeout: a publisher whose queue stays
+    // full is cut after it.
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp]\nidle_timeout_ms = 3000\n"),
+    );
+    // Memory is compared with a process that has run a pipeline already (codecs and plugins
+    // loaded once stay resident; that is not what the attack costs).
+    let mut warm_up = ffmpeg_publish(&z.rtmp_url("warmup"), "320x240", 2, 30);
+    assert!(warm_up.wait().unwrap().success());
+    z.wait_sessions_over("warmup", 1);
+    let rss = RssFigures::start(&z);
+    let mut peer = RtmpPeer::handshake(loopback(2), z.rtmp.unwrap()).expect("handshake");
+    assert!(peer.connect_app("live") && peer.publish("flood"));
+    // A server that stops reading must not hang the test.
+    peer.sock
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // 100 video messages of 16 MiB − 1 (an AVC NAL unit header, then zeros), as fast as the
+    // server takes them.
+    let mut body = vec![0u8; (1 << 24) - 1];
+    body[..5].copy_from_slice(&[0x17, 0x01, 0, 0, 0]);
+    let body = bytes::Bytes::from(body);
+    let mut sent = 0;
+    for i in 0..100u32 {
+        if peer.video(body.clone(), i * 33).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let closed = closed_by_server(&mut peer.sock, Duration::from_secs(60));
+    drop(peer);
+    z.wait_sessions_over("flood", 1);
+    let peak = rss.peak_growth();
+    let after = rss.settled_growth(48.0, Duration::from_secs(20));
+    rss.report(
+        &format!("publisher, {sent} of 100 messages of 16 MiB taken"),
+        after,
+    );
+    assert!(closed, "the flooding publisher is disconnected");
+    assert!(
+        peak < 256.0,
+        "one publisher made zoomate hold {peak:.0} MiB more (budget: one message + a 32 MiB queue)"
+    );
+    assert!(after < 48.0, "{after:.0} MiB still held after the attack");
+}
+
+#[test]
+fn rtmp_stalled_connections_from_one_address_do_not_lock_out_a_publisher() {
+    use common::rtmp::*;
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp]\nmax_connections = 20\n"),
+    );
+    let rtmp = z.rtmp.unwrap();
+    // 20 connections from one address that start a handshake (C0 + C1) and stall.
+    let stalled: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect_from(loopback(2), rtmp);
+            let mut c0c1 = vec![0u8; 1537];
+            c0c1[0] = 3;
+            let _ = s.write_all(&c0c1);
+            s
+        })
+        .collect();
+    // The server answers those it admitted (S0 + S1 + S2) and closes the others at once.
+    let refused = stalled
+        .iter()
+        .filter(|s| closed_by_server_before_answering(s))
+        .count();
+    let mut good = ffmpeg_publish(&z.rtmp_url("good"), "640x360", 4, 30);
+    let status = good.wait().unwrap();
+    assert!(
+        status.success(),
+        "the publisher was locked out; log:\n{}",
+        z.log()
+    );
+    z.wait_sessions_over("good", 1);
+    let text = get(z.origin.unwrap(), "/live/good/180p/index.m3u8").text();
+    let listed: f64 = parse_media_playlist(&text)
+        .segments
+        .iter()
+        .map(|s| s.0)
+        .sum();
+    assert!(
+        listed >= 3.0,
+        "good stream incomplete ({listed} s):\n{text}"
+    );
+    assert_eq!(
+        refused, 12,
+        "8 connections per address (the default), the rest refused"
+    );
+    assert_eq!(rtmp_rejected(&z, "address_limit"), 12.0);
+    drop(stalled);
+}
+
+/// Reads what the server sends on a fresh connection: `true` if it closed without a byte
+/// (refused), `false` once it answers (admitted).
+fn closed_by_server_before_answering(mut s: &std::net::TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("the server neither answered nor closed a connection")
+        }
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn rtmp_key_guessing_is_throttled_per_address_and_counted() {
+    use common::rtmp::*;
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp.stream_keys]\ncam = \"Sup3rSecret-key\"\n"),
+    );
+    let rtmp = z.rtmp.unwrap();
+    // 30 wrong keys from 127.0.0.2, one connection each, as fast as the server answers.
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        let mut peer = RtmpPeer::handshake(loopback(2), rtmp).expect("handshake");
+        assert!(peer.connect_app("live"));
+        assert!(
+            !peer.publish(&format!("cam?key=guess-{i:04}")),
+            "a wrong key is never accepted"
+        );
+    }
+    let took = started.elapsed();
+    let checked = rtmp_rejected(&z, "bad_key");
+    let throttled = rtmp_rejected(&z, "throttled");
+    eprintln!(
+        "key guessing: 30 attempts in {:.1} s, {checked} checked, {throttled} refused unchecked",
+        took.as_secs_f64()
+    );
+    assert_eq!(checked + throttled, 30.0, "every attempt is counted");
+    // 3 free failures, then waits of 1 s, 2 s, 4 s …: few more are checked, the rest refused.
+    assert!(
+        checked <= 10.0 && throttled >= 20.0,
+        "{checked} guesses checked in {took:?}"
+    );
+    // The right key from another address still works.
+    let mut good = ffmpeg_publish(&z.rtmp_url("cam?key=Sup3rSecret-key"), "640x360", 3, 30);
+    assert!(good.wait().unwrap().success(), "log:\n{}", z.log());
+    z.wait_sessions_over("cam", 1);
+    let log = z.log();
+    assert!(
+        !log.contains("guess-0") && !log.contains("Sup3rSecret"),
+        "keys never appear in the log"
+    );
+}

@@ -2,6 +2,8 @@
 //! to it with real HTTP, publish with real ffmpeg, inspect with real ffprobe.
 #![allow(dead_code)]
 
+pub mod rtmp;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,7 +216,10 @@ fn spawn_ready(
         .append(true)
         .open(stderr_log)
         .expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
+    // TEST_ZOOMATE_BIN runs the tests against another build (e.g. main's, to measure it).
+    let binary = std::env::var_os("TEST_ZOOMATE_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_zoomate").into());
+    let mut child = Command::new(binary)
         .args([
             "--config",
             config_path.to_str().expect("utf8"),
@@ -345,6 +350,17 @@ pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Respo
 
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     get_with(addr, path, &[])
+}
+
+/// The value of one `/metrics` series (`name{labels}` exactly as exposed), if present.
+pub fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    get(addr, "/metrics").text().lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Polls until `f` returns Some, or panics after `timeout` with `what`.
