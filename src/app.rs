@@ -126,6 +126,8 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
 
     if roles.origin() {
         crate::transcode::init()?;
+        // Peers make the origin allocate large blocks: give them back when freed.
+        crate::ingest::memory::map_large_blocks();
         let origin = crate::origin::OriginServer::bind(&config)
             .await
             .map_err(|source| AppError::Bind {

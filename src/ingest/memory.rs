@@ -1,11 +1,13 @@
 //! Giving freed memory back to the system after a peer made us hold a lot of it.
 //!
-//! glibc's malloc keeps freed memory for reuse, and after large blocks (16 MiB messages) have
-//! been freed it raises its mmap threshold, so later ones come from the heap as well: after an
-//! attack the process stayed hundreds of MiB above where it was, with nothing in use.
-//! `malloc_trim(0)` hands the free pages back (docs/RELIABILITY.md has the figures with and
-//! without). It walks the heap, so it runs off the runtime's workers and at most once per
-//! [`MIN_TRIM_INTERVAL`]; small frees do not ask for it.
+//! glibc's malloc keeps freed memory for reuse, and after a large block (a 16 MiB message) has
+//! been freed it raises its mmap threshold to that size, so later large blocks come from the
+//! heap and stay resident when freed. Two measures, measured (docs/RELIABILITY.md): a fixed
+//! mmap threshold ([`map_large_blocks`]), so every large block is its own mapping and goes back
+//! when freed (this is what brings RSS back after a flood of big messages), and
+//! `malloc_trim(0)` after large frees and after each publish session (it gives back the heap a
+//! session's pipeline left, about 10 MiB). The trim walks the heap, so it runs off the runtime's
+//! workers and at most once per [`MIN_TRIM_INTERVAL`]; small frees do not ask for it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -53,6 +55,24 @@ pub fn trim_soon() {
         let _ = tokio::task::spawn_blocking(trim_now).await;
     });
 }
+
+/// Blocks at least this large get their own mapping, returned to the system when freed.
+pub const MMAP_THRESHOLD_BYTES: i32 = 1024 * 1024;
+
+/// Makes large blocks (peer messages, FLV tags of big frames) their own mappings from now on:
+/// glibc's threshold is otherwise raised to the largest block freed so far (up to 32 MiB), so
+/// after one 16 MiB message every later one comes from the heap and stays resident when freed.
+/// Setting it fixes it. Process-wide; the origin calls it once at start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn map_large_blocks() {
+    // SAFETY: mallopt only changes an allocator parameter; M_MMAP_THRESHOLD takes a byte count.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn map_large_blocks() {}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_now() {
