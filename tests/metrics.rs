@@ -3,6 +3,11 @@
 //! Label escaping is the crate's, checked by `edge::metrics`' unit tests: origin ids that would
 //! need it are refused at config time and on the bus.
 //!
+//! While a stream runs, the per-segment latency histograms (encode → announce at the origin,
+//! announce → cached and first byte at the edge) move between two scrapes, and every family
+//! follows Prometheus naming (`zoomate_` prefix, snake case, `_total` counters, histograms
+//! in base units).
+//!
 //! The parser comes from `scripts/setup-test-venv` (`make test` runs it).
 
 mod common;
@@ -11,6 +16,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const PARSE: &str = r#"
 import json, sys
@@ -24,6 +30,7 @@ print(json.dumps(out))
 "#;
 
 struct Sample {
+    family: String,
     family_type: String,
     name: String,
     labels: HashMap<String, String>,
@@ -62,6 +69,7 @@ fn parse_with_prometheus_client(body: &str) -> Vec<Sample> {
         .expect("array")
         .iter()
         .map(|s| Sample {
+            family: s["family"].as_str().unwrap_or_default().to_string(),
             family_type: s["type"].as_str().unwrap_or_default().to_string(),
             name: s["name"].as_str().unwrap_or_default().to_string(),
             labels: s["labels"]
@@ -172,5 +180,133 @@ fn every_status_is_counted_in_text_the_official_parser_reads() {
             &[("origin", &format!("http://{origin}"))]
         )
         .is_some()
+    );
+}
+
+/// A small CMAF + LL-HLS ladder on the built-in test pattern: segments and parts every second.
+const LIVE: &str = r#"
+[rtmp]
+enabled = false
+[ladder]
+segment_duration_ms = 1000
+[[ladder.renditions]]
+name = "180p"
+width = 320
+height = 180
+video_bitrate_kbps = 200
+[hls]
+part_duration_ms = 500
+[[streams]]
+name = "demo"
+source = "test-pattern"
+width = 320
+height = 180
+"#;
+
+/// `_count` of histogram `name` for `kind`, 0 when the series is not there yet.
+fn histogram_count(samples: &[Sample], name: &str, kind: &str) -> f64 {
+    find(samples, &format!("{name}_count"), &[("kind", kind)]).map_or(0.0, |s| s.value)
+}
+
+/// Prometheus naming: snake case under `zoomate_`, counters end in `_total`, histograms are in
+/// base units, no gauge pretends to be a counter.
+fn assert_naming(samples: &[Sample], role: &str) {
+    for s in samples {
+        let f = &s.family;
+        assert!(
+            f.starts_with("zoomate_")
+                && f.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{role}: family {f} is not snake case under zoomate_"
+        );
+        match s.family_type.as_str() {
+            "counter" => assert!(
+                s.name == format!("{f}_total"),
+                "{role}: counter sample {} is not {f}_total",
+                s.name
+            ),
+            "histogram" => assert!(
+                f.ends_with("_seconds") || f.ends_with("_bytes"),
+                "{role}: histogram {f} is not in base units (_seconds, _bytes)"
+            ),
+            "gauge" => assert!(
+                !f.ends_with("_total"),
+                "{role}: gauge {f} named like a counter"
+            ),
+            other => panic!("{role}: family {f} has type {other}"),
+        }
+    }
+}
+
+#[test]
+fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conventions() {
+    let z = Zoomate::start("run", LIVE);
+    let (origin, edge) = (z.origin.unwrap(), z.edge.unwrap());
+    let playlist = "/live/demo/180p/index.m3u8";
+    wait_for(
+        Duration::from_secs(30),
+        "the demo playlist at the edge",
+        || (get(edge, playlist).status == 200).then_some(()),
+    );
+    let (first_o, first_e) = (scrape(origin), scrape(edge));
+    assert_naming(&first_o, "origin");
+    assert_naming(&first_e, "edge");
+    let moved = |o: &[Sample], e: &[Sample]| {
+        [
+            histogram_count(o, "zoomate_origin_encode_to_announce_seconds", "segment")
+                > histogram_count(
+                    &first_o,
+                    "zoomate_origin_encode_to_announce_seconds",
+                    "segment",
+                ),
+            histogram_count(o, "zoomate_origin_encode_to_announce_seconds", "part")
+                > histogram_count(
+                    &first_o,
+                    "zoomate_origin_encode_to_announce_seconds",
+                    "part",
+                ),
+            histogram_count(e, "zoomate_edge_announce_to_cached_seconds", "segment")
+                > histogram_count(
+                    &first_e,
+                    "zoomate_edge_announce_to_cached_seconds",
+                    "segment",
+                ),
+            histogram_count(e, "zoomate_edge_announce_to_cached_seconds", "part")
+                > histogram_count(&first_e, "zoomate_edge_announce_to_cached_seconds", "part"),
+            histogram_count(e, "zoomate_edge_first_byte_seconds", "playlist")
+                > histogram_count(&first_e, "zoomate_edge_first_byte_seconds", "playlist"),
+            histogram_count(e, "zoomate_edge_first_byte_seconds", "segment")
+                > histogram_count(&first_e, "zoomate_edge_first_byte_seconds", "segment"),
+        ]
+    };
+    let (second_o, second_e) = wait_for(
+        Duration::from_secs(20),
+        "every latency histogram to count more samples",
+        || {
+            // A viewer: the playlist, then its newest segment.
+            let text = get(edge, playlist).text();
+            if let Some(seg) = text
+                .lines()
+                .rev()
+                .find(|l| !l.starts_with('#') && !l.is_empty())
+            {
+                get(edge, &format!("/live/demo/180p/{seg}"));
+            }
+            let (o, e) = (scrape(origin), scrape(edge));
+            moved(&o, &e).iter().all(|m| *m).then_some((o, e))
+        },
+    );
+    assert_naming(&second_o, "origin");
+    assert_naming(&second_e, "edge");
+    // Buckets are cumulative up to +Inf = _count.
+    let inf = find(
+        &second_e,
+        "zoomate_edge_first_byte_seconds_bucket",
+        &[("kind", "playlist"), ("le", "+Inf")],
+    )
+    .expect("+Inf bucket");
+    assert_eq!(
+        inf.value,
+        histogram_count(&second_e, "zoomate_edge_first_byte_seconds", "playlist")
     );
 }

@@ -36,6 +36,8 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
+        // Bus messages carry no send time: announce → cached is measured from here.
+        let arrived = std::time::Instant::now();
         if let Err(reason) = judge.judge(
             &delivery.endpoint,
             &delivery.topic,
@@ -78,7 +80,7 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                     .invalidate(&layout::live_manifest_uri(&stream))
                     .await;
                 if edge.config.prefetch {
-                    prefetch(&edge, stream, uri, origin_id);
+                    prefetch(&edge, stream, uri, origin_id, "segment", arrived);
                 }
             }
             BusEvent::PartReady {
@@ -98,7 +100,7 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                     crate::packaging::PlaylistEnd::part(media_sequence, part_index),
                 );
                 if edge.config.prefetch {
-                    prefetch(&edge, stream, uri, origin_id);
+                    prefetch(&edge, stream, uri, origin_id, "part", arrived);
                 }
             }
             BusEvent::PlaylistUpdated {
@@ -159,8 +161,16 @@ pub(super) fn reject(edge: &Edge, reason: trust::Rejection, source: &str, what: 
 }
 
 /// Pulls an announced segment into the cache from the origin that announced it (never from
-/// another: the announcement vouches only for its own origin's copy).
-fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
+/// another: the announcement vouches only for its own origin's copy). `label` (`segment`,
+/// `part`) and `announced` (its arrival) time it into `zoomate_edge_announce_to_cached_seconds`.
+fn prefetch(
+    edge: &Arc<Edge>,
+    stream: String,
+    uri: String,
+    origin_id: String,
+    label: &'static str,
+    announced: std::time::Instant,
+) {
     let Ok(permit) = edge.prefetch_permits.clone().try_acquire_owned() else {
         edge.metrics.prefetch_skipped.inc();
         return;
@@ -176,7 +186,7 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
             return;
         }
         e.metrics.prefetches.inc();
-        if let Err(err) = fetch_into_cache(
+        match fetch_into_cache(
             &e,
             &stream,
             &uri,
@@ -188,7 +198,8 @@ fn prefetch(edge: &Arc<Edge>, stream: String, uri: String, origin_id: String) {
         )
         .await
         {
-            tracing::debug!(uri, error = %err, "prefetch failed");
+            Ok(_) => e.metrics.announce_to_cached(label, announced),
+            Err(err) => tracing::debug!(uri, error = %err, "prefetch failed"),
         }
     });
 }

@@ -5,7 +5,8 @@
 use super::balancer::OriginSet;
 use crate::bus::subscriber::SubscriberStats;
 use crate::http::metrics::{
-    Counter, Family, Gauge, HeldLabels, Histogram, Registry, RequestLabels,
+    Counter, Family, Gauge, HeldLabels, Histogram, KindHistograms, KindLabels, Registry,
+    RequestLabels,
 };
 use crate::http::paths::ResourceKind;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +41,10 @@ pub struct EdgeMetrics {
     held: Family<HeldLabels, Counter>,
     /// Bus announcement → a woken held request's response is ready, seconds.
     pub held_wake: Histogram,
+    /// A viewer's request arrived → its response head is ready, by resource kind.
+    first_byte: KindHistograms,
+    /// A segment or part announcement arrived → the object is in the cache (prefetch), by kind.
+    announce_to_cached: KindHistograms,
     /// The listener's connection slots (`zoomate_edge_http_connections_*`).
     pub connections: crate::http::slots::ConnectionMetrics,
 }
@@ -133,7 +138,24 @@ impl EdgeMetrics {
             "Bus announcement of a part to the response of a request held for it",
             held_wake.clone(),
         );
+        let first_byte = crate::http::metrics::kind_histograms();
+        registry.register(
+            "zoomate_edge_first_byte_seconds",
+            "A viewer's request arriving to its response head being ready (the body is in memory \
+             and follows at once), by resource kind; held LL-HLS requests included",
+            first_byte.clone(),
+        );
+        let announce_to_cached = crate::http::metrics::kind_histograms();
+        registry.register(
+            "zoomate_edge_announce_to_cached_seconds",
+            "A segment or part announcement arriving at the edge's bus listener to the object \
+             being in the edge cache (prefetched from the announcing origin), by kind; from \
+             arrival, as bus messages carry no send time",
+            announce_to_cached.clone(),
+        );
         EdgeMetrics {
+            first_byte,
+            announce_to_cached,
             held,
             held_wake,
             registry,
@@ -157,6 +179,20 @@ impl EdgeMetrics {
         self.requests
             .get_or_create(&RequestLabels::new(kind, status))
             .inc();
+    }
+
+    /// A viewer's response of `kind` is ready, `since` its request arrived.
+    pub fn first_byte(&self, kind: ResourceKind, since: std::time::Instant) {
+        self.first_byte
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .observe(since.elapsed().as_secs_f64());
+    }
+
+    /// A prefetch of a `kind` (`segment` or `part`) announced at `since` is in the cache.
+    pub fn announce_to_cached(&self, kind: &'static str, since: std::time::Instant) {
+        self.announce_to_cached
+            .get_or_create(&KindLabels { kind })
+            .observe(since.elapsed().as_secs_f64());
     }
 
     /// A bus event refused, as `zoomate_edge_bus_rejected_total{reason}`. `reason` should be one

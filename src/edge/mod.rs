@@ -154,7 +154,25 @@ impl EdgeServer {
     }
 }
 
+/// Times every media request from arrival to its response head
+/// (`zoomate_edge_first_byte_seconds`), then handles it.
 async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
+    let arrived = std::time::Instant::now();
+    // The kind from the file name alone: operator routes and unroutable paths have none.
+    let kind = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .and_then(ResourceKind::from_file_name);
+    let resp = handle_request(edge.clone(), req).await;
+    if let Some(kind) = kind {
+        edge.metrics.first_byte(kind, arrived);
+    }
+    resp
+}
+
+async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     // 1. route
     let method = req.method().clone();
     let path = req.uri().path().to_string();

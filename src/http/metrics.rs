@@ -47,6 +47,28 @@ pub fn wake_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 14))
 }
 
+/// Labels of the per-resource latency histograms: the resource kind (`ResourceKind::label`,
+/// or `part` for an LL-HLS part): a fixed handful of values.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// A histogram per resource kind, every one with [`latency_buckets`].
+pub type KindHistograms = Family<KindLabels, Histogram, fn() -> Histogram>;
+
+/// Buckets of the per-segment latency histograms (encode → announce, announce → cached,
+/// first byte): 0.5 ms .. ~16 s, wide enough for a held LL-HLS request (up to 3 target
+/// durations) at the top and a cache hit at the bottom.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// An empty [`KindHistograms`].
+pub fn kind_histograms() -> KindHistograms {
+    Family::new_with_constructor(latency_histogram as fn() -> Histogram)
+}
+
 /// Encodes `registries` one after another (each family appears once overall: the registries
 /// must not share names).
 pub fn encode(registries: &[&Registry]) -> String {

@@ -40,6 +40,8 @@ pub(super) struct WrittenPart {
     pub(super) independent: bool,
     pub(super) byte_size: u64,
     pub(super) program_date_time_ms: i64,
+    /// When the session heard the part was written (encode → announce starts here).
+    pub(super) written_at: tokio::time::Instant,
 }
 
 /// CMAF: a rendition's first part or segment of a session publishes the session's init
@@ -113,6 +115,7 @@ pub(super) async fn publish_part(
         part.program_date_time_ms,
         part.duration_ms,
     );
+    ctx.delays.observe_announce("part", Some(part.written_at));
     (ctx.announce)(BusEvent::PartReady {
         stream: ctx.stream.clone(),
         rendition: rendition.to_string(),
@@ -168,6 +171,7 @@ async fn publish_segment(
     duration_ms: u64,
     pdt_ms: i64,
 ) -> Result<(), SessionError> {
+    let complete_at = st.closed_at.remove(staged);
     let Some(sequence) = lock(&ctx.timeline).next_sequence(rendition) else {
         tracing::warn!(stream = %ctx.stream, rendition, "fragment for a rendition outside the ladder; dropped");
         return Ok(());
@@ -260,6 +264,7 @@ async fn publish_segment(
             renditions,
         });
     }
+    ctx.delays.observe_announce("segment", complete_at);
     (ctx.announce)(BusEvent::SegmentReady {
         stream: ctx.stream.clone(),
         rendition: rendition.to_string(),

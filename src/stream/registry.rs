@@ -285,6 +285,12 @@ impl StreamRegistry {
             "An LL-HLS part's last frame captured to the part listed and announced",
             self.delays.part.clone(),
         );
+        registry.register(
+            "zoomate_origin_encode_to_announce_seconds",
+            "A segment or part file reported complete by its writer to its bus announcement \
+             (promote, list, playlists written), by kind",
+            self.delays.encode_to_announce.clone(),
+        );
         let map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
             return;

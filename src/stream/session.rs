@@ -66,6 +66,9 @@ pub struct SessionContext {
 pub struct PublishDelays {
     pub segment: crate::http::metrics::Histogram,
     pub part: crate::http::metrics::Histogram,
+    /// The writer's "file complete" event received → the bus announcement, by kind
+    /// (`segment`, `part`): promote, list, write playlists; the origin's own share.
+    pub encode_to_announce: crate::http::metrics::KindHistograms,
 }
 
 impl Default for PublishDelays {
@@ -73,6 +76,7 @@ impl Default for PublishDelays {
         PublishDelays {
             segment: crate::http::metrics::wake_histogram(),
             part: crate::http::metrics::wake_histogram(),
+            encode_to_announce: crate::http::metrics::kind_histograms(),
         }
     }
 }
@@ -82,6 +86,15 @@ impl PublishDelays {
     pub fn observe(h: &crate::http::metrics::Histogram, pdt_ms: i64, duration_ms: u64) {
         let late_ms = now_ms() - (pdt_ms + duration_ms as i64);
         h.observe(late_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Observes the time since the writer reported the file complete (`kind`: segment, part).
+    pub fn observe_announce(&self, kind: &'static str, complete_at: Option<Instant>) {
+        if let Some(at) = complete_at {
+            self.encode_to_announce
+                .get_or_create(&crate::http::metrics::KindLabels { kind })
+                .observe(at.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -194,6 +207,7 @@ pub async fn run_session(
         inits: HashMap::new(),
         init_name: layout::VOD_INIT_SEGMENT.into(),
         figures: SessionFigures::default(),
+        closed_at: HashMap::new(),
     };
     let session_started = Instant::now();
     let result = loop {
@@ -384,6 +398,9 @@ pub(super) struct SessionState {
     /// caches never see an init segment change under one name.
     pub(super) init_name: String,
     pub(super) figures: SessionFigures,
+    /// When the writer reported each closed fragment complete (by its staging location), for
+    /// `zoomate_origin_encode_to_announce_seconds`; taken out when the segment is published.
+    pub(super) closed_at: HashMap<PathBuf, Instant>,
 }
 
 async fn handle_event(
@@ -444,6 +461,7 @@ async fn handle_event(
             running_time_ns,
             exact_end,
         } => {
+            st.closed_at.insert(location.clone(), Instant::now());
             if let Some(done) =
                 st.assembler
                     .closed(&rendition, location, running_time_ns, exact_end)
@@ -468,6 +486,7 @@ async fn handle_event(
                 independent,
                 byte_size,
                 program_date_time_ms: pdt,
+                written_at: Instant::now(),
             };
             publish_part(ctx, st, &rendition, written).await?;
         }
