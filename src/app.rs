@@ -69,6 +69,9 @@ pub struct BoundAddrs {
 pub struct RunningApp {
     pub addrs: BoundAddrs,
     pub registry: Option<Arc<StreamRegistry>>,
+    /// What a hot reload can change in this process (without the log filter, which `main`
+    /// owns).
+    pub reload_targets: crate::reload::ReloadTargets,
     /// Stage 1: ingest listeners, stopped by the shutdown signal itself.
     ingest: TaskTracker,
     /// Stage 4: HTTP servers and the edge's background services, stopped by `http_stop`.
@@ -123,6 +126,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
     };
     let mut registry = None;
     let mut publisher_handle = None;
+    let mut reload_targets = crate::reload::ReloadTargets::default();
 
     if roles.origin() {
         crate::transcode::init()?;
@@ -168,6 +172,8 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             reg.start_configured(planned);
         }
         let rtmp_metrics = rtmp.as_ref().map(|server| server.metrics());
+        reload_targets.stream_keys = rtmp.as_ref().map(|server| server.stream_keys());
+        reload_targets.registry = Some(reg.clone());
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
                 Arc::new(RegistryPublishHandler(reg.clone()));
@@ -226,12 +232,18 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 source,
             })?;
         addrs.edge_http = Some(edge.local_addr());
+        let own_origins = match (roles.origin(), addrs.origin_http) {
+            (true, Some(o)) => vec![format!("http://{o}")],
+            _ => Vec::new(),
+        };
+        reload_targets.edge = Some(edge.reload_handle(own_origins));
         serving.spawn(edge.run(http_stop.clone()));
     }
 
     Ok(RunningApp {
         addrs,
         registry,
+        reload_targets,
         ingest,
         serving,
         http_stop,

@@ -25,6 +25,7 @@
 //!   metrics).
 //! - [`vod`]       — files in, complete HLS/DASH assets out (same aligned ladder as live).
 //! - [`app`]       — wires the roles together and owns the one shutdown, carried out in stages.
+//! - [`reload`]    — hot reload (SIGHUP): the config checked again, its live keys applied.
 
 pub mod app;
 pub mod bus;
@@ -36,6 +37,7 @@ pub mod layout;
 pub mod origin;
 pub mod packaging;
 pub mod plan;
+pub mod reload;
 pub mod store;
 pub mod stream;
 pub mod transcode;

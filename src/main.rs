@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use zoomate::config::{Config, LogFormat, apply_env_overrides};
 use zoomate::plan::Plan;
+use zoomate::reload::LogLevelSetter;
 
 #[derive(Parser)]
 #[command(
@@ -100,13 +101,21 @@ enum BusCommand {
 /// Parses, applies overrides, validates and resolves: every problem is reported here, before
 /// any runtime, thread or port exists.
 fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Plan, zoomate::config::ConfigError> {
-    let mut config = match file.or(cli.config.as_ref()) {
+    load_config_from(file.or(cli.config.as_ref()), cli.log_format.as_deref())
+}
+
+/// [`load_config`] from its parts: what a hot reload calls again.
+fn load_config_from(
+    file: Option<&PathBuf>,
+    log_format: Option<&str>,
+) -> Result<Plan, zoomate::config::ConfigError> {
+    let mut config = match file {
         Some(path) => Config::from_file(path)?,
         None => Config::embedded_default(),
     };
     apply_env_overrides(&mut config, std::env::vars())?;
-    if let Some(f) = &cli.log_format {
-        config.log.format = match f.as_str() {
+    if let Some(f) = log_format {
+        config.log.format = match f {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
             other => {
@@ -121,16 +130,40 @@ fn load_config(cli: &Cli, file: Option<&PathBuf>) -> Result<Plan, zoomate::confi
     Plan::resolve(config)
 }
 
-fn init_tracing(config: &Config) {
+/// Installs the logger; returns what sets its filter again on a reload (`log.level`, validated
+/// by the config like every other key).
+fn init_tracing(config: &Config) -> LogLevelSetter {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            level_setter(handle)
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            level_setter(handle)
+        }
     }
+}
+
+fn level_setter<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+) -> LogLevelSetter
+where
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>: Send + Sync,
+{
+    std::sync::Arc::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 fn main() -> ExitCode {
@@ -182,7 +215,12 @@ fn main() -> ExitCode {
         eprintln!("zoomate: {e}");
         return ExitCode::from(2);
     }
-    init_tracing(&plan.config);
+    let log_level = init_tracing(&plan.config);
+    // A reload reads the same file with the same overrides, checked by the same code.
+    let (file, log_format) = (cli.config.clone(), cli.log_format.clone());
+    let loader: zoomate::reload::ConfigLoader = std::sync::Arc::new(move || {
+        load_config_from(file.as_ref(), log_format.as_deref()).map(|p| p.config)
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,7 +231,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(plan, command, cli.print_ready)) {
+    match runtime.block_on(run(plan, command, cli.print_ready, loader, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -203,7 +241,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(plan: Plan, command: &Command, print_ready: bool) -> anyhow::Result<()> {
+async fn run(
+    plan: Plan,
+    command: &Command,
+    print_ready: bool,
+    loader: zoomate::reload::ConfigLoader,
+    log_level: LogLevelSetter,
+) -> anyhow::Result<()> {
     let config = plan.config.clone();
     let shutdown = zoomate::Shutdown::new();
     spawn_signal_handler(shutdown.clone());
@@ -309,9 +353,15 @@ async fn run(plan: Plan, command: &Command, print_ready: bool) -> anyhow::Result
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };
+    let running = plan.config.clone();
     let app = zoomate::app::start(plan, roles, shutdown.clone())
         .await
         .context("starting zoomate")?;
+    let mut targets = app.reload_targets.clone();
+    targets.log_level = Some(log_level);
+    let reloader = zoomate::reload::Reloader::new(loader, running, targets);
+    // Installed before "ready": a SIGHUP from then on reloads instead of ending the process.
+    spawn_reload_on_sighup(reloader, shutdown.clone())?;
     tracing::info!(rtmp = ?app.addrs.rtmp, origin_http = ?app.addrs.origin_http, edge_http = ?app.addrs.edge_http, bus = ?app.addrs.bus, "zoomate ready");
     if print_ready {
         println!(
@@ -321,6 +371,25 @@ async fn run(plan: Plan, command: &Command, print_ready: bool) -> anyhow::Result
     }
     app.wait(shutdown).await;
     tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// SIGHUP → a config reload (one at a time; the outcome is logged by the reloader).
+fn spawn_reload_on_sighup(
+    reloader: zoomate::reload::Reloader,
+    shutdown: zoomate::Shutdown,
+) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let _ = reloader.reload_and_log("SIGHUP").await;
+        }
+    });
     Ok(())
 }
 

@@ -19,7 +19,7 @@ impl std::fmt::Debug for SecretKeyText {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Publish announcements from this origin.
@@ -52,7 +52,7 @@ pub struct BusConfig {
 }
 
 /// `[bus.proxy]`: keys for `zoomate bus proxy` (its own secret key is `bus.curve_secret_key`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BusProxyConfig {
     /// Public keys (Z85) of the origins allowed to publish into the frontend.

@@ -79,7 +79,7 @@ pub enum BalancePolicy {
     LeastConnections,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Run the edge in `zoomate run`.

@@ -132,7 +132,7 @@ impl ConfigError {
 }
 
 /// The whole configuration tree.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub log: LogConfig,
@@ -165,7 +165,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (human-readable) or `json` (one object per line).
@@ -186,7 +186,7 @@ impl Default for LogConfig {
 pub const MIN_MAX_HEADER_BYTES: usize = 8192;
 
 /// Limits for an HTTP listener (origin or edge).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLimits {
     /// Connections served at once. When all are taken, the longest-idle keep-alive connection
@@ -217,7 +217,7 @@ impl Default for HttpLimits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// Identifies this worker on the bus and in heartbeats.
@@ -236,7 +236,7 @@ impl Default for OriginConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RtmpConfig {
     pub enabled: bool,
@@ -305,7 +305,7 @@ pub struct RenditionConfig {
     pub video_bitrate_kbps: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LadderConfig {
     /// Segment duration, in milliseconds; every rendition gets an IDR at each multiple.
@@ -330,7 +330,7 @@ impl Default for LadderConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HlsConfig {
     /// Segments listed in a live media playlist (the sliding window).
@@ -357,7 +357,7 @@ impl Default for HlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Directory holding live streams (`{dir}/live/{stream}/…`).
@@ -371,7 +371,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PipelinesConfig {
     /// Directory searched for pipeline templates before the embedded ones; empty = embedded only.
@@ -389,7 +389,7 @@ impl Default for PipelinesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VodConfig {
     /// Directory of published VOD assets, served under `/vod/{asset}/`.

@@ -261,6 +261,15 @@ impl Config {
                 ));
             }
         }
+        // The filter the logger is built from at start and on reload: a typo is an error, not
+        // a silent fall-back to `info`.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            errors.push(ConfigError::invalid(
+                "log.level",
+                &self.log.level,
+                e.to_string(),
+            ));
+        }
         if self.store.dir.as_os_str().is_empty() {
             errors.push(ConfigError::invalid("store.dir", "", "must not be empty"));
         }

@@ -285,6 +285,41 @@ impl OriginSet {
         }
     }
 
+    /// Hot reload: the configured (static) origins become `urls`. One still configured keeps
+    /// its state (health, requests in flight, adopted heartbeats); one no longer configured
+    /// goes (its worker comes back as a learned origin with its next heartbeat, if the
+    /// allow-list and `max_learned_origins` let it); a learned origin now configured becomes
+    /// static; new ones start healthy, as at start.
+    pub fn replace_static(&self, urls: &[String]) {
+        let wanted: Vec<&str> = urls.iter().map(|u| u.trim_end_matches('/')).collect();
+        self.origins.rcu(|list| {
+            let mut next: Vec<Arc<Origin>> = Vec::with_capacity(list.len() + wanted.len());
+            for o in list.iter() {
+                let configured = wanted.contains(&o.base_url.as_str());
+                match (o.is_static, configured) {
+                    (true, true) | (false, false) => next.push(o.clone()),
+                    (true, false) => {}
+                    (false, true) => {
+                        let mut adopted = Origin::new(o.id.clone(), o.base_url.clone(), true);
+                        adopted.streams = o.streams.clone();
+                        adopted.state = o.state.clone();
+                        next.push(Arc::new(adopted));
+                    }
+                }
+            }
+            for url in &wanted {
+                if !next.iter().any(|o| o.base_url == *url) {
+                    next.push(Arc::new(Origin::new(
+                        url.to_string(),
+                        url.to_string(),
+                        true,
+                    )));
+                }
+            }
+            next
+        });
+    }
+
     /// Forgets learned origins whose last heartbeat is older than the expiry (and than 3 of
     /// their intervals) at `now_ms`: they stop being candidates and being health-checked. A
     /// static origin that had adopted heartbeats goes back to its configured identity (known
@@ -417,6 +452,52 @@ pub fn order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replacing_static_origins_keeps_the_state_of_those_still_configured() {
+        let set = OriginSet::new(
+            &["http://a:1".into(), "http://b:1/".into()],
+            BalancePolicy::RoundRobin,
+        );
+        set.heartbeat_at("w9", "http://c:1", &["s".into()], 1000, 1);
+        let a = set
+            .snapshot()
+            .iter()
+            .find(|o| o.base_url == "http://a:1")
+            .unwrap()
+            .clone();
+        a.record_failure(1);
+        set.replace_static(&[
+            "http://a:1/".into(),
+            "http://c:1".into(),
+            "http://d:1".into(),
+        ]);
+        let now = set.snapshot();
+        let mut urls: Vec<(&str, bool)> = now
+            .iter()
+            .map(|o| (o.base_url.as_str(), o.is_static))
+            .collect();
+        urls.sort();
+        assert_eq!(
+            urls,
+            [
+                ("http://a:1", true),
+                ("http://c:1", true),
+                ("http://d:1", true)
+            ]
+        );
+        let a2 = now.iter().find(|o| o.base_url == "http://a:1").unwrap();
+        assert!(
+            Arc::ptr_eq(&a.state, &a2.state) && !a2.is_healthy(),
+            "a kept its health"
+        );
+        let c = now.iter().find(|o| o.base_url == "http://c:1").unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.streams.len()),
+            ("w9", 1),
+            "c adopted as static"
+        );
+    }
 
     fn v<'a>(id: &'a str, usable: bool, serves: bool, in_flight: usize) -> OriginView<'a> {
         OriginView {

@@ -12,6 +12,7 @@
 use crate::http::headers::Representation;
 use crate::http::metrics::Counter;
 use crate::http::paths::ResourceKind;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -78,7 +79,10 @@ pub type Objects = moka::future::Cache<String, Arc<CachedObject>>;
 
 /// Cached objects plus the announcements that judge them.
 pub struct EdgeCache {
-    pub objects: Objects,
+    /// Replaced whole when `edge.cache_bytes` changes on a hot reload (moka cannot resize).
+    objects: ArcSwap<Objects>,
+    /// Counts evictions for space, across rebuilds.
+    evictions: Counter,
     announced: moka::sync::Cache<String, Announced>,
     /// Segment URI → announced byte size.
     announced_sizes: moka::sync::Cache<String, u64>,
@@ -97,17 +101,9 @@ impl EdgeCache {
         stale_if_error: Duration,
         evictions: Counter,
     ) -> EdgeCache {
-        let objects = moka::future::Cache::builder()
-            .max_capacity(capacity_bytes)
-            .weigher(|k: &String, v: &Arc<CachedObject>| weigh(k, v))
-            .eviction_listener(move |_k, _v, cause| {
-                if cause.was_evicted() {
-                    evictions.inc();
-                }
-            })
-            .build();
         EdgeCache {
-            objects,
+            objects: ArcSwap::from_pointee(objects(capacity_bytes, evictions.clone())),
+            evictions,
             announced: moka::sync::Cache::builder()
                 .max_capacity(MAX_TRACKED_PLAYLISTS)
                 .time_to_idle(ANNOUNCEMENT_MEMORY)
@@ -186,14 +182,52 @@ impl EdgeCache {
         self.announced_sizes.get(uri)
     }
 
+    /// The cached objects now (one atomic load: the request path takes no lock).
+    pub fn objects(&self) -> Arc<Objects> {
+        self.objects.load_full()
+    }
+
     pub async fn invalidate(&self, path: &str) {
-        self.objects.invalidate(path).await;
+        self.objects().invalidate(path).await;
     }
 
     /// Bytes held (as weighed).
     pub fn weighted_size(&self) -> u64 {
-        self.objects.weighted_size()
+        self.objects().weighted_size()
     }
+
+    /// Hot reload of `edge.cache_bytes`. moka has no live resize, so a new cache of the new
+    /// capacity replaces the old one, filled with the old one's entries up to the new capacity
+    /// (the rest are fetched again when asked for). Fills in flight finish into the old cache
+    /// and are lost to the new one: one extra origin fetch each, never a wrong answer.
+    /// The stale-if-error copies keep their bound (at most 64 MiB).
+    pub async fn set_capacity(&self, capacity_bytes: u64) {
+        let old = self.objects();
+        let next = objects(capacity_bytes, self.evictions.clone());
+        let mut copied = 0u64;
+        for (key, obj) in old.iter() {
+            let w = u64::from(weigh(&key, &obj));
+            if copied + w > capacity_bytes {
+                continue;
+            }
+            copied += w;
+            next.insert(String::clone(&key), obj).await;
+        }
+        self.objects.store(Arc::new(next));
+    }
+}
+
+/// The object cache: at most `capacity_bytes` as weighed, evictions for space counted.
+fn objects(capacity_bytes: u64, evictions: Counter) -> Objects {
+    moka::future::Cache::builder()
+        .max_capacity(capacity_bytes)
+        .weigher(|k: &String, v: &Arc<CachedObject>| weigh(k, v))
+        .eviction_listener(move |_k, _v, cause| {
+            if cause.was_evicted() {
+                evictions.inc();
+            }
+        })
+        .build()
 }
 
 fn gzip(rep: &Representation) -> Option<Representation> {

@@ -182,7 +182,7 @@ fn prefetch(
             return;
         };
         let (kind, live) = (routed.kind, routed.live);
-        if e.cache.objects.contains_key(&uri) {
+        if e.cache.objects().contains_key(&uri) {
             return;
         }
         e.metrics.prefetches.inc();

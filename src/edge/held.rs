@@ -160,7 +160,7 @@ pub(super) async fn hold(
         }
         Verdict::Hold => {}
     }
-    if w.part && edge.cache.objects.contains_key(&request.key) {
+    if w.part && edge.cache.objects().contains_key(&request.key) {
         return Ok(held);
     }
     take_slot(&mut held)?;

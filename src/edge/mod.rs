@@ -123,6 +123,15 @@ impl EdgeServer {
         })
     }
 
+    /// What a hot reload may change while the edge runs. `own_origins` are origins the app
+    /// added to the configured ones (`zoomate run`: its own origin); they stay.
+    pub fn reload_handle(&self, own_origins: Vec<String>) -> EdgeReloadHandle {
+        EdgeReloadHandle {
+            edge: self.edge.clone(),
+            own_origins,
+        }
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -156,6 +165,27 @@ impl EdgeServer {
 
 /// Times every media request from arrival to its response head
 /// (`zoomate_edge_first_byte_seconds`), then handles it.
+/// The parts of a running edge a hot reload changes (see `crate::reload`).
+#[derive(Clone)]
+pub struct EdgeReloadHandle {
+    edge: Arc<Edge>,
+    own_origins: Vec<String>,
+}
+
+impl EdgeReloadHandle {
+    /// `edge.origins` (plus the app's own): requests from now on pick among them.
+    pub fn set_static_origins(&self, configured: &[String]) {
+        let mut all = configured.to_vec();
+        all.extend(self.own_origins.iter().cloned());
+        self.edge.upstream.origins.replace_static(&all);
+    }
+
+    /// `edge.cache_bytes` (see [`EdgeCache::set_capacity`]).
+    pub async fn set_cache_bytes(&self, bytes: u64) {
+        self.edge.cache.set_capacity(bytes).await;
+    }
+}
+
 async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     let arrived = std::time::Instant::now();
     // The kind from the file name alone: operator routes and unroutable paths have none.
@@ -386,7 +416,7 @@ async fn lookup_or_fetch(
     live: bool,
 ) -> Result<(Arc<CachedObject>, Source), FetchError> {
     let key = request.key.as_str();
-    if let Some(obj) = edge.cache.objects.get(key).await {
+    if let Some(obj) = edge.cache.objects().get(key).await {
         if edge.cache.is_fresh(key, &obj, live) {
             edge.metrics.hits.inc();
             return Ok((obj, Source::Hit));
@@ -456,7 +486,7 @@ async fn fetch_into_cache(
     let e = edge.clone();
     let (stream_owned, path_owned) = (stream.to_string(), path.to_string());
     edge.cache
-        .objects
+        .objects()
         .try_get_with(path.to_string(), async move {
             ran.store(true, Ordering::Relaxed);
             let f = match &only_origin {

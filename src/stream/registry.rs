@@ -11,6 +11,7 @@ use crate::ingest::rtp::RtpCounters;
 use crate::plan::PlannedStream;
 use crate::store::Janitor;
 use crate::transcode::Templates;
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,9 @@ struct RtpLabels {
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct StreamRegistry {
-    config: Arc<Config>,
+    /// Read when a session starts: a hot reload ([`StreamRegistry::set_ladder`]) changes what
+    /// the next sessions get; running sessions keep the config they started with.
+    config: ArcSwap<Config>,
     templates: Templates,
     announce: Announce,
     janitor: Janitor,
@@ -67,7 +70,7 @@ impl StreamRegistry {
         );
         Arc::new(StreamRegistry {
             templates: Templates::new(&config.pipelines.dir),
-            config,
+            config: ArcSwap::new(config),
             announce,
             janitor,
             shutdown,
@@ -117,7 +120,7 @@ impl StreamRegistry {
     fn context(&self, stream: &str) -> SessionContext {
         SessionContext {
             stream: stream.to_string(),
-            config: self.config.clone(),
+            config: self.config.load_full(),
             templates: self.templates.clone(),
             timeline: self.timeline(stream),
             announce: self.announce.clone(),
@@ -134,18 +137,18 @@ impl StreamRegistry {
         let mut map = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(stream.to_string())
             .or_insert_with(|| {
-                let target = self.config.ladder.segment_duration_ms.div_ceil(1000);
-                let low_latency = self
-                    .config
+                let config = self.config.load();
+                let target = config.ladder.segment_duration_ms.div_ceil(1000);
+                let low_latency = config
                     .part_duration_for(stream)
                     .map(|part_target_ms| crate::packaging::LowLatency {
                         part_target_ms,
-                        segment_duration_ms: self.config.ladder.segment_duration_ms,
+                        segment_duration_ms: config.ladder.segment_duration_ms,
                     });
-                let mut t = StreamTimeline::new(target, self.config.hls.window_segments)
+                let mut t = StreamTimeline::new(target, config.hls.window_segments)
                     .with_low_latency(low_latency);
-                let dir = crate::store::live_stream_dir(&self.config.store.dir, stream);
-                let names = self.config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
+                let dir = crate::store::live_stream_dir(&config.store.dir, stream);
+                let names = config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
                 for name in names {
                     if let Ok(text) = std::fs::read_to_string(dir.join(name).join(crate::layout::MEDIA_PLAYLIST)) {
                         if t.restore(name, &text) {
@@ -164,7 +167,7 @@ impl StreamRegistry {
         if self.shutdown.is_cancelled() {
             return Err("server is shutting down".into());
         }
-        if self.config.streams.iter().any(|s| s.name == stream) {
+        if self.config.load().streams.iter().any(|s| s.name == stream) {
             return Err("stream name is reserved by a configured source".into());
         }
         let guard = self
@@ -208,7 +211,7 @@ impl StreamRegistry {
                 let rendered = match &source {
                     StreamSource::TestPattern { width, height } => me.templates.render(
                         "source-test-pattern",
-                        &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.ladder.frame_rate.to_string())],
+                        &[("width", width.to_string()), ("height", height.to_string()), ("fps", me.config.load().ladder.frame_rate.to_string())],
                     ),
                     StreamSource::RtpMpegts { listen, rtp } => me.templates.render(
                         &format!("source-rtp-mpegts{only}"),
@@ -316,6 +319,17 @@ impl StreamRegistry {
             "RTP datagrams received by stream and outcome",
             datagrams,
         );
+    }
+
+    /// Hot reload: sessions started from now on plan `ladder`; running ones keep theirs. The
+    /// caller keeps what cannot change under a stream's playlists (segment duration, frame
+    /// rate, format) as it was.
+    pub fn set_ladder(&self, ladder: crate::config::LadderConfig) {
+        self.config.rcu(|c| {
+            let mut next = Config::clone(c);
+            next.ladder = ladder.clone();
+            next
+        });
     }
 
     /// Waits until every session has finished (after shutdown was signalled).

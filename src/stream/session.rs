@@ -417,7 +417,7 @@ async fn handle_event(
             separate_audio,
         } => {
             tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"), format = st.format.as_str(),
-                renditions = %renditions.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","), "ladder planned");
+                renditions = %renditions.iter().map(|r| format!("{}@{}kbps", r.name, r.video_bitrate_kbps)).collect::<Vec<_>>().join(","), "ladder planned");
             // The same clock the pipeline put into the fMP4 tfdt: PDT and DASH time agree.
             st.anchor_wall_ms = Some(anchor_wall_ms);
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);

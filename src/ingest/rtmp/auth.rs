@@ -1,8 +1,8 @@
-//! Publish authorisation: is this stream name allowed, with this key? Pure: the config and the
+//! Publish authorisation: is this stream name allowed, with this key? Pure: the keys and the
 //! request in, the bare stream name or a [`PublishRejection`] out. Keys are compared in
 //! constant time, and no rejection carries the presented key (rejections are logged).
 
-use crate::config::RtmpConfig;
+use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 
 /// Why a publish request was refused. Never carries the presented key.
@@ -49,7 +49,7 @@ fn query_param<'a>(query: &'a str, param: &str) -> Option<&'a str> {
 /// there: `rtmp://host/live?key=SECRET/cam`). The key in the publish name wins. Keys are
 /// compared in constant time.
 pub fn authorize_publish(
-    config: &RtmpConfig,
+    stream_keys: &BTreeMap<String, String>,
     app_query: &str,
     publish_name: &str,
 ) -> Result<String, PublishRejection> {
@@ -57,12 +57,9 @@ pub fn authorize_publish(
     if !crate::config::is_valid_name(name) {
         return Err(PublishRejection::InvalidName);
     }
-    if !config.stream_keys.is_empty() {
+    if !stream_keys.is_empty() {
         // Look the name up first: an unlisted stream is refused whatever key it presents.
-        let expected = config
-            .stream_keys
-            .get(name)
-            .ok_or(PublishRejection::NotAllowed)?;
+        let expected = stream_keys.get(name).ok_or(PublishRejection::NotAllowed)?;
         let presented = query_param(query, "key")
             .or_else(|| query_param(app_query, "key"))
             .ok_or(PublishRejection::MissingKey)?;
@@ -77,6 +74,7 @@ pub fn authorize_publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RtmpConfig;
 
     fn keyed() -> RtmpConfig {
         let mut c = RtmpConfig::default();
@@ -87,21 +85,21 @@ mod tests {
     #[test]
     fn open_server_accepts_any_valid_name_and_strips_the_query() {
         let c = RtmpConfig::default();
-        assert_eq!(authorize_publish(&c, "", "cam").unwrap(), "cam");
+        assert_eq!(authorize_publish(&c.stream_keys, "", "cam").unwrap(), "cam");
         assert_eq!(
-            authorize_publish(&c, "", "cam?key=whatever").unwrap(),
+            authorize_publish(&c.stream_keys, "", "cam?key=whatever").unwrap(),
             "cam"
         );
         assert_eq!(
-            authorize_publish(&c, "", "../etc"),
+            authorize_publish(&c.stream_keys, "", "../etc"),
             Err(PublishRejection::InvalidName)
         );
         assert_eq!(
-            authorize_publish(&c, "", ""),
+            authorize_publish(&c.stream_keys, "", ""),
             Err(PublishRejection::InvalidName)
         );
         assert_eq!(
-            authorize_publish(&c, "", "a/b"),
+            authorize_publish(&c.stream_keys, "", "a/b"),
             Err(PublishRejection::InvalidName)
         );
     }
@@ -109,29 +107,32 @@ mod tests {
     #[test]
     fn keyed_server_checks_name_then_key() {
         let c = keyed();
-        assert_eq!(authorize_publish(&c, "", "cam?key=s3cret").unwrap(), "cam");
         assert_eq!(
-            authorize_publish(&c, "", "cam?foo=1&key=s3cret").unwrap(),
+            authorize_publish(&c.stream_keys, "", "cam?key=s3cret").unwrap(),
             "cam"
         );
         assert_eq!(
-            authorize_publish(&c, "", "cam?key=wrong"),
+            authorize_publish(&c.stream_keys, "", "cam?foo=1&key=s3cret").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c.stream_keys, "", "cam?key=wrong"),
             Err(PublishRejection::WrongKey)
         );
         assert_eq!(
-            authorize_publish(&c, "", "cam?key=s3cre"),
+            authorize_publish(&c.stream_keys, "", "cam?key=s3cre"),
             Err(PublishRejection::WrongKey)
         );
         assert_eq!(
-            authorize_publish(&c, "", "cam?key="),
+            authorize_publish(&c.stream_keys, "", "cam?key="),
             Err(PublishRejection::WrongKey)
         );
         assert_eq!(
-            authorize_publish(&c, "", "cam"),
+            authorize_publish(&c.stream_keys, "", "cam"),
             Err(PublishRejection::MissingKey)
         );
         assert_eq!(
-            authorize_publish(&c, "", "other?key=s3cret"),
+            authorize_publish(&c.stream_keys, "", "other?key=s3cret"),
             Err(PublishRejection::NotAllowed)
         );
     }
@@ -139,14 +140,17 @@ mod tests {
     #[test]
     fn key_may_come_with_the_app_name() {
         let c = keyed();
-        assert_eq!(authorize_publish(&c, "key=s3cret", "cam").unwrap(), "cam");
         assert_eq!(
-            authorize_publish(&c, "key=wrong", "cam"),
+            authorize_publish(&c.stream_keys, "key=s3cret", "cam").unwrap(),
+            "cam"
+        );
+        assert_eq!(
+            authorize_publish(&c.stream_keys, "key=wrong", "cam"),
             Err(PublishRejection::WrongKey)
         );
         // The publish name's key wins over the app's.
         assert_eq!(
-            authorize_publish(&c, "key=s3cret", "cam?key=wrong"),
+            authorize_publish(&c.stream_keys, "key=s3cret", "cam?key=wrong"),
             Err(PublishRejection::WrongKey)
         );
     }
@@ -155,7 +159,7 @@ mod tests {
     fn rejections_never_show_the_key() {
         let c = keyed();
         for name in ["cam?key=hunter2", "other?key=hunter2"] {
-            let e = authorize_publish(&c, "", name).unwrap_err();
+            let e = authorize_publish(&c.stream_keys, "", name).unwrap_err();
             assert!(!e.to_string().contains("hunter2"));
         }
     }

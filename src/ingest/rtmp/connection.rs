@@ -480,7 +480,11 @@ impl Connection {
                 )
                 .await;
         }
-        let name = match authorize_publish(&self.shared.config, &self.app_query, stream_key) {
+        let name = match authorize_publish(
+            &self.shared.stream_keys.current(),
+            &self.app_query,
+            stream_key,
+        ) {
             Ok(name) => name,
             Err(rejection) => {
                 if rejection.is_guess() {

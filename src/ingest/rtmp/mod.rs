@@ -45,6 +45,8 @@ pub use throttle::{KeyThrottle, ThrottlePolicy};
 use crate::Shutdown;
 use crate::config::RtmpConfig;
 use crate::http::metrics::Registry;
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -65,9 +67,33 @@ pub trait PublishHandler: Send + Sync + 'static {
     fn on_publish(&self, stream: &str, media: FlvReceiver) -> Result<(), String>;
 }
 
+/// The listener's `rtmp.stream_keys`, replaceable while it runs (hot reload): each publish is
+/// checked against the keys current when it asks; publishers already live are not affected.
+/// No `Debug`: the values are secrets.
+#[derive(Clone, Default)]
+pub struct StreamKeys(Arc<ArcSwap<BTreeMap<String, String>>>);
+
+impl StreamKeys {
+    pub fn new(keys: BTreeMap<String, String>) -> StreamKeys {
+        StreamKeys(Arc::new(ArcSwap::from_pointee(keys)))
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Arc<BTreeMap<String, String>> {
+        self.0.load_full()
+    }
+
+    /// From the next publish request on, `keys` decide.
+    pub fn replace(&self, keys: BTreeMap<String, String>) {
+        self.0.store(Arc::new(keys));
+    }
+}
+
 /// What every connection of one listener shares.
 struct Shared {
+    /// Fixed at bind, except `stream_keys` (see [`StreamKeys`]; the copy in here is unused).
     config: RtmpConfig,
+    stream_keys: StreamKeys,
     counters: RtmpCounters,
     ingest_budget: Arc<ByteBudget>,
     admission: Arc<Admission>,
@@ -92,6 +118,7 @@ impl Shared {
                 forget_after: ms(config.auth_forget_after_ms),
                 max_addresses: config.auth_max_addresses,
             })),
+            stream_keys: StreamKeys::new(config.stream_keys.clone()),
             config: config.clone(),
         }
     }
@@ -148,6 +175,11 @@ impl RtmpServer {
         self.listener
             .local_addr()
             .unwrap_or(self.shared.config.listen)
+    }
+
+    /// The listener's stream keys, replaceable while it runs.
+    pub fn stream_keys(&self) -> StreamKeys {
+        self.shared.stream_keys.clone()
     }
 
     /// The listener's counters, readable while it runs.
