@@ -219,14 +219,22 @@ fn spawn_ready(
     // TEST_ZOOMATE_BIN runs the tests against another build (e.g. main's, to measure it).
     let binary = std::env::var_os("TEST_ZOOMATE_BIN")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_zoomate").into());
-    let mut child = Command::new(binary)
-        .args([
-            "--config",
-            config_path.to_str().expect("utf8"),
-            "--print-ready",
-            subcommand,
-        ])
-        .env("ZOOMATE_LOG", "zoomate=debug,info")
+    let mut command = Command::new(binary);
+    command.args([
+        "--config",
+        config_path.to_str().expect("utf8"),
+        "--print-ready",
+        subcommand,
+    ]);
+    // Debug logs for every test, unless its config sets `[log]` itself (the override would
+    // win over the file, also on a reload).
+    let sets_log = std::fs::read_to_string(config_path)
+        .map(|c| c.contains("[log]"))
+        .unwrap_or(false);
+    if !sets_log {
+        command.env("ZOOMATE_LOG", "zoomate=debug,info");
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -126,6 +126,8 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, ConnectionError> {
 /// An active publish: where its FLV bytes go.
 struct Publishing {
     sink: FlvSender,
+    /// Media bytes received, for `/metrics` and the closing log line.
+    meter: super::PublisherMeter,
 }
 
 pub(super) struct Connection {
@@ -179,7 +181,7 @@ impl Connection {
             _ = cut.cancelled() => Err(ConnectionError::Cut),
         };
         // The stream ends here, whatever happens to the socket next.
-        self.publishing = None;
+        let figures = self.publishing.take().map(|p| p.meter.figures());
         self.parser_charge.try_resize(0);
         crate::ingest::memory::after_large_free(self.peak_held);
         let Err(e) = result else { return };
@@ -193,9 +195,16 @@ impl Connection {
                 | ConnectionError::PublisherDisconnected
                 | ConnectionError::Shutdown),
                 _,
-            ) => {
-                tracing::info!("rtmp connection closed: {e}");
-            }
+            ) => match figures {
+                // The publisher's one closing line, with its figures.
+                Some((bytes, secs)) => tracing::info!(
+                    seconds = format!("{secs:.1}"),
+                    received_megabytes = format!("{:.1}", bytes as f64 / 1e6),
+                    input_kbps = (bytes as f64 * 8.0 / secs.max(0.001) / 1000.0) as u64,
+                    "rtmp connection closed: {e}"
+                ),
+                None => tracing::info!("rtmp connection closed: {e}"),
+            },
             (ConnectionError::Rejected { reason, .. }, counted) => {
                 match counted {
                     Some(limit) => {
@@ -528,7 +537,8 @@ impl Connection {
         }
         self.guard.set_max_message_bytes(max_message_bytes);
         self.send(&sink, flv::header()).await?;
-        self.publishing = Some(Publishing { sink });
+        let meter = self.shared.publisher_bytes.start(&name);
+        self.publishing = Some(Publishing { sink, meter });
         tracing::info!("publish started");
         guarded(|| session.accept_request(request_id))?.map_err(ConnectionError::Session)
     }
@@ -569,7 +579,9 @@ impl Connection {
             return Err(too_large);
         }
         let tag = flv::tag(kind, timestamp_ms, body).ok_or(too_large)?;
-        self.send(&publishing.sink, tag).await
+        self.send(&publishing.sink, tag).await?;
+        publishing.meter.add(body.len() as u64);
+        Ok(())
     }
 }
 

@@ -1,11 +1,13 @@
 //! RTMP ingest counters for the origin's `/metrics`: every connection or publish refused by a
 //! limit, by reason (`zoomate_rtmp_rejected_total{reason}`), the bytes held against the
-//! ingest budget and the connections by phase. Counted as they happen (atomics), read at
-//! scrape time.
+//! ingest budget, the connections by phase, and the media bytes each live publisher sent.
+//! Counted as they happen (atomics), read at scrape time.
 
 use crate::http::metrics::{Counter, Family, Gauge, Registry};
 use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why a connection was closed or a publish refused by one of the ingest limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,94 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
+/// Media bytes received from each live publisher, for `zoomate_rtmp_publisher_received_bytes_total
+/// {stream}` (`rate()` × 8 = the publisher's bitrate): only publishers live now are listed, so
+/// the series are bounded by `rtmp.max_connections`. `zoomate_rtmp_received_bytes_total` counts
+/// every publisher's bytes ever.
+#[derive(Debug, Default)]
+pub struct PublisherBytes {
+    live: Mutex<BTreeMap<u64, (String, Arc<AtomicU64>)>>,
+    next_id: AtomicU64,
+    total: AtomicU64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+impl PublisherBytes {
+    /// A publisher of `stream` starts: its meter counts until it is dropped.
+    pub fn start(self: &Arc<Self>, stream: &str) -> PublisherMeter {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = Arc::new(AtomicU64::new(0));
+        self.lock().insert(id, (stream.to_string(), bytes.clone()));
+        PublisherMeter {
+            owner: self.clone(),
+            id,
+            bytes,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, Arc<AtomicU64>)>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let per_stream = Family::<StreamLabels, Counter>::default();
+        for (stream, bytes) in self.lock().values() {
+            per_stream
+                .get_or_create(&StreamLabels {
+                    stream: stream.clone(),
+                })
+                .inc_by(bytes.load(Ordering::Relaxed));
+        }
+        registry.register(
+            "zoomate_rtmp_publisher_received_bytes",
+            "Media bytes (FLV audio/video tag bodies) received from each publisher live now, by stream",
+            per_stream,
+        );
+        let total = Counter::<u64>::default();
+        total.inc_by(self.total.load(Ordering::Relaxed));
+        registry.register(
+            "zoomate_rtmp_received_bytes",
+            "Media bytes received from every RTMP publisher since start",
+            total,
+        );
+    }
+}
+
+/// One live publisher's byte count; leaves the listing when dropped.
+#[derive(Debug)]
+pub struct PublisherMeter {
+    owner: Arc<PublisherBytes>,
+    id: u64,
+    bytes: Arc<AtomicU64>,
+    started: std::time::Instant,
+}
+
+impl PublisherMeter {
+    pub fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.owner.total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes received and seconds since the publish started, for its closing log line.
+    pub fn figures(&self) -> (u64, f64) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.started.elapsed().as_secs_f64(),
+        )
+    }
+}
+
+impl Drop for PublisherMeter {
+    fn drop(&mut self) {
+        self.owner.lock().remove(&self.id);
+    }
+}
+
 /// The counters of one RTMP listener.
 #[derive(Debug, Default)]
 pub struct RtmpCounters {
@@ -99,7 +189,9 @@ impl RtmpCounters {
         ingest_bytes: u64,
         handshakes: usize,
         publishers: usize,
+        publisher_bytes: &PublisherBytes,
     ) {
+        publisher_bytes.register(registry);
         let rejected = Family::<ReasonLabels, Counter>::default();
         for reason in RejectReason::ALL {
             rejected
@@ -146,10 +238,26 @@ mod tests {
         c.rejected(RejectReason::Throttled);
         c.rejected(RejectReason::AddressLimit);
         let mut r = Registry::default();
-        c.register(&mut r, 42, 3, 1);
+        let publishers = Arc::new(PublisherBytes::default());
+        let meter = publishers.start("cam");
+        meter.add(1000);
+        let gone = publishers.start("old");
+        gone.add(5);
+        drop(gone);
+        c.register(&mut r, 42, 3, 1, &publishers);
         let text = crate::http::metrics::encode(&[&r]);
         assert!(
             text.contains("zoomate_rtmp_rejected_total{reason=\"throttled\"} 2"),
+            "{text}"
+        );
+        // Live publishers only, each by stream; the total keeps the departed one's bytes.
+        assert!(
+            text.contains("zoomate_rtmp_publisher_received_bytes_total{stream=\"cam\"} 1000")
+                && !text.contains("stream=\"old\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("zoomate_rtmp_received_bytes_total 1005"),
             "{text}"
         );
         assert!(

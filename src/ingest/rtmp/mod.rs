@@ -38,7 +38,7 @@ pub use auth::{PublishRejection, authorize_publish};
 pub use budget::{ByteBudget, Charge};
 pub use chunk_guard::{ChunkGuard, GuardError, Scan};
 pub use connection::metadata_script_body;
-pub use metrics::{RejectReason, RtmpCounters};
+pub use metrics::{PublisherBytes, PublisherMeter, RejectReason, RtmpCounters};
 pub use queue::{FlvChunk, FlvReceiver, FlvSender, Held, QueueError, flv_queue};
 pub use throttle::{KeyThrottle, ThrottlePolicy};
 
@@ -95,6 +95,7 @@ struct Shared {
     config: RtmpConfig,
     stream_keys: StreamKeys,
     counters: RtmpCounters,
+    publisher_bytes: Arc<PublisherBytes>,
     ingest_budget: Arc<ByteBudget>,
     admission: Arc<Admission>,
     throttle: Mutex<KeyThrottle>,
@@ -105,6 +106,7 @@ impl Shared {
         let ms = Duration::from_millis;
         Shared {
             counters: RtmpCounters::default(),
+            publisher_bytes: Arc::default(),
             ingest_budget: ByteBudget::new(config.max_ingest_bytes),
             admission: Admission::new(AdmissionLimits {
                 per_address: config.max_connections_per_address,
@@ -141,6 +143,7 @@ impl RtmpMetrics {
             self.0.ingest_budget.used(),
             handshakes,
             publishers,
+            &self.0.publisher_bytes,
         );
     }
 
