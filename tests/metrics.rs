@@ -4,7 +4,8 @@
 //! need it are refused at config time and on the bus.
 //!
 //! While a stream runs, the per-segment latency histograms (encode → announce at the origin,
-//! announce → cached and first byte at the edge) move between two scrapes, and every family
+//! announce → cached and first byte at the edge) and an RTMP publisher's byte count move
+//! between two scrapes, every metric the Grafana dashboard queries is exported, and every family
 //! follows Prometheus naming (`zoomate_` prefix, snake case, `_total` counters, histograms
 //! in base units).
 //!
@@ -23,6 +24,10 @@ import json, sys
 from prometheus_client.parser import text_string_to_metric_families
 out = []
 for family in text_string_to_metric_families(sys.stdin.read()):
+    if not family.samples:
+        # A family with no series yet (a labelled counter nothing has counted): name only.
+        out.append({"family": family.name, "type": family.type, "name": "",
+                    "labels": {}, "value": 0})
     for s in family.samples:
         out.append({"family": family.name, "type": family.type, "name": s.name,
                     "labels": s.labels, "value": s.value})
@@ -185,8 +190,6 @@ fn every_status_is_counted_in_text_the_official_parser_reads() {
 
 /// A small CMAF + LL-HLS ladder on the built-in test pattern: segments and parts every second.
 const LIVE: &str = r#"
-[rtmp]
-enabled = false
 [ladder]
 segment_duration_ms = 1000
 [[ladder.renditions]]
@@ -221,7 +224,7 @@ fn assert_naming(samples: &[Sample], role: &str) {
         );
         match s.family_type.as_str() {
             "counter" => assert!(
-                s.name == format!("{f}_total"),
+                s.name.is_empty() || s.name == format!("{f}_total"),
                 "{role}: counter sample {} is not {f}_total",
                 s.name
             ),
@@ -243,6 +246,8 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
     let z = Zoomate::start("run", LIVE);
     let (origin, edge) = (z.origin.unwrap(), z.edge.unwrap());
     let playlist = "/live/demo/180p/index.m3u8";
+    // An RTMP publisher too, for its bitrate.
+    let mut publisher = ffmpeg_publish(&z.rtmp_url("cam"), "320x180", 10, 30);
     wait_for(
         Duration::from_secs(30),
         "the demo playlist at the edge",
@@ -251,39 +256,39 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
     let (first_o, first_e) = (scrape(origin), scrape(edge));
     assert_naming(&first_o, "origin");
     assert_naming(&first_e, "edge");
+    // (origin side?, histogram, kind): each must count more samples at the second scrape.
+    const MOVING: [(bool, &str, &str); 6] = [
+        (true, "zoomate_origin_encode_to_announce_seconds", "segment"),
+        (true, "zoomate_origin_encode_to_announce_seconds", "part"),
+        (false, "zoomate_edge_announce_to_cached_seconds", "segment"),
+        (false, "zoomate_edge_announce_to_cached_seconds", "part"),
+        (false, "zoomate_edge_first_byte_seconds", "playlist"),
+        (false, "zoomate_edge_first_byte_seconds", "segment"),
+    ];
+    let received = |o: &[Sample]| {
+        find(
+            o,
+            "zoomate_rtmp_publisher_received_bytes_total",
+            &[("stream", "cam")],
+        )
+        .map_or(0.0, |s| s.value)
+    };
     let moved = |o: &[Sample], e: &[Sample]| {
-        [
-            histogram_count(o, "zoomate_origin_encode_to_announce_seconds", "segment")
-                > histogram_count(
-                    &first_o,
-                    "zoomate_origin_encode_to_announce_seconds",
-                    "segment",
-                ),
-            histogram_count(o, "zoomate_origin_encode_to_announce_seconds", "part")
-                > histogram_count(
-                    &first_o,
-                    "zoomate_origin_encode_to_announce_seconds",
-                    "part",
-                ),
-            histogram_count(e, "zoomate_edge_announce_to_cached_seconds", "segment")
-                > histogram_count(
-                    &first_e,
-                    "zoomate_edge_announce_to_cached_seconds",
-                    "segment",
-                ),
-            histogram_count(e, "zoomate_edge_announce_to_cached_seconds", "part")
-                > histogram_count(&first_e, "zoomate_edge_announce_to_cached_seconds", "part"),
-            histogram_count(e, "zoomate_edge_first_byte_seconds", "playlist")
-                > histogram_count(&first_e, "zoomate_edge_first_byte_seconds", "playlist"),
-            histogram_count(e, "zoomate_edge_first_byte_seconds", "segment")
-                > histogram_count(&first_e, "zoomate_edge_first_byte_seconds", "segment"),
-        ]
+        MOVING.iter().all(|&(at_origin, name, kind)| {
+            let (now, then) = if at_origin {
+                (o, &first_o[..])
+            } else {
+                (e, &first_e[..])
+            };
+            histogram_count(now, name, kind) > histogram_count(then, name, kind)
+        }) && received(o) > received(&first_o)
     };
     let (second_o, second_e) = wait_for(
         Duration::from_secs(20),
         "every latency histogram to count more samples",
         || {
-            // A viewer: the playlist, then its newest segment.
+            // A viewer: the playlist, its newest segment, and a blocking reload for the next
+            // segment but one's first part at the edge and at the origin (held, then woken).
             let text = get(edge, playlist).text();
             if let Some(seg) = text
                 .lines()
@@ -292,8 +297,13 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
             {
                 get(edge, &format!("/live/demo/180p/{seg}"));
             }
+            for addr in [edge, origin] {
+                let v = parse_media_playlist(&get(addr, playlist).text());
+                let next = v.media_sequence + v.segments.len() as u64 + 1;
+                get(addr, &format!("{playlist}?_HLS_msn={next}&_HLS_part=0"));
+            }
             let (o, e) = (scrape(origin), scrape(edge));
-            moved(&o, &e).iter().all(|m| *m).then_some((o, e))
+            moved(&o, &e).then_some((o, e))
         },
     );
     assert_naming(&second_o, "origin");
@@ -309,4 +319,70 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
         inf.value,
         histogram_count(&second_e, "zoomate_edge_first_byte_seconds", "playlist")
     );
+    assert_dashboard_queries_exported_metrics(&[&second_o, &second_e]);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
+
+/// Metrics the API/console branch of #15 adds (`zoomate_rendition_*`, `zoomate_edge_viewers`):
+/// the dashboard graphs them already. Empty this list once both are merged.
+const FROM_API_BRANCH: &[&str] = &[
+    "zoomate_rendition_encode_speed_ratio",
+    "zoomate_rendition_bitrate_bits_per_second",
+    "zoomate_rendition_segments_total",
+    "zoomate_edge_viewers",
+];
+
+/// `assets/grafana/zoomate.json` is a dashboard (a Prometheus datasource variable, panels with
+/// queries) and every metric a query names is one a running zoomate exports, with a suffix its
+/// type has (`_bucket` of a histogram, `_total` of a counter).
+fn assert_dashboard_queries_exported_metrics(scrapes: &[&[Sample]]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/grafana/zoomate.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating");
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"),
+        "a Prometheus datasource variable"
+    );
+    let families: HashMap<String, String> = scrapes
+        .iter()
+        .flat_map(|s| s.iter())
+        .map(|s| (s.family.clone(), s.family_type.clone()))
+        .collect();
+    let exported = |name: &str| {
+        families.iter().any(|(f, t)| {
+            let suffixes: &[&str] = match t.as_str() {
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "counter" => &["_total"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|s| name == format!("{f}{s}"))
+        })
+    };
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|t| t.starts_with("zoomate_"))
+            {
+                queried += 1;
+                if FROM_API_BRANCH.contains(&name) {
+                    continue;
+                }
+                assert!(
+                    exported(name),
+                    "panel {:?} queries {name}, which zoomate does not export",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(queried >= 20, "the dashboard queries {queried} metrics");
 }
