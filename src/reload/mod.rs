@@ -158,3 +158,12 @@ impl Reloader {
         result
     }
 }
+
+/// An HTTP handler can hold a `Reloader` and await `reload()` on any runtime thread.
+#[allow(dead_code)]
+fn reloader_is_shareable_and_its_reload_is_send(r: &Reloader) {
+    fn shareable<T: Clone + Send + Sync + 'static>(_: &T) {}
+    fn send<T: Send>(_: T) {}
+    shareable(r);
+    send(r.reload());
+}
