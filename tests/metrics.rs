@@ -319,6 +319,16 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
         inf.value,
         histogram_count(&second_e, "zoomate_edge_first_byte_seconds", "playlist")
     );
+    // Recorded, not asserted (timings): the mean of each histogram so far.
+    for &(at_origin, name, kind) in &MOVING {
+        let samples = if at_origin { &second_o } else { &second_e };
+        let sum = find(samples, &format!("{name}_sum"), &[("kind", kind)]).map_or(0.0, |s| s.value);
+        let n = histogram_count(samples, name, kind);
+        eprintln!(
+            "{name}{{kind={kind}}}: {n} samples, mean {:.2} ms",
+            sum / n * 1000.0
+        );
+    }
     assert_dashboard_queries_exported_metrics(&[&second_o, &second_e]);
     let _ = publisher.kill();
     let _ = publisher.wait();
