@@ -2,7 +2,7 @@
 //! key, ladder, log level and cache size apply while a publisher streams on without a
 //! discontinuity; the old key is refused and the new one admitted for the next publisher; a
 //! key that needs a restart is reported and not applied; an invalid file is refused naming
-//! the key and the process keeps serving. Stream keys never reach the log.
+//! the key and the process keeps serving. Stream keys and the bus secret never reach the log.
 
 mod common;
 
@@ -12,9 +12,30 @@ use std::time::Duration;
 const KEY_A: &str = "key-AAAA-1111";
 const KEY_B: &str = "key-BBBB-2222";
 
-fn config() -> String {
+/// A CURVE key pair from `zoomate bus keygen`: (secret, public), Z85.
+fn bus_key_pair() -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoomate"))
+        .args(["bus", "keygen"])
+        .output()
+        .expect("zoomate bus keygen");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let quoted = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split('"').nth(1))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    };
+    (quoted("curve_secret_key = "), quoted("# public: "))
+}
+
+/// The bus secret (a token the log must never show) and the stream keys.
+fn config(bus_secret: &str, bus_public: &str) -> String {
     format!(
         r#"
+[bus]
+curve_secret_key = "{bus_secret}"
+curve_accept_keys = ["{bus_public}"]
 [log]
 level = "info"
 [rtmp.stream_keys]
@@ -77,7 +98,8 @@ fn newest_without_discontinuity(addr: std::net::SocketAddr, path: &str) -> Optio
 
 #[test]
 fn sighup_applies_keys_and_ladder_for_the_next_publisher_without_disturbing_the_live_one() {
-    let z = Zoomate::start("run", &config());
+    let (bus_secret, bus_public) = bus_key_pair();
+    let z = Zoomate::start("run", &config(&bus_secret, &bus_public));
     let (origin, edge) = (z.origin.unwrap(), z.edge.unwrap());
     let playlist = "/live/cam/180p/index.m3u8";
     let mut first = ffmpeg_publish(&z.rtmp_url(&format!("cam?key={KEY_A}")), "320x180", 12, 30);
@@ -177,4 +199,5 @@ fn sighup_applies_keys_and_ladder_for_the_next_publisher_without_disturbing_the_
         !log.contains(KEY_A) && !log.contains(KEY_B),
         "a stream key was logged:\n{log}"
     );
+    assert!(!log.contains(&bus_secret), "the bus secret key was logged");
 }
