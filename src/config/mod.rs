@@ -380,6 +380,9 @@ pub struct PipelinesConfig {
     pub eos_timeout_ms: u64,
     /// Seconds without a new segment, while live, before the watchdog declares the pipeline hung.
     pub stall_timeout_ms: u64,
+    /// Milliseconds a pipeline's start (to PLAYING) or teardown (to NULL) may take; past it the
+    /// watchdog abandons the pipeline on its own thread and the stream restarts with a new one.
+    pub state_change_timeout_ms: u64,
 }
 
 impl Default for PipelinesConfig {

@@ -248,6 +248,14 @@ async fn publish_segment(
     }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
     st.figures.segments += 1;
+    if st.figures.segments == 1
+        && let super::health::Transition::Recovered { reason, after } = ctx
+            .health
+            .segment_listed(&ctx.stream, std::time::Instant::now())
+    {
+        tracing::info!(stream = %ctx.stream, was = reason.label(), unhealthy_ms = after.as_millis() as u64,
+            "stream healthy again: segments are listed");
+    }
     super::session::PublishDelays::observe(&ctx.delays.segment, pdt_ms, duration_ms);
     st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();

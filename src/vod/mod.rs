@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// No pipeline event for this long means the job is stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A VOD pipeline's start and teardown: past this it is abandoned on its own thread.
+const VOD_STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VodError {
@@ -296,10 +298,14 @@ async fn build(
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
     };
-    let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
+    let (pipeline, mut events) = crate::transcode::run_bounded(
+        "start",
+        VOD_STATE_CHANGE_TIMEOUT,
+        move || LivePipeline::start(spec),
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(e.to_string()))?;
     let frame_ns = 1_000_000_000 / config.ladder.frame_rate.max(1) as u64;
     let mut planned = Vec::new();
     let mut separate_audio = false;
@@ -360,7 +366,9 @@ async fn build(
                 }
             }
             PipelineEvent::Eos => break Ok(()),
-            PipelineEvent::Failed(reason) => break Err(fail(reason)),
+            PipelineEvent::Failed(reason) | PipelineEvent::StoreFull(reason) => {
+                break Err(fail(reason));
+            }
         }
     };
     progress.finish();
@@ -373,7 +381,12 @@ async fn build(
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
     drop(events);
-    let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
+    if let Err(e) =
+        crate::transcode::run_bounded("teardown", VOD_STATE_CHANGE_TIMEOUT, move || drop(pipeline))
+            .await
+    {
+        tracing::warn!(error = %e, "VOD pipeline teardown");
+    }
     outcome?;
     if planned.is_empty() || fragments.is_empty() {
         return Err(fail(
