@@ -156,6 +156,22 @@ pub(super) async fn publish_assembled(
     .await
 }
 
+/// MPEG-TS packets are 188 bytes each.
+const TS_PACKET_BYTES: u64 = 188;
+
+/// Whether a staged segment can be whole: not empty, and (MPEG-TS) whole packets. A write cut
+/// short by a full disk leaves neither (filesink flushes 64 KiB at a time, not packet by packet).
+fn whole_segment(format: SegmentFormat, staged: &std::path::Path) -> Result<(), &'static str> {
+    let len = std::fs::metadata(staged)
+        .map(|m| m.len())
+        .map_err(|_| "missing")?;
+    match format {
+        _ if len == 0 => Err("empty"),
+        SegmentFormat::Ts if len % TS_PACKET_BYTES != 0 => Err("not whole MPEG-TS packets"),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
     t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -183,6 +199,12 @@ async fn publish_segment(
     let init_uri = ensure_init(st, rendition).await?;
     if st.format == SegmentFormat::Cmaf && init_uri.is_none() {
         tracing::warn!(stream = %ctx.stream, rendition, "CMAF fragment before its init segment; dropped");
+        let _ = std::fs::remove_file(staged);
+        return Ok(());
+    }
+    if let Err(reason) = whole_segment(st.format, staged) {
+        // A sink that hit a full disk can report a fragment it could not finish.
+        tracing::warn!(stream = %ctx.stream, rendition, file = %staged.display(), reason, "segment not whole; not listed");
         let _ = std::fs::remove_file(staged);
         return Ok(());
     }

@@ -24,6 +24,8 @@ struct OpenFragment {
     location: PathBuf,
     fragment: u32,
     end_ns: u64,
+    /// Bytes written so far: a fragment with none is never reported.
+    written: u64,
     /// LL-HLS: the chunk being received.
     part: Option<OpenPart>,
     next_part: u32,
@@ -142,6 +144,7 @@ pub fn attach(
                             location,
                             fragment,
                             end_ns,
+                            written: 0,
                             part,
                             next_part: 0,
                         });
@@ -170,6 +173,7 @@ pub fn attach(
                     open.file
                         .write_all(map.as_slice())
                         .map_err(|e| WriteFailure::io(&open.location, e))?;
+                    open.written += map.len() as u64;
                     if let Some(part) = open.part.as_mut() {
                         part.bytes.extend_from_slice(map.as_slice());
                     }
@@ -202,7 +206,14 @@ pub fn attach(
             .eos(move |_| {
                 let mut st = on_eos.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(done) = st.current.take() {
-                    close(&st, done);
+                    if st.failed {
+                        // Its last write failed (a full disk): the file is not whole. An EOS can
+                        // still reach the sink after the error, before the session hears of it.
+                        drop(done.file);
+                        let _ = std::fs::remove_file(&done.location);
+                    } else {
+                        close(&st, done);
+                    }
                 }
             })
             .build(),
@@ -258,6 +269,10 @@ fn finish_part(st: &mut WriterState) -> Result<(), WriteFailure> {
 
 fn close(st: &WriterState, done: OpenFragment) {
     drop(done.file);
+    if done.written == 0 {
+        let _ = std::fs::remove_file(&done.location);
+        return;
+    }
     st.events.emit(PipelineEvent::FragmentClosed {
         rendition: st.rendition.clone(),
         location: done.location,
