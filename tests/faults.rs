@@ -130,13 +130,15 @@ fn a_stuck_teardown_is_abandoned_off_the_one_worker_and_the_stream_restarts() {
         // waiting for them (nothing of ours is blocked on them).
         rt.shutdown_background();
     });
-    let (stalled, abandoned, health, ticks_then, ticks_now, text) = verdict
-        .recv_timeout(Duration::from_secs(40))
-        .expect(
+    let (stalled, abandoned, health, ticks_then, ticks_now, text) =
+        verdict.recv_timeout(Duration::from_secs(40)).expect(
             "within 40 s, two sessions should have stalled and had their stuck teardown \
              abandoned (a session waiting for its teardown, or a worker blocked in it, fails here)",
         );
-    assert!(stalled >= 2, "the stall watchdog fired per session:\n{text}");
+    assert!(
+        stalled >= 2,
+        "the stall watchdog fired per session:\n{text}"
+    );
     assert!(abandoned >= 2, "{text}");
     assert!(
         matches!(
@@ -190,7 +192,11 @@ impl SmallDisk {
             .arg(dir)
             .status()
             .expect("run mount");
-        assert!(status.success(), "mount -t tmpfs on {} failed", dir.display());
+        assert!(
+            status.success(),
+            "mount -t tmpfs on {} failed",
+            dir.display()
+        );
         if sudo {
             // Let the (unprivileged) zoomate write there.
             let _ = Command::new("sudo")
@@ -323,7 +329,8 @@ fn check_listed(store: &Path, stream: &str, rendition: &str, text: &str, scratch
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             if packets == 0 {
-                let keep = std::env::temp_dir().join(format!("faults-{stream}-{rendition}-{}", line.trim()));
+                let keep = std::env::temp_dir()
+                    .join(format!("faults-{stream}-{rendition}-{}", line.trim()));
                 let _ = std::fs::copy(&probe_path, &keep);
                 panic!(
                     "{stream}/{rendition}: {line} listed but has no packets ({} bytes, kept as {}): {probe}\n{text}",
@@ -374,9 +381,16 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
             })
             .collect()
     };
-    wait_for(Duration::from_secs(30), "both streams listing segments", || {
-        listed(&z).iter().all(|n| n.is_some_and(|n| n >= 1)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "both streams listing segments",
+        || {
+            listed(&z)
+                .iter()
+                .all(|n| n.is_some_and(|n| n >= 1))
+                .then_some(())
+        },
+    );
 
     let mut recoveries = Vec::new();
     const CYCLES: usize = 3;
@@ -389,7 +403,10 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
                 Duration::from_secs(20),
                 &format!("cycle {cycle}: {stream} marked unhealthy"),
                 || {
-                    (series(&z, &format!("zoomate_stream_healthy{{stream=\"{stream}\"}}")) == 0.0)
+                    (series(
+                        &z,
+                        &format!("zoomate_stream_healthy{{stream=\"{stream}\"}}"),
+                    ) == 0.0)
                         .then_some(())
                 },
             );
@@ -445,7 +462,10 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
                 Duration::from_secs(10),
                 &format!("cycle {cycle}: {stream} healthy again"),
                 || {
-                    (series(&z, &format!("zoomate_stream_healthy{{stream=\"{stream}\"}}")) == 1.0)
+                    (series(
+                        &z,
+                        &format!("zoomate_stream_healthy{{stream=\"{stream}\"}}"),
+                    ) == 1.0)
                         .then_some(())
                 },
             );

@@ -49,14 +49,12 @@ impl UnhealthyReason {
         match error {
             SessionError::StoreFull(_) => Some(UnhealthyReason::StoreFull),
             SessionError::Store(_) => Some(UnhealthyReason::StoreError),
-            SessionError::Transcode(crate::transcode::TranscodeError::Staging { source, .. })
-                if crate::store::is_no_space(source) =>
-            {
-                Some(UnhealthyReason::StoreFull)
-            }
-            SessionError::Stalled(_) | SessionError::EosTimeout(_) | SessionError::StartTimeout(_) => {
-                Some(UnhealthyReason::Stalled)
-            }
+            SessionError::Transcode(crate::transcode::TranscodeError::Staging {
+                source, ..
+            }) if crate::store::is_no_space(source) => Some(UnhealthyReason::StoreFull),
+            SessionError::Stalled(_)
+            | SessionError::EosTimeout(_)
+            | SessionError::StartTimeout(_) => Some(UnhealthyReason::Stalled),
             SessionError::Transcode(_) | SessionError::Pipeline(_) => {
                 Some(UnhealthyReason::PipelineFailed)
             }
@@ -268,7 +266,10 @@ mod tests {
         for s in 1..5 {
             h.session_started("demo");
             let later = t0 + Duration::from_secs(2 * s);
-            assert_eq!(h.session_failed("demo", &full(), later), Transition::Unchanged);
+            assert_eq!(
+                h.session_failed("demo", &full(), later),
+                Transition::Unchanged
+            );
         }
         assert!(matches!(
             h.health("demo"),
@@ -289,7 +290,10 @@ mod tests {
         let mut r = Registry::default();
         h.register_metrics(&mut r);
         let text = crate::http::metrics::encode(&[&r]);
-        assert!(text.contains("zoomate_stream_healthy{stream=\"demo\"} 1"), "{text}");
+        assert!(
+            text.contains("zoomate_stream_healthy{stream=\"demo\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("zoomate_store_write_errors_total{reason=\"no_space\"} 5"),
             "{text}"
@@ -301,7 +305,10 @@ mod tests {
         let h = StreamHealth::default();
         let t0 = Instant::now();
         let no_audio = SessionError::NoAudio(Duration::from_secs(3));
-        assert_eq!(h.session_failed("cam", &no_audio, t0), Transition::Unchanged);
+        assert_eq!(
+            h.session_failed("cam", &no_audio, t0),
+            Transition::Unchanged
+        );
         h.session_failed("cam", &full(), t0);
         let stalled = SessionError::Stalled(Duration::from_secs(10));
         assert_eq!(

@@ -327,7 +327,10 @@ mod tests {
         let t0 = Instant::now();
         let mut m = launched(rules(false), t0);
         assert!(matches!(
-            m.on(&Stimulus::Pipeline(PipelineEvent::StoreFull("x".into())), t0),
+            m.on(
+                &Stimulus::Pipeline(PipelineEvent::StoreFull("x".into())),
+                t0
+            ),
             Action::Stop(Err(SessionError::StoreFull(_)))
         ));
     }

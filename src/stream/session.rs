@@ -277,10 +277,7 @@ pub async fn run_session(
                 }
             }
             Action::Stop(outcome) => {
-                if let Err(
-                    SessionError::Stalled(_) | SessionError::EosTimeout(_),
-                ) = &outcome
-                {
+                if let Err(SessionError::Stalled(_) | SessionError::EosTimeout(_)) = &outcome {
                     ctx.health.watchdog_fired(machine.phase().name());
                 }
                 break outcome;

@@ -254,7 +254,8 @@ fn finish_part(st: &mut WriterState) -> Result<(), WriteFailure> {
     let index = open.next_part;
     open.next_part += 1;
     let location = st.dir.join(format!("{:08}.{index}.m4s", open.fragment));
-    crate::store::write_atomic(&location, &part.bytes).map_err(|e| WriteFailure::io(&location, e))?;
+    crate::store::write_atomic(&location, &part.bytes)
+        .map_err(|e| WriteFailure::io(&location, e))?;
     st.events.emit(PipelineEvent::PartWritten {
         rendition: st.rendition.clone(),
         location,

@@ -16,7 +16,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum OffRuntimeError {
     /// Still running at the deadline: abandoned on its own thread.
-    #[error("{what} did not finish within {after:?}; abandoned on its own thread")]
+    #[error("{what} did not finish within {:.0} ms; abandoned on its own thread", after.as_secs_f64() * 1e3)]
     Abandoned { what: &'static str, after: Duration },
     /// The thread could not be started, or the call panicked.
     #[error("{what} failed on its thread: {reason}")]

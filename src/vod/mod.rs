@@ -298,14 +298,13 @@ async fn build(
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
     };
-    let (pipeline, mut events) = crate::transcode::run_bounded(
-        "start",
-        VOD_STATE_CHANGE_TIMEOUT,
-        move || LivePipeline::start(spec),
-    )
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(e.to_string()))?;
+    let (pipeline, mut events) =
+        crate::transcode::run_bounded("start", VOD_STATE_CHANGE_TIMEOUT, move || {
+            LivePipeline::start(spec)
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
     let frame_ns = 1_000_000_000 / config.ladder.frame_rate.max(1) as u64;
     let mut planned = Vec::new();
     let mut separate_audio = false;
