@@ -456,6 +456,11 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
             },
         );
         let recovered = first_new.iter().flatten().max().copied().unwrap();
+        println!(
+            "cycle {cycle}: time to recover {:.2} s (per rendition: {:?})",
+            recovered.as_secs_f64(),
+            first_new
+        );
         recoveries.push(recovered);
         for stream in ["ts", "cmaf"] {
             wait_for(

@@ -176,7 +176,11 @@ pub async fn run_session(
     )
     .await;
     let (pipeline, mut events) = match started {
-        Ok(started) => started?,
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e.into());
+        }
         Err(crate::transcode::OffRuntimeError::Abandoned { after, .. }) => {
             ctx.health.watchdog_fired(machine.phase().name());
             tracing::warn!(stream = %ctx.stream, timeout_ms = after.as_millis() as u64,
