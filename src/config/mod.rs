@@ -538,6 +538,21 @@ mod tests {
     }
 
     #[test]
+    fn the_state_change_watchdog_is_validated_naming_key_and_value() {
+        for bad in [0, 99, 60_001] {
+            let c =
+                Config::parse(&format!("[pipelines]\nstate_change_timeout_ms = {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("pipelines.state_change_timeout_ms") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        let c = Config::parse("[pipelines]\nstate_change_timeout_ms = 100\n").unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn max_header_bytes_below_what_the_server_enforces_is_rejected() {
         for section in ["origin", "edge"] {
             let c =
