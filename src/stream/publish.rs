@@ -159,12 +159,10 @@ pub(super) async fn publish_assembled(
 /// MPEG-TS packets are 188 bytes each.
 const TS_PACKET_BYTES: u64 = 188;
 
-/// Whether a staged segment can be whole: not empty, and (MPEG-TS) whole packets. A write cut
-/// short by a full disk leaves neither (filesink flushes 64 KiB at a time, not packet by packet).
-fn whole_segment(format: SegmentFormat, staged: &std::path::Path) -> Result<(), &'static str> {
-    let len = std::fs::metadata(staged)
-        .map(|m| m.len())
-        .map_err(|_| "missing")?;
+/// Whether a staged segment of `len` bytes can be whole: not empty, and (MPEG-TS) whole
+/// packets. A write cut short by a full disk leaves neither (filesink flushes 64 KiB at a time,
+/// not packet by packet), and a sink that hit the full disk can still report the fragment.
+fn whole_segment(format: SegmentFormat, len: u64) -> Result<(), &'static str> {
     match format {
         _ if len == 0 => Err("empty"),
         SegmentFormat::Ts if len % TS_PACKET_BYTES != 0 => Err("not whole MPEG-TS packets"),
@@ -202,20 +200,28 @@ async fn publish_segment(
         let _ = std::fs::remove_file(staged);
         return Ok(());
     }
-    if let Err(reason) = whole_segment(st.format, staged) {
-        // A sink that hit a full disk can report a fragment it could not finish.
-        tracing::warn!(stream = %ctx.stream, rendition, file = %staged.display(), reason, "segment not whole; not listed");
-        let _ = std::fs::remove_file(staged);
-        return Ok(());
-    }
     let ext = st.format.segment_extension();
     let public = rendition_dir.join(layout::segment_file(sequence, ext));
     let staged_owned = staged.to_path_buf();
     let public_owned = public.clone();
-    let byte_size =
-        tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let format = st.format;
+    let promoted = tokio::task::spawn_blocking(move || {
+        let len = std::fs::metadata(&staged_owned)?.len();
+        if let Err(reason) = whole_segment(format, len) {
+            let _ = std::fs::remove_file(&staged_owned);
+            return Ok(Err(reason));
+        }
+        crate::store::promote(&staged_owned, &public_owned).map(Ok)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let byte_size = match promoted {
+        Ok(len) => len,
+        Err(reason) => {
+            tracing::warn!(stream = %ctx.stream, rendition, file = %staged.display(), reason, "segment not whole; not listed");
+            return Ok(());
+        }
+    };
     let uri_path = layout::live_segment_uri(&ctx.stream, rendition, sequence, ext);
     let (added, master, mpd, snapshot) = {
         let mut t = lock(&ctx.timeline);
@@ -308,4 +314,19 @@ async fn publish_segment(
         uri: layout::live_playlist_uri(&ctx.stream, rendition),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_cut_short_is_not_whole() {
+        assert_eq!(whole_segment(SegmentFormat::Ts, 0), Err("empty"));
+        assert_eq!(whole_segment(SegmentFormat::Cmaf, 0), Err("empty"));
+        assert!(whole_segment(SegmentFormat::Ts, 188 * 350).is_ok());
+        // A 64 KiB flush cut by ENOSPC ends mid-packet.
+        assert!(whole_segment(SegmentFormat::Ts, 65_536).is_err());
+        assert!(whole_segment(SegmentFormat::Cmaf, 65_536).is_ok());
+    }
 }
