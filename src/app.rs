@@ -201,6 +201,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             }
         }));
         origin.set_live_playlists(reg.live_playlists());
+        origin.set_stream_health(reg.health());
         serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
     }

@@ -31,6 +31,8 @@ pub const VOD_INIT_SEGMENT: &str = "init.mp4";
 pub const STAGED_INIT_SEGMENT: &str = "init.mp4";
 /// The clock every listener serves (the live MPD's `UTCTiming`, resolved against the MPD).
 pub const TIME_PATH: &str = "/time";
+/// The origin's stream health (JSON): every stream it runs, healthy or why not.
+pub const STREAMS_PATH: &str = "/streams";
 /// Hidden per-stream directory of segments being written (never served: names start with `.`).
 pub const STAGING_DIR: &str = ".staging";
 

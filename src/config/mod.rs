@@ -380,6 +380,9 @@ pub struct PipelinesConfig {
     pub eos_timeout_ms: u64,
     /// Seconds without a new segment, while live, before the watchdog declares the pipeline hung.
     pub stall_timeout_ms: u64,
+    /// Milliseconds a pipeline's start (to PLAYING) or teardown (to NULL) may take; past it the
+    /// watchdog abandons the pipeline on its own thread and the stream restarts with a new one.
+    pub state_change_timeout_ms: u64,
 }
 
 impl Default for PipelinesConfig {
@@ -532,6 +535,21 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.ladder.renditions.len(), 3);
         assert!(c.streams.iter().any(|s| s.name == "demo"));
+    }
+
+    #[test]
+    fn the_state_change_watchdog_is_validated_naming_key_and_value() {
+        for bad in [0, 99, 60_001] {
+            let c =
+                Config::parse(&format!("[pipelines]\nstate_change_timeout_ms = {bad}\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("pipelines.state_change_timeout_ms") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+        let c = Config::parse("[pipelines]\nstate_change_timeout_ms = 100\n").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

@@ -280,6 +280,12 @@ impl Config {
                 "must be > 0",
             ));
         }
+        check_range(
+            &mut errors,
+            "pipelines.state_change_timeout_ms",
+            self.pipelines.state_change_timeout_ms,
+            100..=60_000,
+        );
         if self.pipelines.stall_timeout_ms < 2 * l.segment_duration_ms {
             errors.push(ConfigError::invalid(
                 "pipelines.stall_timeout_ms",

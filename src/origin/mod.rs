@@ -123,6 +123,8 @@ struct OriginState {
     ingest_metrics: std::sync::OnceLock<IngestMetrics>,
     /// The sessions' newest playlists (set once before serving; absent: disk only).
     live_playlists: std::sync::OnceLock<Arc<LivePlaylists>>,
+    /// Every stream's health, answered at `/streams` (set once before serving).
+    stream_health: std::sync::OnceLock<Arc<crate::stream::StreamHealth>>,
     held: Arc<HeldBudget>,
 }
 
@@ -150,6 +152,7 @@ impl OriginServer {
                 metrics: OriginMetrics::default(),
                 ingest_metrics: std::sync::OnceLock::new(),
                 live_playlists: std::sync::OnceLock::new(),
+                stream_health: std::sync::OnceLock::new(),
                 held: HeldBudget::new(
                     config.hls.max_held_requests,
                     config.hls.max_held_requests_per_stream,
@@ -173,6 +176,11 @@ impl OriginServer {
     /// versions.
     pub fn set_live_playlists(&self, live: Arc<LivePlaylists>) {
         let _ = self.state.live_playlists.set(live);
+    }
+
+    /// Answers `/streams` with every stream's health.
+    pub fn set_stream_health(&self, health: Arc<crate::stream::StreamHealth>) {
+        let _ = self.state.stream_health.set(health);
     }
 
     pub async fn run(self, shutdown: Shutdown) {
@@ -200,6 +208,17 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
         if !(matches!(path.as_str(), "/healthz" | "/metrics") && r.status().is_success()) {
             state.metrics.record(None, r.status());
         }
+        return r;
+    }
+    if path == crate::layout::STREAMS_PATH
+        && let Some(health) = state.stream_health.get()
+    {
+        let body = health.to_json(std::time::Instant::now()).to_string();
+        let mut r = headers::text(StatusCode::OK, &body);
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         return r;
     }
     let (file, kind, live) = match locate(&state, &path) {

@@ -20,7 +20,19 @@ const DEFAULT_JANITOR_QUEUE: usize = 65_536;
 /// Directory of a live stream.
 pub use crate::layout::live_stream_dir;
 
+/// Whether a write failed for want of space: `ENOSPC` (a full file system) or `EDQUOT` (a full
+/// quota). Such a failure makes a stream unhealthy (`store_full`) until a segment is listed again.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
+/// On failure (a full disk) the temporary file is removed: nothing half-written is left.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path
@@ -32,12 +44,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other("bad file name"))?;
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_data()?;
+        f.sync_data()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    std::fs::rename(&tmp, path)
 }
 
 /// Moves a finished segment from staging into its public name (same file system: atomic).

@@ -2,12 +2,14 @@
 //! that outlives sessions so media sequences continue across reconnects and restarts.
 
 pub mod assembler;
+pub mod health;
 pub mod phase;
 mod publish;
 pub mod registry;
 pub mod session;
 pub mod timeline;
 
+pub use health::{Health, StreamHealth, UnhealthyReason};
 pub use registry::StreamRegistry;
 pub use session::{Announce, SessionContext, SessionError};
 pub use timeline::StreamTimeline;

@@ -3,11 +3,16 @@
 //! [`Action`]s; tests feed stimuli with chosen instants, without GStreamer or sockets.
 //!
 //! ```text
-//!  Starting ──LadderPlanned──▶ Running ──shutdown / input ended / silence──▶ Draining ──EOS──▶ done
-//!      └──────────────shutdown / input ended─────────────────────────────────▲
+//!  Launching ──PLAYING──▶ Starting ──LadderPlanned──▶ Running ──shutdown / input ended / silence──▶ Draining ──EOS──▶ TearingDown ──NULL──▶ done
+//!                             └──────────────shutdown / input ended─────────────────────────────────▲              ▲
+//!                  (any stop: EOS, failure, a watchdog) ────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The watchdogs per phase:
+//! Every phase has a deadline, so no state of a session can wait for ever:
+//! - **state change** (`pipelines.state_change_timeout_ms`) while Launching (the pipeline going
+//!   to PLAYING) and TearingDown (going to NULL): both run off the tokio workers
+//!   ([`crate::transcode::off_runtime`]); past the deadline the pipeline is abandoned on its
+//!   thread and the session ends, so its stream restarts with a fresh pipeline;
 //! - **stall** (`pipelines.stall_timeout_ms` without a segment) while Starting or Running;
 //!   a network source waits for its first packet as long as it likes (no stall while
 //!   Starting), and one that has gone quiet is the silence rule's, never a stall;
@@ -30,6 +35,8 @@ pub const QUIET_SOURCE: Duration = Duration::from_secs(1);
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// The pipeline is being set to PLAYING; abandoned at `deadline`.
+    Launching { deadline: Instant },
     /// The pipeline runs; no ladder yet (no video caps seen).
     Starting,
     /// The ladder was planned at `planned_at`: segments are expected.
@@ -37,6 +44,21 @@ pub enum Phase {
     /// Open segments are being finished: EOS was sent (`eos_sent`) or the input ended by
     /// itself; done when the pipeline reports EOS, failed at `deadline`.
     Draining { eos_sent: bool, deadline: Instant },
+    /// The pipeline is being set to NULL; abandoned at `deadline`.
+    TearingDown { deadline: Instant },
+}
+
+impl Phase {
+    /// The phase's name in metrics (`zoomate_watchdog_fired_total{phase}`) and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Launching { .. } => "launching",
+            Phase::Starting => "starting",
+            Phase::Running { .. } => "running",
+            Phase::Draining { .. } => "draining",
+            Phase::TearingDown { .. } => "tearing_down",
+        }
+    }
 }
 
 /// The timeouts a session runs under.
@@ -44,6 +66,8 @@ pub enum Phase {
 pub struct SessionRules {
     pub stall: Duration,
     pub eos_timeout: Duration,
+    /// A state change (start to PLAYING, teardown to NULL).
+    pub state_change: Duration,
     /// Network (RTP) sources: `Some(silence_timeout)`.
     pub network_silence: Option<Duration>,
 }
@@ -93,9 +117,12 @@ pub struct SessionMachine {
 }
 
 impl SessionMachine {
+    /// A session launching its pipeline at `now`.
     pub fn new(rules: SessionRules, now: Instant) -> SessionMachine {
         SessionMachine {
-            phase: Phase::Starting,
+            phase: Phase::Launching {
+                deadline: now + rules.state_change,
+            },
             rules,
             last_progress: now,
         }
@@ -105,12 +132,39 @@ impl SessionMachine {
         self.phase
     }
 
+    /// The pipeline reached PLAYING at `now`: the stall watchdog starts counting.
+    pub fn launched(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Launching { .. }) {
+            self.phase = Phase::Starting;
+            self.last_progress = now;
+        }
+    }
+
+    /// The session stops (whatever the outcome): the pipeline goes to NULL, by the returned
+    /// deadline or it is abandoned.
+    pub fn tear_down(&mut self, now: Instant) -> Instant {
+        if let Phase::TearingDown { deadline } = self.phase {
+            return deadline;
+        }
+        let deadline = now + self.rules.state_change;
+        self.phase = Phase::TearingDown { deadline };
+        deadline
+    }
+
+    /// When the state-change watchdog fires (Launching, TearingDown).
+    pub fn state_change_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Launching { deadline } | Phase::TearingDown { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
     /// When the stall watchdog fires, if it is armed.
     pub fn stall_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Starting if self.rules.network_silence.is_some() => None,
             Phase::Starting | Phase::Running { .. } => Some(self.last_progress + self.rules.stall),
-            Phase::Draining { .. } => None,
+            Phase::Launching { .. } | Phase::Draining { .. } | Phase::TearingDown { .. } => None,
         }
     }
 
@@ -122,9 +176,12 @@ impl SessionMachine {
         }
     }
 
-    /// Whether a shutdown still changes anything (EOS not yet sent).
+    /// Whether a shutdown still changes anything (EOS not yet sent, not tearing down).
     pub fn awaits_shutdown(&self) -> bool {
-        !matches!(self.phase, Phase::Draining { eos_sent: true, .. })
+        !matches!(
+            self.phase,
+            Phase::Draining { eos_sent: true, .. } | Phase::TearingDown { .. }
+        )
     }
 
     /// Whether the silence check runs (network sources, not draining).
@@ -146,7 +203,7 @@ impl SessionMachine {
                 Action::SendEos(EosReason::Shutdown)
             }
             Stimulus::InputEnded => {
-                if !matches!(self.phase, Phase::Draining { .. }) {
+                if matches!(self.phase, Phase::Starting | Phase::Running { .. }) {
                     self.phase = Phase::Draining {
                         eos_sent: false,
                         deadline: now + self.rules.eos_timeout,
@@ -201,9 +258,12 @@ impl SessionMachine {
                 PipelineEvent::Failed(reason) => {
                     Action::Stop(Err(SessionError::Pipeline(reason.clone())))
                 }
+                PipelineEvent::StoreFull(reason) => {
+                    Action::Stop(Err(SessionError::StoreFull(reason.clone())))
+                }
                 PipelineEvent::LadderPlanned { .. } => {
                     self.last_progress = now;
-                    if !matches!(self.phase, Phase::Draining { .. }) {
+                    if matches!(self.phase, Phase::Starting) {
                         self.phase = Phase::Running { planned_at: now };
                     }
                     Action::Continue
@@ -227,11 +287,59 @@ mod tests {
 
     const STALL: Duration = Duration::from_secs(10);
     const EOS: Duration = Duration::from_secs(5);
+    const STATE_CHANGE: Duration = Duration::from_secs(3);
+
+    /// A machine whose pipeline reached PLAYING at `t0`.
+    fn launched(rules: SessionRules, t0: Instant) -> SessionMachine {
+        let mut m = SessionMachine::new(rules, t0);
+        m.launched(t0);
+        m
+    }
+
+    #[test]
+    fn every_phase_has_a_deadline_including_launch_and_teardown() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(false), t0);
+        assert_eq!(m.phase().name(), "launching");
+        assert_eq!(m.state_change_deadline(), Some(t0 + STATE_CHANGE));
+        assert_eq!(m.stall_deadline(), None, "launching is the state change's");
+        let t1 = t0 + Duration::from_secs(1);
+        m.launched(t1);
+        assert_eq!(m.phase(), Phase::Starting);
+        assert_eq!(m.stall_deadline(), Some(t1 + STALL), "counted from PLAYING");
+        m.on(&planned(), t1);
+        assert_eq!(m.phase().name(), "running");
+        assert!(m.stall_deadline().is_some());
+        m.on(&Stimulus::Shutdown, t1);
+        assert_eq!(m.phase().name(), "draining");
+        assert!(m.eos_deadline().is_some());
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(m.tear_down(t2), t2 + STATE_CHANGE);
+        assert_eq!(m.phase().name(), "tearing_down");
+        assert_eq!(m.state_change_deadline(), Some(t2 + STATE_CHANGE));
+        assert_eq!(m.tear_down(t2 + EOS), t2 + STATE_CHANGE, "one deadline");
+        assert!(!m.awaits_shutdown());
+        assert_eq!((m.stall_deadline(), m.eos_deadline()), (None, None));
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_session_as_store_full() {
+        let t0 = Instant::now();
+        let mut m = launched(rules(false), t0);
+        assert!(matches!(
+            m.on(
+                &Stimulus::Pipeline(PipelineEvent::StoreFull("x".into())),
+                t0
+            ),
+            Action::Stop(Err(SessionError::StoreFull(_)))
+        ));
+    }
 
     fn rules(network: bool) -> SessionRules {
         SessionRules {
             stall: STALL,
             eos_timeout: EOS,
+            state_change: STATE_CHANGE,
             network_silence: network.then_some(Duration::from_secs(2)),
         }
     }
@@ -258,7 +366,7 @@ mod tests {
     #[test]
     fn shutdown_drains_until_eos_and_sends_eos_once() {
         let t0 = Instant::now();
-        let mut m = SessionMachine::new(rules(false), t0);
+        let mut m = launched(rules(false), t0);
         m.on(&planned(), t0);
         assert!(matches!(m.phase(), Phase::Running { .. }));
         assert!(matches!(
@@ -278,7 +386,7 @@ mod tests {
     #[test]
     fn the_eos_watchdog_measures_silence_not_drain_time() {
         let t0 = Instant::now();
-        let mut m = SessionMachine::new(rules(false), t0);
+        let mut m = launched(rules(false), t0);
         m.on(&planned(), t0);
         m.on(&Stimulus::InputEnded, t0);
         assert!(
@@ -302,7 +410,7 @@ mod tests {
     #[test]
     fn a_pipeline_without_segments_stalls_but_a_waiting_network_source_does_not() {
         let t0 = Instant::now();
-        let mut m = SessionMachine::new(rules(false), t0);
+        let mut m = launched(rules(false), t0);
         assert_eq!(m.stall_deadline(), Some(t0 + STALL));
         m.on(&closed(), t0 + STALL / 2);
         assert!(matches!(
@@ -314,7 +422,7 @@ mod tests {
             Action::Stop(Err(SessionError::Stalled(_)))
         ));
 
-        let mut n = SessionMachine::new(rules(true), t0);
+        let mut n = launched(rules(true), t0);
         assert_eq!(n.stall_deadline(), None, "waiting for the first packet");
         n.on(&planned(), t0);
         // Quiet (no video for a while): the silence rule's, not a stall.
@@ -333,7 +441,7 @@ mod tests {
     #[test]
     fn silence_ends_a_network_stream_and_missing_audio_restarts_it() {
         let t0 = Instant::now();
-        let mut m = SessionMachine::new(rules(true), t0);
+        let mut m = launched(rules(true), t0);
         m.on(&planned(), t0);
         let check = |audio, idle| Stimulus::SilenceCheck {
             audio_seen: audio,
@@ -351,7 +459,7 @@ mod tests {
             Action::Stop(Err(SessionError::NoAudio(_)))
         ));
 
-        let mut s = SessionMachine::new(rules(true), t0);
+        let mut s = launched(rules(true), t0);
         s.on(&planned(), t0);
         let idle = Duration::from_secs(3);
         assert!(matches!(

@@ -159,6 +159,20 @@ pub(super) async fn publish_assembled(
     .await
 }
 
+/// MPEG-TS packets are 188 bytes each.
+const TS_PACKET_BYTES: u64 = 188;
+
+/// Whether a staged segment of `len` bytes can be whole: not empty, and (MPEG-TS) whole
+/// packets. A write cut short by a full disk leaves neither (filesink flushes 64 KiB at a time,
+/// not packet by packet), and a sink that hit the full disk can still report the fragment.
+fn whole_segment(format: SegmentFormat, len: u64) -> Result<(), &'static str> {
+    match format {
+        _ if len == 0 => Err("empty"),
+        SegmentFormat::Ts if len % TS_PACKET_BYTES != 0 => Err("not whole MPEG-TS packets"),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
     t.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -194,10 +208,24 @@ async fn publish_segment(
     let public = rendition_dir.join(layout::segment_file(sequence, ext));
     let staged_owned = staged.to_path_buf();
     let public_owned = public.clone();
-    let byte_size =
-        tokio::task::spawn_blocking(move || crate::store::promote(&staged_owned, &public_owned))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let format = st.format;
+    let promoted = tokio::task::spawn_blocking(move || {
+        let len = std::fs::metadata(&staged_owned)?.len();
+        if let Err(reason) = whole_segment(format, len) {
+            let _ = std::fs::remove_file(&staged_owned);
+            return Ok(Err(reason));
+        }
+        crate::store::promote(&staged_owned, &public_owned).map(Ok)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let byte_size = match promoted {
+        Ok(len) => len,
+        Err(reason) => {
+            tracing::warn!(stream = %ctx.stream, rendition, file = %staged.display(), reason, "segment not whole; not listed");
+            return Ok(());
+        }
+    };
     let uri_path = layout::live_segment_uri(&ctx.stream, rendition, sequence, ext);
     let (added, master, mpd, snapshot) = {
         let mut t = lock(&ctx.timeline);
@@ -252,6 +280,14 @@ async fn publish_segment(
     }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
     st.figures.segments += 1;
+    if st.figures.segments == 1
+        && let super::health::Transition::Recovered { reason, after } = ctx
+            .health
+            .segment_listed(&ctx.stream, std::time::Instant::now())
+    {
+        tracing::info!(stream = %ctx.stream, was = reason.label(), unhealthy_ms = after.as_millis() as u64,
+            "stream healthy again: segments are listed");
+    }
     super::session::PublishDelays::observe(&ctx.delays.segment, pdt_ms, duration_ms);
     st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();
@@ -283,4 +319,19 @@ async fn publish_segment(
         uri: layout::live_playlist_uri(&ctx.stream, rendition),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_cut_short_is_not_whole() {
+        assert_eq!(whole_segment(SegmentFormat::Ts, 0), Err("empty"));
+        assert_eq!(whole_segment(SegmentFormat::Cmaf, 0), Err("empty"));
+        assert!(whole_segment(SegmentFormat::Ts, 188 * 350).is_ok());
+        // A 64 KiB flush cut by ENOSPC ends mid-packet.
+        assert!(whole_segment(SegmentFormat::Ts, 65_536).is_err());
+        assert!(whole_segment(SegmentFormat::Cmaf, 65_536).is_ok());
+    }
 }

@@ -46,6 +46,7 @@ pub struct StreamRegistry {
     /// Every live playlist's newest version, for the origin's blocking reloads.
     live_playlists: Arc<crate::store::live::LivePlaylists>,
     delays: Arc<super::session::PublishDelays>,
+    health: Arc<super::health::StreamHealth>,
 }
 
 /// Removes a stream from the live set when its session ends, however it ends.
@@ -78,6 +79,7 @@ impl StreamRegistry {
             live: Mutex::new(HashSet::new()),
             rtp_counters: Mutex::new(BTreeMap::new()),
             delays: Arc::default(),
+            health: Arc::default(),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
             live_playlists: Arc::default(),
@@ -93,6 +95,11 @@ impl StreamRegistry {
     /// The newest version of every live media playlist (the origin serves from it).
     pub fn live_playlists(&self) -> Arc<crate::store::live::LivePlaylists> {
         self.live_playlists.clone()
+    }
+
+    /// Every stream's health (the origin's `/streams`, `/metrics`).
+    pub fn health(&self) -> Arc<super::health::StreamHealth> {
+        self.health.clone()
     }
 
     /// Streams with a running session.
@@ -129,6 +136,7 @@ impl StreamRegistry {
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
             network: None,
             delays: self.delays.clone(),
+            health: self.health.clone(),
         }
     }
 
@@ -180,12 +188,19 @@ impl StreamRegistry {
         let ctx = self.context(stream);
         let shutdown = self.shutdown.clone();
         let stream = stream.to_string();
+        let health = self.health.clone();
         self.tasks.spawn(async move {
             let _guard = guard;
             match run_session(ctx, source, Some(media), shutdown).await {
                 Ok(()) => tracing::info!(stream, "publish session ended"),
-                Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
+                Err(e) => {
+                    let reason = super::health::UnhealthyReason::of(&e).map(|r| r.label());
+                    health.session_failed(&stream, &e, std::time::Instant::now());
+                    tracing::error!(stream, error = %e, reason, "publish session failed")
+                }
             }
+            // The publisher is gone: its stream is no longer this origin's to report on.
+            health.forget(&stream);
             // A pipeline torn down frees its buffers (and a publisher may have filled its
             // queue): give the memory back.
             crate::ingest::memory::trim_soon();
@@ -254,7 +269,12 @@ impl StreamRegistry {
                         match (&result, v && !video_only) {
                             (Err(SessionError::NoAudio(grace)), true) => tracing::warn!(stream = %sc.name, grace_ms = grace.as_millis() as u64,
                                 "the source sends no audio although it describes some; restarting video-only"),
-                            (Err(e), _) => tracing::error!(stream = %sc.name, error = %e, "source failed; restarting"),
+                            // One line per unhealthy episode: a full disk fails every restart.
+                            (Err(e), _) => match me.health.session_failed(&sc.name, e, std::time::Instant::now()) {
+                                super::health::Transition::BecameUnhealthy(reason) => tracing::error!(stream = %sc.name, error = %e, reason = reason.label(),
+                                    "stream unhealthy; restarting its source until it lists segments again"),
+                                _ => tracing::debug!(stream = %sc.name, error = %e, "source failed again; restarting"),
+                            },
                             (Ok(()), _) if delay.is_zero() => tracing::info!(stream = %sc.name, "source ended; listening for it again"),
                             (Ok(()), _) => tracing::info!(stream = %sc.name, "source ended"),
                         }
@@ -278,6 +298,7 @@ impl StreamRegistry {
     /// Registers the RTP streams' datagram counters (accepted and dropped, by reason) into
     /// `registry`, read now: call it once per scrape.
     pub fn register_metrics(&self, registry: &mut Registry) {
+        self.health.register_metrics(registry);
         registry.register(
             "zoomate_origin_segment_ready_delay_seconds",
             "A segment's last frame captured to the segment listed and announced",

@@ -34,12 +34,27 @@ pub enum SessionError {
     Stalled(Duration),
     #[error("watchdog: EOS did not complete within {0:?}; pipeline torn down")]
     EosTimeout(Duration),
+    #[error("watchdog: the pipeline did not reach PLAYING within {0:?}; abandoned")]
+    StartTimeout(Duration),
     #[error("store: {0}")]
-    Store(#[from] std::io::Error),
+    Store(std::io::Error),
+    /// A write failed for want of space (the session's own, or a sink's in the pipeline).
+    #[error("store full: {0}")]
+    StoreFull(String),
     /// A network source's template expects audio (the SDP lists it, or the transport stream
     /// is assumed to carry it) and none arrived: restart video-only.
     #[error("no audio within {0:?} of the first video although the source describes audio")]
     NoAudio(Duration),
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> SessionError {
+        if crate::store::is_no_space(&e) {
+            SessionError::StoreFull(e.to_string())
+        } else {
+            SessionError::Store(e)
+        }
+    }
 }
 
 /// Everything a session needs from its surroundings.
@@ -58,6 +73,8 @@ pub struct SessionContext {
     pub network: Option<NetworkSource>,
     /// Publish-delay histograms, shared by every session of the registry.
     pub delays: Arc<PublishDelays>,
+    /// Every stream's health and the watchdog and store-error counters.
+    pub health: Arc<super::health::StreamHealth>,
 }
 
 /// How long after its last frame was captured a segment or part was announced: encode, mux,
@@ -150,9 +167,42 @@ pub async fn run_session(
         scale_method: crate::transcode::ScaleMethod::Bilinear,
         rtp_guard: ctx.network.as_ref().map(|n| n.counters.clone()),
     };
-    let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
-        .await
-        .map_err(|e| SessionError::Pipeline(format!("start task: {e}")))??;
+    let rules = SessionRules {
+        stall: Duration::from_millis(ctx.config.pipelines.stall_timeout_ms),
+        eos_timeout: Duration::from_millis(ctx.config.pipelines.eos_timeout_ms),
+        state_change: Duration::from_millis(ctx.config.pipelines.state_change_timeout_ms),
+        network_silence: ctx
+            .network
+            .as_ref()
+            .map(|n| Duration::from_millis(n.options.silence_timeout_ms)),
+    };
+    ctx.health.session_started(&ctx.stream);
+    let mut machine = SessionMachine::new(rules, Instant::now());
+    // Off the workers: reaching PLAYING waits on GStreamer threads (and a stuck one would hold
+    // a worker for good). Past the deadline the start is abandoned on its thread, where the
+    // pipeline is torn down if it ever starts.
+    let launch_deadline = machine.state_change_deadline().unwrap_or_else(Instant::now);
+    let started = crate::transcode::run_bounded(
+        "start",
+        launch_deadline.saturating_duration_since(Instant::now()),
+        move || LivePipeline::start(spec),
+    )
+    .await;
+    let (pipeline, mut events) = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e.into());
+        }
+        Err(crate::transcode::OffRuntimeError::Abandoned { after, .. }) => {
+            ctx.health.watchdog_fired(machine.phase().name());
+            tracing::warn!(stream = %ctx.stream, timeout_ms = after.as_millis() as u64,
+                "pipeline did not reach PLAYING; abandoned on its thread");
+            return Err(SessionError::StartTimeout(after));
+        }
+        Err(e) => return Err(SessionError::Pipeline(e.to_string())),
+    };
+    machine.launched(Instant::now());
     let pipeline = Arc::new(pipeline);
 
     // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
@@ -185,15 +235,6 @@ pub async fn run_session(
         drop(input_done_tx);
     }
 
-    let rules = SessionRules {
-        stall: Duration::from_millis(ctx.config.pipelines.stall_timeout_ms),
-        eos_timeout: Duration::from_millis(ctx.config.pipelines.eos_timeout_ms),
-        network_silence: ctx
-            .network
-            .as_ref()
-            .map(|n| Duration::from_millis(n.options.silence_timeout_ms)),
-    };
-    let mut machine = SessionMachine::new(rules, Instant::now());
     let mut silence_check = tokio::time::interval(SILENCE_CHECK_INTERVAL);
     silence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frame_ns = 1_000_000_000 / ctx.config.ladder.frame_rate.max(1) as u64;
@@ -246,9 +287,19 @@ pub async fn run_session(
                         tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream")
                     }
                 }
-                pipeline.send_eos();
+                // Off the workers: an event into a pipeline takes its state lock. The EOS
+                // watchdog covers an EOS that never arrives (or is never sent).
+                let signal = pipeline.eos_signal();
+                if let Err(e) = crate::transcode::run_detached("eos", move || signal.send()) {
+                    tracing::warn!(stream = %ctx.stream, error = %e, "could not send EOS");
+                }
             }
-            Action::Stop(outcome) => break outcome,
+            Action::Stop(outcome) => {
+                if let Err(SessionError::Stalled(_) | SessionError::EosTimeout(_)) = &outcome {
+                    ctx.health.watchdog_fired(machine.phase().name());
+                }
+                break outcome;
+            }
         }
         if let Stimulus::Pipeline(ev) = stimulus
             && let Err(e) = handle_event(&ctx, &mut state, ev).await
@@ -263,11 +314,24 @@ pub async fn run_session(
     // Parts of a segment that will never be complete leave the playlists now (not at the next
     // session): no player is sent after them.
     unlist_open_parts(&ctx, &state);
-    // Tear down off the runtime: set_state(Null) joins GStreamer threads.
+    // Tear down off the workers: set_state(Null) joins GStreamer threads, and a stuck one (a
+    // sink that never returns) would hold a worker and this stream for good. Past the deadline
+    // the pipeline is abandoned on its thread and the stream restarts with a new one.
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
     drop(events);
-    let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
+    let teardown_deadline = machine.tear_down(Instant::now());
+    let teardown = crate::transcode::run_bounded(
+        "teardown",
+        teardown_deadline.saturating_duration_since(Instant::now()),
+        move || pipeline.stop(),
+    )
+    .await;
+    if let Err(e) = teardown {
+        ctx.health.watchdog_fired(machine.phase().name());
+        tracing::warn!(stream = %ctx.stream, session = ctx.session_id, error = %e,
+            "pipeline teardown stuck; abandoned, the stream goes on with a new pipeline");
+    }
     let _ = tokio::fs::remove_dir_all(&staging).await;
     if state.started_announced {
         (ctx.announce)(BusEvent::StreamEnded {
@@ -490,7 +554,7 @@ async fn handle_event(
             };
             publish_part(ctx, st, &rendition, written).await?;
         }
-        PipelineEvent::Eos | PipelineEvent::Failed(_) => {}
+        PipelineEvent::Eos | PipelineEvent::Failed(_) | PipelineEvent::StoreFull(_) => {}
     }
     Ok(())
 }

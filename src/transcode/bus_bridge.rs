@@ -50,7 +50,10 @@ pub async fn bridge_bus(
         let Some(event) = translate(&msg, &muxers, &pipeline_name) else {
             continue;
         };
-        let terminal = matches!(event, PipelineEvent::Eos | PipelineEvent::Failed(_));
+        let terminal = matches!(
+            event,
+            PipelineEvent::Eos | PipelineEvent::Failed(_) | PipelineEvent::StoreFull(_)
+        );
         if !events.send(event).await || terminal {
             return;
         }
@@ -88,11 +91,17 @@ fn translate(
                 .src()
                 .map(|s| s.path_string().to_string())
                 .unwrap_or_default();
-            Some(PipelineEvent::Failed(format!(
+            let reason = format!(
                 "{src}: {} ({})",
                 e.error(),
                 e.debug().map(|d| d.to_string()).unwrap_or_default()
-            )))
+            );
+            // filesink (inside splitmuxsink) and the CMAF fragment writer post this on ENOSPC.
+            if e.error().matches(gst::ResourceError::NoSpaceLeft) {
+                Some(PipelineEvent::StoreFull(reason))
+            } else {
+                Some(PipelineEvent::Failed(reason))
+            }
         }
         gst::MessageView::Warning(w) => {
             tracing::warn!(pipeline = %pipeline_name, warning = %w.error(), "GStreamer warning");

@@ -67,6 +67,9 @@ pub enum PipelineEvent {
     },
     Eos,
     Failed(String),
+    /// A sink could not write for want of space (`ENOSPC`): terminal like `Failed`, but the
+    /// stream is `store_full`, not broken, and is restarted until space returns.
+    StoreFull(String),
 }
 
 /// The sending end for GStreamer threads. Blocking: a streaming thread waits for room rather

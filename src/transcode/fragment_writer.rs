@@ -24,6 +24,8 @@ struct OpenFragment {
     location: PathBuf,
     fragment: u32,
     end_ns: u64,
+    /// Bytes written so far: a fragment with none is never reported.
+    written: u64,
     /// LL-HLS: the chunk being received.
     part: Option<OpenPart>,
     next_part: u32,
@@ -94,14 +96,16 @@ pub fn attach(
                         _ => 0,
                     }
                 };
-                let mut handle = |buffer: &gst::BufferRef| -> Result<(), String> {
+                let mut handle = |buffer: &gst::BufferRef| -> Result<(), WriteFailure> {
                     let flags = buffer.flags();
-                    let map = buffer.map_readable().map_err(|e| e.to_string())?;
+                    let map = buffer
+                        .map_readable()
+                        .map_err(|e| WriteFailure::other(e.to_string()))?;
                     if flags.contains(gst::BufferFlags::HEADER | gst::BufferFlags::DISCONT) {
                         if !st.init_written {
                             let location = st.dir.join(crate::layout::STAGED_INIT_SEGMENT);
                             crate::store::write_atomic(&location, map.as_slice())
-                                .map_err(|e| format!("{}: {e}", location.display()))?;
+                                .map_err(|e| WriteFailure::io(&location, e))?;
                             st.init_written = true;
                             st.events.emit(PipelineEvent::InitSegment {
                                 rendition: st.rendition.clone(),
@@ -124,7 +128,7 @@ pub fn attach(
                         let location = st.dir.join(format!("{fragment:08}.m4s"));
                         st.next_index += 1;
                         let file = std::fs::File::create(&location)
-                            .map_err(|e| format!("{}: {e}", location.display()))?;
+                            .map_err(|e| WriteFailure::io(&location, e))?;
                         st.events.emit(PipelineEvent::FragmentOpened {
                             rendition: st.rendition.clone(),
                             running_time_ns: start_ns,
@@ -140,6 +144,7 @@ pub fn attach(
                             location,
                             fragment,
                             end_ns,
+                            written: 0,
                             part,
                             next_part: 0,
                         });
@@ -167,7 +172,8 @@ pub fn attach(
                     };
                     open.file
                         .write_all(map.as_slice())
-                        .map_err(|e| format!("{}: {e}", open.location.display()))?;
+                        .map_err(|e| WriteFailure::io(&open.location, e))?;
+                    open.written += map.len() as u64;
                     if let Some(part) = open.part.as_mut() {
                         part.bytes.extend_from_slice(map.as_slice());
                     }
@@ -184,13 +190,15 @@ pub fn attach(
                         None => Ok(()),
                     },
                 };
-                if let Err(reason) = result {
+                if let Err(failure) = result {
                     st.failed = true;
-                    gst::element_error!(
-                        sink,
-                        gst::ResourceError::Write,
-                        ["CMAF fragment writer: {}", reason]
-                    );
+                    // The same error filesink posts (MPEG-TS): the bus bridge types it.
+                    let kind = if failure.no_space {
+                        gst::ResourceError::NoSpaceLeft
+                    } else {
+                        gst::ResourceError::Write
+                    };
+                    gst::element_error!(sink, kind, ["CMAF fragment writer: {}", failure.reason]);
                     return Err(gst::FlowError::Error);
                 }
                 Ok(gst::FlowSuccess::Ok)
@@ -198,15 +206,45 @@ pub fn attach(
             .eos(move |_| {
                 let mut st = on_eos.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(done) = st.current.take() {
-                    close(&st, done);
+                    if st.failed {
+                        // Its last write failed (a full disk): the file is not whole. An EOS can
+                        // still reach the sink after the error, before the session hears of it.
+                        drop(done.file);
+                        let _ = std::fs::remove_file(&done.location);
+                    } else {
+                        close(&st, done);
+                    }
                 }
             })
             .build(),
     );
 }
 
+/// A write that failed, and whether for want of space (the stream is then unhealthy with
+/// `store_full` rather than failed).
+struct WriteFailure {
+    reason: String,
+    no_space: bool,
+}
+
+impl WriteFailure {
+    fn io(path: &std::path::Path, e: std::io::Error) -> WriteFailure {
+        WriteFailure {
+            no_space: crate::store::is_no_space(&e),
+            reason: format!("{}: {e}", path.display()),
+        }
+    }
+
+    fn other(reason: String) -> WriteFailure {
+        WriteFailure {
+            reason,
+            no_space: false,
+        }
+    }
+}
+
 /// The chunk is complete: write it as a part file and report it.
-fn finish_part(st: &mut WriterState) -> Result<(), String> {
+fn finish_part(st: &mut WriterState) -> Result<(), WriteFailure> {
     let Some(open) = st.current.as_mut() else {
         return Ok(());
     };
@@ -217,7 +255,7 @@ fn finish_part(st: &mut WriterState) -> Result<(), String> {
     open.next_part += 1;
     let location = st.dir.join(format!("{:08}.{index}.m4s", open.fragment));
     crate::store::write_atomic(&location, &part.bytes)
-        .map_err(|e| format!("{}: {e}", location.display()))?;
+        .map_err(|e| WriteFailure::io(&location, e))?;
     st.events.emit(PipelineEvent::PartWritten {
         rendition: st.rendition.clone(),
         location,
@@ -232,6 +270,10 @@ fn finish_part(st: &mut WriterState) -> Result<(), String> {
 
 fn close(st: &WriterState, done: OpenFragment) {
     drop(done.file);
+    if done.written == 0 {
+        let _ = std::fs::remove_file(&done.location);
+        return;
+    }
     st.events.emit(PipelineEvent::FragmentClosed {
         rendition: st.rendition.clone(),
         location: done.location,

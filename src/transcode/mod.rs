@@ -8,6 +8,7 @@
 //! By job: [`pipeline`] starts a pipeline and builds the ladder into it on the first video
 //! caps; [`description`] writes the ladder's gst-launch text; [`codec_probe`] reads CODECS from
 //! the encoded streams; [`fragment_writer`] turns CMAF output into fragment files;
+//! [`off_runtime`] runs the calls that can wait on a streaming thread off the tokio workers;
 //! [`bus_bridge`] forwards what only the GStreamer bus knows; [`colorimetry`] picks the
 //! ladder's one colorimetry.
 
@@ -19,13 +20,15 @@ pub mod events;
 pub mod fmp4;
 pub mod fragment_writer;
 pub mod ladder;
+pub mod off_runtime;
 pub mod pipeline;
 pub mod templates;
 
 pub use description::{DEFAULT_VOD_QUEUE_FRAMES, RawVideoQueue, ScaleMethod};
 pub use events::PipelineEvent;
 pub use ladder::{PlannedRendition, plan_ladder};
-pub use pipeline::{AUDIO_RENDITION, LadderSpec, LivePipeline};
+pub use off_runtime::{OffRuntimeError, run_bounded, run_detached};
+pub use pipeline::{AUDIO_RENDITION, EosSignal, LadderSpec, LivePipeline};
 pub use templates::Templates;
 
 /// Errors building or running a pipeline.
@@ -39,6 +42,11 @@ pub enum TranscodeError {
     Build { stream: String, reason: String },
     #[error("pipeline for stream `{stream}` refused to start: {reason}")]
     Start { stream: String, reason: String },
+    #[error("staging directory for stream `{stream}`: {source}")]
+    Staging {
+        stream: String,
+        source: std::io::Error,
+    },
 }
 
 /// Initialises GStreamer once per process and registers the in-process fMP4 plugin.

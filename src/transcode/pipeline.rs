@@ -73,7 +73,9 @@ pub struct LadderSpec {
 /// Name of the separate audio rendition of CMAF output.
 pub use crate::layout::AUDIO_RENDITION;
 
-/// A running pipeline. Dropping it tears the pipeline down.
+/// A running pipeline. Dropping it tears the pipeline down, which waits for every streaming
+/// thread: drop it (or call [`LivePipeline::stop`]) only off the tokio workers
+/// ([`super::off_runtime`]).
 pub struct LivePipeline {
     pipeline: gst::Pipeline,
     appsrc: Option<gst_app::AppSrc>,
@@ -112,8 +114,10 @@ impl LivePipeline {
         let appsrc = pipeline
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
-        std::fs::create_dir_all(&spec.staging_dir)
-            .map_err(|e| build_err(format!("staging dir: {e}")))?;
+        std::fs::create_dir_all(&spec.staging_dir).map_err(|source| TranscodeError::Staging {
+            stream: stream.clone(),
+            source,
+        })?;
         if let Some(counters) = &spec.rtp_guard {
             crate::ingest::rtp::guard_udp_sources(&pipeline, counters.clone());
         }
@@ -195,12 +199,14 @@ impl LivePipeline {
         let stream_name = pipeline.name().to_string();
         tokio::spawn(bridge_bus(bus, events, muxers, stream_name));
 
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| TranscodeError::Start {
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            // Elements that did start have streaming threads: stop them before the last ref goes.
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(TranscodeError::Start {
                 stream: pipeline.name().to_string(),
                 reason: format!("{e} (see the error on the bus log line)"),
-            })?;
+            });
+        }
         Ok((
             LivePipeline {
                 pipeline,
@@ -218,16 +224,18 @@ impl LivePipeline {
         self.appsrc.clone()
     }
 
-    /// Asks the pipeline to finish: open segments are closed and reported before `Eos`.
-    pub fn send_eos(&self) {
-        match &self.appsrc {
-            Some(src) => {
-                let _ = src.end_of_stream();
-            }
-            None => {
-                self.pipeline.send_event(gst::event::Eos::new());
-            }
+    /// What asks the pipeline to finish (open segments are closed and reported before `Eos`),
+    /// to be sent off the runtime: sending an event into a pipeline takes its state lock.
+    pub fn eos_signal(&self) -> EosSignal {
+        EosSignal {
+            pipeline: self.pipeline.clone(),
+            appsrc: self.appsrc.clone(),
         }
+    }
+
+    /// Sets the pipeline to NULL, waiting for its streaming threads: call off the runtime.
+    pub fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
 
     /// `Some(false)` while a source with an audio branch has delivered no audio yet.
@@ -257,7 +265,26 @@ impl LivePipeline {
 
 impl Drop for LivePipeline {
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        self.stop();
+    }
+}
+
+/// EOS for a pipeline; [`EosSignal::send`] may block (see [`LivePipeline::eos_signal`]).
+pub struct EosSignal {
+    pipeline: gst::Pipeline,
+    appsrc: Option<gst_app::AppSrc>,
+}
+
+impl EosSignal {
+    pub fn send(self) {
+        match &self.appsrc {
+            Some(src) => {
+                let _ = src.end_of_stream();
+            }
+            None => {
+                self.pipeline.send_event(gst::event::Eos::new());
+            }
+        }
     }
 }
 

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// No pipeline event for this long means the job is stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A VOD pipeline's start and teardown: past this it is abandoned on its own thread.
+const VOD_STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VodError {
@@ -296,7 +298,10 @@ async fn build(
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
     };
-    let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
+    let (pipeline, mut events) =
+        crate::transcode::run_bounded("start", VOD_STATE_CHANGE_TIMEOUT, move || {
+            LivePipeline::start(spec)
+        })
         .await
         .map_err(|e| fail(e.to_string()))?
         .map_err(|e| fail(e.to_string()))?;
@@ -360,7 +365,9 @@ async fn build(
                 }
             }
             PipelineEvent::Eos => break Ok(()),
-            PipelineEvent::Failed(reason) => break Err(fail(reason)),
+            PipelineEvent::Failed(reason) | PipelineEvent::StoreFull(reason) => {
+                break Err(fail(reason));
+            }
         }
     };
     progress.finish();
@@ -373,7 +380,12 @@ async fn build(
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
     drop(events);
-    let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
+    if let Err(e) =
+        crate::transcode::run_bounded("teardown", VOD_STATE_CHANGE_TIMEOUT, move || drop(pipeline))
+            .await
+    {
+        tracing::warn!(error = %e, "VOD pipeline teardown");
+    }
     outcome?;
     if planned.is_empty() || fragments.is_empty() {
         return Err(fail(
