@@ -281,8 +281,9 @@ impl crate::ingest::rtmp::PublishHandler for RegistryPublishHandler {
         &self,
         stream: &str,
         media: crate::ingest::rtmp::FlvReceiver,
+        publisher: crate::ingest::rtmp::Publisher,
     ) -> Result<(), String> {
-        self.0.start_publish(stream, media)
+        self.0.start_publish(stream, media, publisher)
     }
 }
 

@@ -108,6 +108,7 @@ pub(super) async fn publish_part(
         ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     }
     st.figures.parts += 1;
+    stats(ctx).rendition(rendition).part();
     super::session::PublishDelays::observe(
         &ctx.delays.part,
         part.program_date_time_ms,
@@ -154,6 +155,12 @@ pub(super) async fn publish_assembled(
         pdt,
     )
     .await
+}
+
+fn stats(ctx: &SessionContext) -> std::sync::MutexGuard<'_, super::stats::StreamStats> {
+    ctx.stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(super) fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
@@ -248,6 +255,12 @@ async fn publish_segment(
     }
     tracing::debug!(stream = %ctx.stream, rendition, seq = sequence, duration_ms, bytes = byte_size, "segment ready");
     st.figures.segments += 1;
+    stats(ctx).rendition(rendition).segment(
+        std::time::Instant::now(),
+        duration_ms,
+        byte_size,
+        added.segment.discontinuity,
+    );
     super::session::PublishDelays::observe(&ctx.delays.segment, pdt_ms, duration_ms);
     st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();
