@@ -123,6 +123,9 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
     };
     let mut registry = None;
     let mut publisher_handle = None;
+    // One API for the process: both listeners answer what either side knows (module doc of
+    // `api`). Set up with the final config (bound addresses filled in) below.
+    let mut api: Option<Arc<crate::api::Api>> = None;
 
     if roles.origin() {
         crate::transcode::init()?;
@@ -195,6 +198,10 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             }
         }));
         origin.set_live_playlists(reg.live_playlists());
+        let process_api = crate::api::Api::new(config.clone());
+        process_api.set_registry(reg.clone());
+        origin.set_api(process_api.clone());
+        api = Some(process_api);
         serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
     }
@@ -226,6 +233,11 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 source,
             })?;
         addrs.edge_http = Some(edge.local_addr());
+        let process_api = api
+            .take()
+            .unwrap_or_else(|| crate::api::Api::new(Arc::new(config.clone())));
+        process_api.set_edge(edge.view());
+        edge.set_api(process_api);
         serving.spawn(edge.run(http_stop.clone()));
     }
 
