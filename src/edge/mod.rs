@@ -339,7 +339,11 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     if source == Source::Hit {
         object.hits.fetch_add(1, Ordering::Relaxed);
     }
-    if live && kind == ResourceKind::MediaPlaylist && resp.status().is_success() {
+    let reloaded = matches!(
+        kind,
+        ResourceKind::MediaPlaylist | ResourceKind::DashManifest
+    );
+    if live && reloaded && resp.status().is_success() {
         if let Some(client) = req.extensions().get::<crate::http::ClientAddr>() {
             let agent = req
                 .headers()

@@ -1,5 +1,5 @@
 //! Viewers counted at the edge without cookies: a viewer is a distinct (client address,
-//! User-Agent) pair that fetched a media playlist of the stream within the last
+//! User-Agent) pair that fetched a media playlist (or the live MPD) of the stream within the last
 //! [`WINDOW_TARGET_DURATIONS`] target durations (a playing client reloads its playlist about
 //! once per target duration, an LL-HLS client more often). Players behind one NAT with the
 //! same browser count once; that is the price of counting without identifiers.
