@@ -497,8 +497,8 @@ fn the_console_lists_plays_and_switches_demo_in_chromium() {
         "{} bytes",
         png.len()
     );
-    // `ZOOMATE_UPDATE_SCREENSHOT=1 cargo test --test api` refreshes the README's picture.
-    if std::env::var_os("ZOOMATE_UPDATE_SCREENSHOT").is_some() {
+    // `UPDATE_CONSOLE_SCREENSHOT=1 cargo test --test api` refreshes the README's picture.
+    if std::env::var_os("UPDATE_CONSOLE_SCREENSHOT").is_some() {
         std::fs::write(root().join("docs/console.png"), &png).unwrap();
     }
     // The viewer the browser was, counted at the edge.
