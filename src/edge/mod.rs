@@ -343,15 +343,17 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
         kind,
         ResourceKind::MediaPlaylist | ResourceKind::DashManifest
     );
-    if live && reloaded && resp.status().is_success() {
-        if let Some(client) = req.extensions().get::<crate::http::ClientAddr>() {
-            let agent = req
-                .headers()
-                .get(header::USER_AGENT)
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            edge.viewers.saw(&stream, client.0.ip(), agent);
-        }
+    if live
+        && reloaded
+        && resp.status().is_success()
+        && let Some(client) = req.extensions().get::<crate::http::ClientAddr>()
+    {
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        edge.viewers.saw(&stream, client.0.ip(), agent);
     }
     count(&edge, Some(kind), resp)
 }
