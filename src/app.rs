@@ -341,7 +341,7 @@ fn spawn_heartbeat(
                 http_base_url: base_url.clone(),
                 load_streams: streams.len() as u32,
                 streams,
-                load_encoder_speed: 0.0,
+                load_encoder_speed: registry.slowest_encode_speed().unwrap_or(0.0) as f32,
                 interval_ms: interval_ms as u32,
             }
         },

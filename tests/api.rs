@@ -121,10 +121,11 @@ impl Recorder {
     }
 }
 
-/// `zoomate bus tail` on `endpoint`: every `stream/…` event it prints, collected.
+/// `zoomate bus tail` on `endpoint`: every `stream/…` event and heartbeat it prints, collected.
 fn bus_tail(endpoint: &str) -> (Child, Arc<Mutex<Vec<Value>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_zoomate"))
-        .args(["bus", "tail", "--connect", endpoint, "--topic", "stream/"])
+        .args(["bus", "tail", "--connect", endpoint])
+        .args(["--topic", "stream/", "--topic", "hb/"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -237,6 +238,17 @@ fn every_documented_route_answers_as_the_spec_says_with_auth_off_and_on() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // The heartbeat carries the measured encoder speed as the origin's load.
+    wait_for(
+        Duration::from_secs(15),
+        "a heartbeat with the encoder speed",
+        || {
+            events.lock().unwrap().iter().find_map(|e| {
+                (e["kind"] == "origin_heartbeat" && e["load_encoder_speed"].as_f64() > Some(0.0))
+                    .then_some(())
+            })
+        },
+    );
     // A viewer at the edge, and a cache hit: the same playlist twice with one User-Agent.
     for _ in 0..2 {
         let r = get_with(

@@ -214,6 +214,23 @@ impl StreamRegistry {
         self.streams().into_iter().find(|s| s.name == name)
     }
 
+    /// The slowest rendition's encoder speed over every live stream (the heartbeat's
+    /// `loadEncoderSpeed`: below 1.0 this origin falls behind real time); `None` when nothing
+    /// has been measured.
+    pub fn slowest_encode_speed(&self) -> Option<f64> {
+        let live = self.live_map();
+        live.values()
+            .flat_map(|e| {
+                let stats = e.stats.lock().unwrap_or_else(|p| p.into_inner());
+                stats
+                    .figures()
+                    .into_iter()
+                    .filter_map(|(_, f)| f.encode_speed)
+                    .collect::<Vec<_>>()
+            })
+            .min_by(f64::total_cmp)
+    }
+
     /// Disconnects the stream's RTMP publisher; its stream then ends as when a publisher
     /// leaves (open segments finished and listed, `StreamEnded`).
     pub fn kick(&self, name: &str) -> Result<std::net::SocketAddr, EndError> {
