@@ -80,30 +80,40 @@ impl EdgeView {
             .collect()
     }
 
-    /// Size, counters and the most hit objects (a walk over the cache's entries: an operator's
-    /// request, not the viewers' path).
+    /// Size, counters and the most hit objects: one walk over the cache's entries holding
+    /// only `Arc`s (no copy of any path or body), then the top [`TOP_OBJECTS`] picked by
+    /// partial selection; an operator's request, not the viewers' path.
     pub fn cache(&self) -> CacheStatus {
         let edge = &self.0;
-        let mut top: Vec<CachedEntry> = edge
+        let mut all: Vec<(u64, Arc<String>, Arc<super::cache::CachedObject>)> = edge
             .cache
             .objects
             .iter()
-            .map(|(key, obj)| CachedEntry {
-                path: key.as_ref().clone(),
-                kind: obj.kind.label(),
-                bytes: obj.rep.body.len() as u64,
-                hits: obj.hits.load(Ordering::Relaxed),
-            })
+            .map(|(key, obj)| (obj.hits.load(Ordering::Relaxed), key, obj))
             .collect();
-        top.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.path.cmp(&b.path)));
-        top.truncate(TOP_OBJECTS);
+        let most_hit_first = |a: &(u64, Arc<String>, _), b: &(u64, Arc<String>, _)| {
+            b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+        };
+        if all.len() > TOP_OBJECTS {
+            all.select_nth_unstable_by(TOP_OBJECTS - 1, most_hit_first);
+            all.truncate(TOP_OBJECTS);
+        }
+        all.sort_by(most_hit_first);
         CacheStatus {
             bytes: edge.cache.weighted_size(),
             capacity_bytes: edge.config.cache_bytes,
             entries: edge.cache.objects.entry_count(),
             hits: edge.metrics.hits.get(),
             misses: edge.metrics.misses.get(),
-            top_objects: top,
+            top_objects: all
+                .into_iter()
+                .map(|(hits, path, obj)| CachedEntry {
+                    path: path.as_ref().clone(),
+                    kind: obj.kind.label(),
+                    bytes: obj.rep.body.len() as u64,
+                    hits,
+                })
+                .collect(),
         }
     }
 
