@@ -72,6 +72,8 @@ pub struct RunningApp {
     /// What a hot reload can change in this process (without the log filter, which `main`
     /// owns).
     pub reload_targets: crate::reload::ReloadTargets,
+    /// The operators' API (one per process), to hand it the reloader once `main` has built it.
+    pub api: Option<Arc<crate::api::Api>>,
     /// Stage 1: ingest listeners, stopped by the shutdown signal itself.
     ingest: TaskTracker,
     /// Stage 4: HTTP servers and the edge's background services, stopped by `http_stop`.
@@ -127,6 +129,9 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
     let mut registry = None;
     let mut publisher_handle = None;
     let mut reload_targets = crate::reload::ReloadTargets::default();
+    // One API for the process: both listeners answer what either side knows (module doc of
+    // `api`). Set up with the final config (bound addresses filled in) below.
+    let mut api: Option<Arc<crate::api::Api>> = None;
 
     if roles.origin() {
         crate::transcode::init()?;
@@ -202,6 +207,10 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         }));
         origin.set_live_playlists(reg.live_playlists());
         origin.set_stream_health(reg.health());
+        let process_api = crate::api::Api::new(config.clone());
+        process_api.set_registry(reg.clone());
+        origin.set_api(process_api.clone());
+        api = Some(process_api);
         serving.spawn(origin.run(http_stop.clone()));
         registry = Some(reg);
     }
@@ -238,13 +247,23 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             _ => Vec::new(),
         };
         reload_targets.edge = Some(edge.reload_handle(own_origins));
+        let process_api = api
+            .clone()
+            .unwrap_or_else(|| crate::api::Api::new(Arc::new(config.clone())));
+        process_api.set_edge(edge.view());
+        edge.set_api(process_api.clone());
+        api = Some(process_api);
         serving.spawn(edge.run(http_stop.clone()));
     }
 
     Ok(RunningApp {
         addrs,
         registry,
-        reload_targets,
+        reload_targets: crate::reload::ReloadTargets {
+            api: api.as_ref().map(Arc::downgrade),
+            ..reload_targets
+        },
+        api,
         ingest,
         serving,
         http_stop,
@@ -294,8 +313,9 @@ impl crate::ingest::rtmp::PublishHandler for RegistryPublishHandler {
         &self,
         stream: &str,
         media: crate::ingest::rtmp::FlvReceiver,
+        publisher: crate::ingest::rtmp::Publisher,
     ) -> Result<(), String> {
-        self.0.start_publish(stream, media)
+        self.0.start_publish(stream, media, publisher)
     }
 }
 
@@ -341,7 +361,7 @@ fn spawn_heartbeat(
                 http_base_url: base_url.clone(),
                 load_streams: streams.len() as u32,
                 streams,
-                load_encoder_speed: 0.0,
+                load_encoder_speed: registry.slowest_encode_speed().unwrap_or(0.0) as f32,
                 interval_ms: interval_ms as u32,
             }
         },

@@ -24,9 +24,12 @@
 //! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, fair connection slots,
 //!   metrics).
 //! - [`vod`]       — files in, complete HLS/DASH assets out (same aligned ladder as live).
+//! - [`api`]       — the operators' JSON API (`/api/v1/`) and the embedded web console
+//!   (`/console/`), on the origin's and the edge's listeners.
 //! - [`app`]       — wires the roles together and owns the one shutdown, carried out in stages.
 //! - [`reload`]    — hot reload (SIGHUP): the config checked again, its live keys applied.
 
+pub mod api;
 pub mod app;
 pub mod bus;
 pub mod config;

@@ -360,6 +360,9 @@ async fn run(
     let mut targets = app.reload_targets.clone();
     targets.log_level = Some(log_level);
     let reloader = zoomate::reload::Reloader::new(loader, running, targets);
+    if let Some(api) = &app.api {
+        api.set_reloader(reloader.clone());
+    }
     // Installed before "ready": a SIGHUP from then on reloads instead of ending the process.
     spawn_reload_on_sighup(reloader, shutdown.clone())?;
     tracing::info!(rtmp = ?app.addrs.rtmp, origin_http = ?app.addrs.origin_http, edge_http = ?app.addrs.edge_http, bus = ?app.addrs.bus, "zoomate ready");

@@ -53,7 +53,12 @@ struct Recorder {
 }
 
 impl PublishHandler for Recorder {
-    fn on_publish(&self, stream: &str, mut media: FlvReceiver) -> Result<(), String> {
+    fn on_publish(
+        &self,
+        stream: &str,
+        mut media: FlvReceiver,
+        _publisher: zoomate::ingest::rtmp::Publisher,
+    ) -> Result<(), String> {
         self.calls.lock().unwrap().push(stream.to_string());
         match self.mode {
             Mode::Refuse(reason) => return Err(reason.to_string()),

@@ -2,7 +2,7 @@
 
 use super::ConfigError;
 use crate::bus::engine::{self, CurveKey, KeyPair};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// Smallest and largest accepted `bus.max_message_bytes`.
@@ -13,13 +13,23 @@ pub const MAX_MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=64 * 1
 #[serde(transparent)]
 pub struct SecretKeyText(pub String);
 
+/// Serialised (the API's read-only config) as a placeholder, never the key.
+impl serde::Serialize for SecretKeyText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// What a secret is shown as wherever config is shown (the API's `GET /api/v1/config`).
+pub const REDACTED: &str = "<redacted>";
+
 impl std::fmt::Debug for SecretKeyText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("\"<secret>\"")
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Publish announcements from this origin.
@@ -52,7 +62,7 @@ pub struct BusConfig {
 }
 
 /// `[bus.proxy]`: keys for `zoomate bus proxy` (its own secret key is `bus.curve_secret_key`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BusProxyConfig {
     /// Public keys (Z85) of the origins allowed to publish into the frontend.
@@ -261,4 +271,18 @@ impl BusConfig {
         }
         Ok(())
     }
+}
+
+/// Serialises a map of secrets (stream keys) with every value replaced by [`REDACTED`]: the
+/// names are configuration, the values are not shown.
+pub(super) fn redact_values<S: serde::Serializer>(
+    map: &std::collections::BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(map.len()))?;
+    for k in map.keys() {
+        m.serialize_entry(k, REDACTED)?;
+    }
+    m.end()
 }

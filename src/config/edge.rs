@@ -2,13 +2,13 @@
 
 use super::bus::{SecretKeyText, insecure, parse_key};
 use super::{ConfigError, HttpLimits};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// One `[edge] bus_connect` entry. In TOML either a plain endpoint, `"tcp://10.0.0.5:5556"`,
 /// or a table naming the publisher's CURVE public key,
 /// `{ endpoint = "tcp://10.0.0.5:5556", server_key = "Z85…" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(from = "BusConnectToml")]
 pub struct BusConnect {
     /// ZeroMQ endpoint of an origin's PUB socket or a bus proxy backend.
@@ -71,7 +71,7 @@ impl From<&str> for BusConnect {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum BalancePolicy {
     ConsistentHash,
@@ -79,7 +79,7 @@ pub enum BalancePolicy {
     LeastConnections,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Run the edge in `zoomate run`.

@@ -9,13 +9,15 @@
 //! [`Config::validate`] reports every problem as a [`ConfigError`] naming the key and the value;
 //! `main` exits non-zero on it before binding any port.
 
+mod api;
 mod bus;
 mod edge;
 mod env;
 mod stream;
 mod validate;
 
-pub use bus::{BusConfig, BusProxyConfig, SecretKeyText, parse_keys as bus_keys};
+pub use api::{ApiConfig, ApiToken, MIN_API_TOKEN_CHARS};
+pub use bus::{BusConfig, BusProxyConfig, REDACTED, SecretKeyText, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
 pub use stream::{
@@ -25,7 +27,7 @@ pub use stream::{
 pub use validate::is_valid_name;
 pub(crate) use validate::{check_range, validate_limits};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,7 +134,7 @@ impl ConfigError {
 }
 
 /// The whole configuration tree.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub log: LogConfig,
@@ -145,6 +147,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub edge: EdgeConfig,
     pub vod: VodConfig,
+    pub api: ApiConfig,
     /// Streams that exist without an RTMP publisher: test patterns and RTP inputs (none unless
     /// configured; `zoomate run` without a file has the `demo` stream of `config/demo.toml`).
     #[serde(default)]
@@ -158,14 +161,14 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (human-readable) or `json` (one object per line).
@@ -186,7 +189,7 @@ impl Default for LogConfig {
 pub const MIN_MAX_HEADER_BYTES: usize = 8192;
 
 /// Limits for an HTTP listener (origin or edge).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLimits {
     /// Connections served at once. When all are taken, the longest-idle keep-alive connection
@@ -217,7 +220,7 @@ impl Default for HttpLimits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// Identifies this worker on the bus and in heartbeats.
@@ -236,7 +239,7 @@ impl Default for OriginConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RtmpConfig {
     pub enabled: bool,
@@ -280,6 +283,7 @@ pub struct RtmpConfig {
     pub auth_max_addresses: usize,
     /// Stream name → key. When non-empty, only these streams may publish and each must present
     /// its key as `?key=SECRET` on the stream name (`rtmp://host/live/NAME?key=SECRET`).
+    #[serde(serialize_with = "bus::redact_values")]
     pub stream_keys: BTreeMap<String, String>,
     /// Stream name → segment format (`ts` | `cmaf`) for published streams, overriding
     /// `ladder.format`.
@@ -294,7 +298,7 @@ impl Default for RtmpConfig {
 }
 
 /// One rung of the ABR ladder.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RenditionConfig {
     /// Name used in URLs (`/live/{stream}/{name}/index.m3u8`).
@@ -305,7 +309,7 @@ pub struct RenditionConfig {
     pub video_bitrate_kbps: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LadderConfig {
     /// Segment duration, in milliseconds; every rendition gets an IDR at each multiple.
@@ -330,7 +334,7 @@ impl Default for LadderConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HlsConfig {
     /// Segments listed in a live media playlist (the sliding window).
@@ -357,7 +361,7 @@ impl Default for HlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Directory holding live streams (`{dir}/live/{stream}/…`).
@@ -371,7 +375,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PipelinesConfig {
     /// Directory searched for pipeline templates before the embedded ones; empty = embedded only.
@@ -392,7 +396,7 @@ impl Default for PipelinesConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VodConfig {
     /// Directory of published VOD assets, served under `/vod/{asset}/`.
@@ -406,7 +410,7 @@ impl Default for VodConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SegmentFormat {
     /// MPEG-TS segments, HLS only.

@@ -2,7 +2,7 @@
 //! typed source each resolves to (see [`crate::plan`]).
 
 use super::SegmentFormat;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -46,7 +46,7 @@ impl StreamSource {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     TestPattern,
@@ -55,7 +55,7 @@ pub enum SourceKind {
 }
 
 /// A stream that exists without an RTMP publisher (`[[streams]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,

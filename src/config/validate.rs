@@ -306,6 +306,7 @@ impl Config {
         }
         errors.extend(self.bus.validate().err());
         errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());
+        self.api.validate(&mut errors);
         ConfigError::all(errors)
     }
 }

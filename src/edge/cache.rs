@@ -42,6 +42,8 @@ pub struct CachedObject {
     pub newest_sequence: Option<u64>,
     /// The gzip variant of a playlist, made on first demand.
     pub gzipped: OnceLock<Option<Representation>>,
+    /// Requests answered from this copy (the API's most requested objects).
+    pub hits: std::sync::atomic::AtomicU64,
 }
 
 impl CachedObject {
@@ -59,6 +61,7 @@ impl CachedObject {
             fetched_at: Instant::now(),
             newest_sequence,
             gzipped: OnceLock::new(),
+            hits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

@@ -57,6 +57,13 @@ pub struct ScrapeState<'a> {
     pub now_ms: i64,
     /// LL-HLS blocking requests held now.
     pub held_now: usize,
+    /// Viewers per stream now (streams with none are absent: no series for them).
+    pub viewers: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
 }
 
 impl EdgeMetrics {
@@ -256,6 +263,19 @@ impl EdgeMetrics {
                 bus.malformed,
             );
         }
+        let viewers = Family::<StreamLabels, Gauge>::default();
+        for (stream, n) in &s.viewers {
+            viewers
+                .get_or_create(&StreamLabels {
+                    stream: stream.clone(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        scrape.register(
+            "zoomate_edge_viewers",
+            "Distinct (address, User-Agent) pairs that fetched a media playlist of the stream within 3 target durations",
+            viewers,
+        );
         let up = Family::<OriginLabels, Gauge>::default();
         for o in s.origins.snapshot().iter() {
             up.get_or_create(&OriginLabels {
@@ -294,6 +314,7 @@ mod tests {
             bus: None,
             now_ms: 0,
             held_now: 0,
+            viewers: [("demo".to_string(), 2)].into(),
         });
         for want in [
             "zoomate_edge_requests_total{kind=\"segment\",status=\"416\"} 1",
@@ -301,6 +322,7 @@ mod tests {
             "zoomate_edge_bus_rejected_total{reason=\"wrong_endpoint\"} 1",
             "zoomate_edge_origin_up{origin=\"http://h/a\\\"b\\\\c\"} 1",
             "zoomate_edge_cache_bytes 7",
+            "zoomate_edge_viewers{stream=\"demo\"} 2",
             "zoomate_edge_cache_hits_total 0",
             "zoomate_edge_origins_rejected_total 0",
         ] {

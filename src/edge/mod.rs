@@ -26,6 +26,8 @@ mod held;
 pub mod metrics;
 pub mod trust;
 pub mod upstream;
+pub mod view;
+pub mod viewers;
 
 use crate::Shutdown;
 use crate::config::{Config, EdgeConfig};
@@ -64,6 +66,12 @@ struct Edge {
     /// LL-HLS: where each live playlist ends (from the bus), and the budget of held requests.
     ends: blocking::PlaylistEnds,
     held: Arc<crate::http::held::HeldBudget>,
+    /// Who fetched which stream's playlists lately (the API's and `/metrics`' viewer counts).
+    viewers: viewers::Viewers,
+    /// The operators' API and console on this listener (set once before serving).
+    api: OnceLock<Arc<crate::api::Api>>,
+    /// Whether this listener is bound to a loopback address (the API's access rule).
+    loopback: bool,
 }
 
 /// A bound, not yet running edge.
@@ -75,6 +83,7 @@ pub struct EdgeServer {
 impl EdgeServer {
     pub async fn bind(config: &Config) -> std::io::Result<EdgeServer> {
         let listener = TcpListener::bind(config.edge.listen).await?;
+        let loopback = listener.local_addr()?.ip().is_loopback();
         let ec = config.edge.clone();
         let (fetches, failovers) = (Counter::default(), Counter::default());
         let metrics = EdgeMetrics::new(&fetches, &failovers);
@@ -118,6 +127,12 @@ impl EdgeServer {
                     ec.max_held_requests,
                     ec.max_held_requests_per_stream,
                 ),
+                viewers: viewers::Viewers::new(
+                    Duration::from_millis(config.ladder.segment_duration_ms),
+                    config.api.max_viewer_sessions,
+                ),
+                api: OnceLock::new(),
+                loopback,
                 config: ec,
             }),
         })
@@ -136,6 +151,16 @@ impl EdgeServer {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// What the edge knows, for the API.
+    pub fn view(&self) -> view::EdgeView {
+        view::EdgeView(self.edge.clone())
+    }
+
+    /// Answers `/api/v1/` and `/console/` on this listener.
+    pub fn set_api(&self, api: Arc<crate::api::Api>) {
+        let _ = self.edge.api.set(api);
     }
 
     /// Serves viewers and runs the background services until `shutdown`.
@@ -203,7 +228,12 @@ async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
-    // 1. route
+    // 1. route (the operators' API and console first: they have methods of their own)
+    if let Some(api) = edge.api.get()
+        && let Some(r) = api.respond(&req, edge.loopback).await
+    {
+        return r;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || render_metrics(&edge)) {
@@ -354,6 +384,25 @@ async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Bod
         HeaderValue::from(object.fetched_at.elapsed().as_secs()),
     );
     h.insert("x-cache", HeaderValue::from_static(source.label()));
+    if source == Source::Hit {
+        object.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    let reloaded = matches!(
+        kind,
+        ResourceKind::MediaPlaylist | ResourceKind::DashManifest
+    );
+    if live
+        && reloaded
+        && resp.status().is_success()
+        && let Some(client) = req.extensions().get::<crate::http::ClientAddr>()
+    {
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        edge.viewers.saw(&stream, client.0.ip(), agent);
+    }
     count(&edge, Some(kind), resp)
 }
 
@@ -538,6 +587,7 @@ fn unix_now_ms() -> i64 {
 
 fn render_metrics(edge: &Edge) -> String {
     edge.metrics.render(metrics::ScrapeState {
+        viewers: edge.viewers.per_stream(),
         cache_bytes: edge.cache.weighted_size(),
         origins: &edge.upstream.origins,
         bus: edge.bus_stats.get().map(|sub| sub.stats()),

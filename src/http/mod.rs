@@ -7,4 +7,4 @@ pub mod metrics;
 pub mod paths;
 pub mod server;
 pub mod slots;
-pub use server::{Body, serve};
+pub use server::{Body, ClientAddr, serve};

@@ -62,6 +62,10 @@ async fn protocol_known_in_time(stream: &tokio::net::TcpStream, within: Duration
     }
 }
 
+/// The client's address, put into every request's extensions (the edge counts viewers by it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Response body type used by every zoomate handler.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -193,7 +197,8 @@ pub async fn serve<H, F>(
             }
             let slot = Arc::new(slot);
             let in_slot = slot.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
                 let request = in_slot.begin_request();
                 let http1 = req.version() < http::Version::HTTP_2;
                 let fut = handler(req);

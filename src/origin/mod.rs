@@ -126,6 +126,10 @@ struct OriginState {
     /// Every stream's health, answered at `/streams` (set once before serving).
     stream_health: std::sync::OnceLock<Arc<crate::stream::StreamHealth>>,
     held: Arc<HeldBudget>,
+    /// The operators' API and console on this listener (set once before serving).
+    api: std::sync::OnceLock<Arc<crate::api::Api>>,
+    /// Whether this listener is bound to a loopback address (the API's access rule).
+    loopback: bool,
 }
 
 /// Registers the ingest side's metrics (RTP and RTMP counters), read at scrape time, into a registry.
@@ -141,6 +145,7 @@ pub struct OriginServer {
 impl OriginServer {
     pub async fn bind(config: &Config) -> std::io::Result<OriginServer> {
         let listener = TcpListener::bind(config.origin.http_listen).await?;
+        let loopback = listener.local_addr()?.ip().is_loopback();
         Ok(OriginServer {
             listener,
             limits: config.origin.limits.clone(),
@@ -157,6 +162,8 @@ impl OriginServer {
                     config.hls.max_held_requests,
                     config.hls.max_held_requests_per_stream,
                 ),
+                api: std::sync::OnceLock::new(),
+                loopback,
             }),
         })
     }
@@ -183,6 +190,11 @@ impl OriginServer {
         let _ = self.state.stream_health.set(health);
     }
 
+    /// Answers `/api/v1/` and `/console/` on this listener.
+    pub fn set_api(&self, api: Arc<crate::api::Api>) {
+        let _ = self.state.api.set(api);
+    }
+
     pub async fn run(self, shutdown: Shutdown) {
         let state = self.state;
         crate::http::serve(
@@ -197,6 +209,12 @@ impl OriginServer {
 }
 
 async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
+    // The operators' API and console first: they have methods of their own.
+    if let Some(api) = state.api.get()
+        && let Some(r) = api.respond(&req, state.loopback).await
+    {
+        return r;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || {

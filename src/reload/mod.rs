@@ -11,7 +11,8 @@
 //! - `ladder` — the stream registry's config (an `ArcSwap`), read when a session starts;
 //! - `rtmp.stream_keys` — the RTMP listener's [`StreamKeys`], read at each publish request;
 //! - `edge.origins` — the edge's origin set (rebuilt, keeping the state of the ones that stay);
-//! - `edge.cache_bytes` — the edge cache, rebuilt at the new size (moka cannot resize).
+//! - `edge.cache_bytes` — the edge cache, rebuilt at the new size (moka cannot resize);
+//! - the API's copy of the config, so `GET /api/v1/config` shows what runs.
 
 pub mod plan;
 
@@ -37,6 +38,9 @@ pub struct ReloadTargets {
     pub stream_keys: Option<StreamKeys>,
     pub edge: Option<EdgeReloadHandle>,
     pub log_level: Option<LogLevelSetter>,
+    /// The API's view of the config (`GET /api/v1/config`). Weak: the API holds the
+    /// reloader for `POST /api/v1/reload`.
+    pub api: Option<std::sync::Weak<crate::api::Api>>,
 }
 
 /// What a reload did.
@@ -126,6 +130,9 @@ impl Reloader {
                     }
                 }
             }
+        }
+        if let Some(api) = t.api.as_ref().and_then(std::sync::Weak::upgrade) {
+            api.config_reloaded(&plan.next);
         }
         let report = ReloadReport {
             applied: plan.changes.iter().map(LiveChange::key).collect(),

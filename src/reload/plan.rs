@@ -109,7 +109,24 @@ pub fn plan(running: &Config, new: &Config) -> Result<ReloadPlan, ConfigError> {
         needs_restart.push("edge");
     }
 
+    // Every section is named here: a new one fails to compile until it is sorted into live or
+    // needs-restart.
+    let Config {
+        log: _,
+        origin: _,
+        rtmp: _,
+        ladder: _,
+        hls: _,
+        store: _,
+        pipelines: _,
+        bus: _,
+        edge: _,
+        vod: _,
+        api: _,
+        streams: _,
+    } = new;
     for (key, differs) in [
+        ("api", new.api != running.api),
         ("origin", new.origin != running.origin),
         ("hls", new.hls != running.hls),
         ("store", new.store != running.store),

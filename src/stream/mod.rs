@@ -7,9 +7,10 @@ pub mod phase;
 mod publish;
 pub mod registry;
 pub mod session;
+pub mod stats;
 pub mod timeline;
 
 pub use health::{Health, StreamHealth, UnhealthyReason};
-pub use registry::StreamRegistry;
+pub use registry::{EndError, LiveSourceKind, StreamInfo, StreamRegistry, StreamState};
 pub use session::{Announce, SessionContext, SessionError};
 pub use timeline::StreamTimeline;

@@ -76,6 +76,8 @@ pub struct SessionRules {
 #[derive(Debug)]
 pub enum Stimulus {
     Shutdown,
+    /// An operator ended the stream (the API's `end`): finish it as on shutdown.
+    EndRequested,
     /// A pushed source's input ended (publisher gone).
     InputEnded,
     /// The periodic silence check of a network source, with what the pipeline observed.
@@ -96,6 +98,7 @@ pub enum Stimulus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EosReason {
     Shutdown,
+    EndRequested,
     Silence { idle: Duration },
 }
 
@@ -191,7 +194,7 @@ impl SessionMachine {
 
     pub fn on(&mut self, stimulus: &Stimulus, now: Instant) -> Action {
         match stimulus {
-            Stimulus::Shutdown => {
+            Stimulus::Shutdown | Stimulus::EndRequested => {
                 if !self.awaits_shutdown() {
                     return Action::Continue;
                 }
@@ -200,7 +203,10 @@ impl SessionMachine {
                     eos_sent: true,
                     deadline,
                 };
-                Action::SendEos(EosReason::Shutdown)
+                Action::SendEos(match stimulus {
+                    Stimulus::EndRequested => EosReason::EndRequested,
+                    _ => EosReason::Shutdown,
+                })
             }
             Stimulus::InputEnded => {
                 if matches!(self.phase, Phase::Starting | Phase::Running { .. }) {
@@ -376,6 +382,27 @@ mod tests {
         assert!(!m.awaits_shutdown());
         assert!(matches!(m.on(&Stimulus::Shutdown, t0), Action::Continue));
         assert_eq!(m.stall_deadline(), None, "no stall watchdog while draining");
+        assert_eq!(m.eos_deadline(), Some(t0 + EOS));
+        assert!(matches!(
+            m.on(&Stimulus::Pipeline(PipelineEvent::Eos), t0),
+            Action::Stop(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn an_end_request_drains_like_shutdown_and_a_later_shutdown_changes_nothing() {
+        let t0 = Instant::now();
+        let mut m = SessionMachine::new(rules(false), t0);
+        m.on(&planned(), t0);
+        assert!(matches!(
+            m.on(&Stimulus::EndRequested, t0),
+            Action::SendEos(EosReason::EndRequested)
+        ));
+        assert!(matches!(m.on(&Stimulus::Shutdown, t0), Action::Continue));
+        assert!(matches!(
+            m.on(&Stimulus::EndRequested, t0),
+            Action::Continue
+        ));
         assert_eq!(m.eos_deadline(), Some(t0 + EOS));
         assert!(matches!(
             m.on(&Stimulus::Pipeline(PipelineEvent::Eos), t0),

@@ -110,6 +110,7 @@ pub(super) async fn publish_part(
         ctx.live_playlists.publish(&ctx.stream, rendition, snapshot);
     }
     st.figures.parts += 1;
+    stats(ctx).rendition(rendition).part();
     super::session::PublishDelays::observe(
         &ctx.delays.part,
         part.program_date_time_ms,
@@ -171,6 +172,12 @@ fn whole_segment(format: SegmentFormat, len: u64) -> Result<(), &'static str> {
         SegmentFormat::Ts if len % TS_PACKET_BYTES != 0 => Err("not whole MPEG-TS packets"),
         _ => Ok(()),
     }
+}
+
+fn stats(ctx: &SessionContext) -> std::sync::MutexGuard<'_, super::stats::StreamStats> {
+    ctx.stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(super) fn lock(t: &Mutex<StreamTimeline>) -> std::sync::MutexGuard<'_, StreamTimeline> {
@@ -288,6 +295,12 @@ async fn publish_segment(
         tracing::info!(stream = %ctx.stream, was = reason.label(), unhealthy_ms = after.as_millis() as u64,
             "stream healthy again: segments are listed");
     }
+    stats(ctx).rendition(rendition).segment(
+        std::time::Instant::now(),
+        duration_ms,
+        byte_size,
+        added.segment.discontinuity,
+    );
     super::session::PublishDelays::observe(&ctx.delays.segment, pdt_ms, duration_ms);
     st.figures.bytes += byte_size;
     let origin_id = ctx.config.origin.id.clone();

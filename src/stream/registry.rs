@@ -1,23 +1,105 @@
 //! The streams this origin serves: one live session per stream at a time, timelines kept
-//! across sessions (publisher reconnects) and restored from disk (worker restarts).
+//! across sessions (publisher reconnects) and restored from disk (worker restarts). Each live
+//! stream's entry knows its source, its publisher (and how to disconnect it), when it started,
+//! what it produced ([`StreamStats`]) and how to end it: what the API shows and acts on.
 
 use super::session::{Announce, NetworkSource, SessionContext, SessionError, run_session};
+use super::stats::{RenditionFigures, StreamStats};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::config::{Config, StreamSource};
 use crate::http::metrics::{Counter, Family, Registry};
-use crate::ingest::rtmp::FlvReceiver;
+use crate::ingest::rtmp::{FlvReceiver, Publisher};
 use crate::ingest::rtp::RtpCounters;
 use crate::plan::PlannedStream;
 use crate::store::Janitor;
 use crate::transcode::Templates;
 use arc_swap::ArcSwap;
 use prometheus_client::encoding::EncodeLabelSet;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Labels of the `zoomate_rendition_*` series (bounded: live streams × their ladder).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenditionLabels {
+    stream: String,
+    rendition: String,
+}
+
+/// What feeds a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveSourceKind {
+    Rtmp,
+    TestPattern,
+    RtpMpegts,
+    RtpSdp,
+}
+
+impl LiveSourceKind {
+    fn of(source: &StreamSource) -> LiveSourceKind {
+        match source {
+            StreamSource::TestPattern { .. } => LiveSourceKind::TestPattern,
+            StreamSource::RtpMpegts { .. } => LiveSourceKind::RtpMpegts,
+            StreamSource::RtpSdp { .. } => LiveSourceKind::RtpSdp,
+        }
+    }
+}
+
+/// Where a stream is in its life, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// A session runs.
+    Live,
+    /// An operator ended it: its session is finishing its open segments.
+    Ending,
+    /// A configured stream with no session now (between restarts, or ended by an operator).
+    Offline,
+}
+
+/// One stream at one moment (the registry's view; the API turns it into its own types).
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub name: String,
+    pub state: StreamState,
+    pub source: LiveSourceKind,
+    /// RTMP: the publisher's address.
+    pub publisher: Option<std::net::SocketAddr>,
+    /// When the current session started (none when offline).
+    pub started_at: Option<SystemTime>,
+    pub uptime: Option<Duration>,
+    /// Per rendition, what the current session produced.
+    pub renditions: Vec<(String, RenditionFigures)>,
+}
+
+/// Why a stream could not be kicked or ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndError {
+    #[error("no live stream named {0:?}")]
+    NotLive(String),
+    #[error("stream {0:?} has no publisher to kick (a configured source); end it instead")]
+    NoPublisher(String),
+}
+
+/// A live stream's entry.
+struct LiveEntry {
+    source: LiveSourceKind,
+    publisher: Option<Publisher>,
+    started_at: SystemTime,
+    started: Instant,
+    stats: Arc<Mutex<StreamStats>>,
+    end: CancellationToken,
+}
+
+/// What a session gets from going live: its guard and the handles the registry keeps.
+struct GoneLive {
+    guard: LiveGuard,
+    stats: Arc<Mutex<StreamStats>>,
+    end: CancellationToken,
+}
 
 /// Labels of `zoomate_rtp_datagrams_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -38,7 +120,7 @@ pub struct StreamRegistry {
     janitor: Janitor,
     shutdown: Shutdown,
     timelines: Mutex<HashMap<String, Arc<Mutex<StreamTimeline>>>>,
-    live: Mutex<HashSet<String>>,
+    live: Mutex<BTreeMap<String, LiveEntry>>,
     /// RTP datagram counters per configured RTP stream (bounded by the config).
     rtp_counters: Mutex<BTreeMap<String, Arc<RtpCounters>>>,
     next_session: AtomicU64,
@@ -76,7 +158,7 @@ impl StreamRegistry {
             janitor,
             shutdown,
             timelines: Mutex::new(HashMap::new()),
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(BTreeMap::new()),
             rtp_counters: Mutex::new(BTreeMap::new()),
             delays: Arc::default(),
             health: Arc::default(),
@@ -104,27 +186,130 @@ impl StreamRegistry {
 
     /// Streams with a running session.
     pub fn live_streams(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .live
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        self.live_map().keys().cloned().collect()
     }
 
-    fn try_go_live(self: &Arc<Self>, stream: &str) -> Option<LiveGuard> {
-        let mut live = self.live.lock().ok()?;
-        if !live.insert(stream.to_string()) {
+    fn live_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LiveEntry>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every live stream and every configured one (offline when it has no session), by name.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let live = self.live_map();
+        let mut out: BTreeMap<String, StreamInfo> = live
+            .iter()
+            .map(|(name, e)| (name.clone(), info(name, e)))
+            .collect();
+        drop(live);
+        let config = self.config.load();
+        for sc in &config.streams {
+            out.entry(sc.name.clone()).or_insert_with(|| StreamInfo {
+                name: sc.name.clone(),
+                state: StreamState::Offline,
+                source: match sc.source {
+                    crate::config::SourceKind::TestPattern => LiveSourceKind::TestPattern,
+                    crate::config::SourceKind::RtpMpegts => LiveSourceKind::RtpMpegts,
+                    crate::config::SourceKind::RtpSdp => LiveSourceKind::RtpSdp,
+                },
+                publisher: None,
+                started_at: None,
+                uptime: None,
+                renditions: Vec::new(),
+            });
+        }
+        out.into_values().collect()
+    }
+
+    /// One stream, live or configured.
+    pub fn stream(&self, name: &str) -> Option<StreamInfo> {
+        self.streams().into_iter().find(|s| s.name == name)
+    }
+
+    /// The slowest rendition's encoder speed over every live stream (the heartbeat's
+    /// `loadEncoderSpeed`: below 1.0 this origin falls behind real time); `None` when nothing
+    /// has been measured.
+    pub fn slowest_encode_speed(&self) -> Option<f64> {
+        let live = self.live_map();
+        live.values()
+            .flat_map(|e| {
+                let stats = e.stats.lock().unwrap_or_else(|p| p.into_inner());
+                stats
+                    .figures()
+                    .into_iter()
+                    .filter_map(|(_, f)| f.encode_speed)
+                    .collect::<Vec<_>>()
+            })
+            .min_by(f64::total_cmp)
+    }
+
+    /// Disconnects the stream's RTMP publisher; its stream then ends as when a publisher
+    /// leaves (open segments finished and listed, `StreamEnded`).
+    pub fn kick(&self, name: &str) -> Result<std::net::SocketAddr, EndError> {
+        let live = self.live_map();
+        let entry = live
+            .get(name)
+            .ok_or_else(|| EndError::NotLive(name.to_string()))?;
+        let publisher = entry
+            .publisher
+            .as_ref()
+            .ok_or_else(|| EndError::NoPublisher(name.to_string()))?;
+        tracing::info!(stream = name, publisher = %publisher.peer, "kicking the publisher (API)");
+        publisher.kick.cancel();
+        Ok(publisher.peer)
+    }
+
+    /// Ends the stream's session cleanly (EOS: open segments finished and listed, then
+    /// `StreamEnded`); an RTMP publisher is disconnected too. A configured source is not
+    /// restarted afterwards (until zoomate restarts).
+    pub fn end(&self, name: &str) -> Result<(), EndError> {
+        let live = self.live_map();
+        let entry = live
+            .get(name)
+            .ok_or_else(|| EndError::NotLive(name.to_string()))?;
+        tracing::info!(stream = name, "ending the stream (API)");
+        entry.end.cancel();
+        if let Some(p) = &entry.publisher {
+            p.kick.cancel();
+        }
+        Ok(())
+    }
+
+    fn try_go_live(
+        self: &Arc<Self>,
+        stream: &str,
+        source: LiveSourceKind,
+        publisher: Option<Publisher>,
+    ) -> Option<GoneLive> {
+        let mut live = self.live_map();
+        if live.contains_key(stream) {
             return None;
         }
-        Some(LiveGuard {
-            registry: self.clone(),
-            stream: stream.to_string(),
+        let (stats, end) = (
+            Arc::<Mutex<StreamStats>>::default(),
+            CancellationToken::new(),
+        );
+        live.insert(
+            stream.to_string(),
+            LiveEntry {
+                source,
+                publisher,
+                started_at: SystemTime::now(),
+                started: Instant::now(),
+                stats: stats.clone(),
+                end: end.clone(),
+            },
+        );
+        Some(GoneLive {
+            guard: LiveGuard {
+                registry: self.clone(),
+                stream: stream.to_string(),
+            },
+            stats,
+            end,
         })
     }
 
-    fn context(&self, stream: &str) -> SessionContext {
+    fn context(&self, stream: &str, live: &GoneLive) -> SessionContext {
         SessionContext {
             stream: stream.to_string(),
             config: self.config.load_full(),
@@ -137,6 +322,8 @@ impl StreamRegistry {
             network: None,
             delays: self.delays.clone(),
             health: self.health.clone(),
+            stats: live.stats.clone(),
+            end: live.end.clone(),
         }
     }
 
@@ -171,21 +358,27 @@ impl StreamRegistry {
 
     /// A publisher wants to push `stream`: a session reads `media` (bounded in bytes by the
     /// ingest). `Err` says why not.
-    pub fn start_publish(self: &Arc<Self>, stream: &str, media: FlvReceiver) -> Result<(), String> {
+    pub fn start_publish(
+        self: &Arc<Self>,
+        stream: &str,
+        media: FlvReceiver,
+        publisher: Publisher,
+    ) -> Result<(), String> {
         if self.shutdown.is_cancelled() {
             return Err("server is shutting down".into());
         }
         if self.config.load().streams.iter().any(|s| s.name == stream) {
             return Err("stream name is reserved by a configured source".into());
         }
-        let guard = self
-            .try_go_live(stream)
-            .ok_or_else(|| "stream is already live".to_string())?;
         let source = self
             .templates
             .render("source-rtmp", &[])
             .map_err(|e| e.to_string())?;
-        let ctx = self.context(stream);
+        let live = self
+            .try_go_live(stream, LiveSourceKind::Rtmp, Some(publisher))
+            .ok_or_else(|| "stream is already live".to_string())?;
+        let ctx = self.context(stream, &live);
+        let guard = live.guard;
         let shutdown = self.shutdown.clone();
         let stream = stream.to_string();
         let health = self.health.clone();
@@ -221,7 +414,7 @@ impl StreamRegistry {
             // next sender may send audio again).
             let mut video_only = false;
             while !me.shutdown.is_cancelled() {
-                let Some(guard) = me.try_go_live(&sc.name) else { return };
+                let Some(live) = me.try_go_live(&sc.name, LiveSourceKind::of(&source), None) else { return };
                 let only = if video_only { "-video-only" } else { "" };
                 let rendered = match &source {
                     StreamSource::TestPattern { width, height } => me.templates.render(
@@ -244,14 +437,19 @@ impl StreamRegistry {
                         return;
                     }
                 };
-                let mut ctx = me.context(&sc.name);
+                let mut ctx = me.context(&sc.name, &live);
+                let ended_by_operator = live.end.clone();
                 ctx.network = source.rtp_options().map(|options| NetworkSource {
                     options,
                     counters: me.rtp_counters(&sc.name),
                 });
                 let began = std::time::Instant::now();
                 let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;
-                drop(guard);
+                drop(live.guard);
+                if ended_by_operator.is_cancelled() {
+                    tracing::info!(stream = %sc.name, "source ended by an operator; not restarted until zoomate restarts");
+                    return;
+                }
                 // A source that ended normally after a while (an RTP source gone quiet) listens
                 // again at once, so a returning sender loses nothing; a failure, or an end that
                 // comes straight away, waits first so a broken source cannot spin.
@@ -315,6 +513,7 @@ impl StreamRegistry {
              (promote, list, playlists written), by kind",
             self.delays.encode_to_announce.clone(),
         );
+        self.register_rendition_metrics(registry);
         let map = self.rtp_counters.lock().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
             return;
@@ -353,10 +552,70 @@ impl StreamRegistry {
         });
     }
 
+    /// `zoomate_rendition_*{stream,rendition}` of the live sessions, read now: a stream that
+    /// ended has no series (the registry is built per scrape).
+    fn register_rendition_metrics(&self, registry: &mut Registry) {
+        use crate::http::metrics::Gauge;
+        type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
+        let speed = Family::<RenditionLabels, Ratio>::default();
+        let bitrate = Family::<RenditionLabels, Gauge>::default();
+        let segments = Family::<RenditionLabels, Counter>::default();
+        for s in self.streams() {
+            for (rendition, f) in &s.renditions {
+                let labels = RenditionLabels {
+                    stream: s.name.clone(),
+                    rendition: rendition.clone(),
+                };
+                segments.get_or_create(&labels).inc_by(f.segments);
+                if let Some(x) = f.encode_speed {
+                    speed.get_or_create(&labels).set(x);
+                }
+                if let Some(bps) = f.bitrate_bps {
+                    bitrate
+                        .get_or_create(&labels)
+                        .set(i64::try_from(bps).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        registry.register(
+            "zoomate_rendition_encode_speed_ratio",
+            "Media time produced per wall time over the last segments (1.0 keeps up with live)",
+            speed,
+        );
+        registry.register(
+            "zoomate_rendition_bitrate_bits_per_second",
+            "Measured bitrate: segment bytes x 8 / media duration over the last segments",
+            bitrate,
+        );
+        // prometheus-client appends `_total`: exposed as zoomate_rendition_segments_total.
+        registry.register(
+            "zoomate_rendition_segments",
+            "Segments listed by the current session",
+            segments,
+        );
+    }
+
     /// Waits until every session has finished (after shutdown was signalled).
     pub async fn drain(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+fn info(name: &str, e: &LiveEntry) -> StreamInfo {
+    let renditions = e.stats.lock().unwrap_or_else(|p| p.into_inner()).figures();
+    StreamInfo {
+        name: name.to_string(),
+        state: if e.end.is_cancelled() {
+            StreamState::Ending
+        } else {
+            StreamState::Live
+        },
+        source: e.source,
+        publisher: e.publisher.as_ref().map(|p| p.peer),
+        started_at: Some(e.started_at),
+        uptime: Some(e.started.elapsed()),
+        renditions,
     }
 }
 

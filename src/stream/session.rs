@@ -75,6 +75,10 @@ pub struct SessionContext {
     pub delays: Arc<PublishDelays>,
     /// Every stream's health and the watchdog and store-error counters.
     pub health: Arc<super::health::StreamHealth>,
+    /// What this session produced per rendition (the API and `/metrics` read it).
+    pub stats: Arc<Mutex<super::stats::StreamStats>>,
+    /// Cancelled when an operator ends the stream (the API's `end`): EOS, as on shutdown.
+    pub end: tokio_util::sync::CancellationToken,
 }
 
 /// How long after its last frame was captured a segment or part was announced: encode, mux,
@@ -256,6 +260,7 @@ pub async fn run_session(
         let eos_at = machine.eos_deadline();
         let stimulus = tokio::select! {
             _ = shutdown.cancelled(), if machine.awaits_shutdown() => Stimulus::Shutdown,
+            _ = ctx.end.cancelled(), if machine.awaits_shutdown() => Stimulus::EndRequested,
             _ = &mut input_done, if input_open => {
                 input_open = false;
                 if machine.eos_deadline().is_none() {
@@ -282,6 +287,9 @@ pub async fn run_session(
                 match reason {
                     EosReason::Shutdown => {
                         tracing::info!(stream = %ctx.stream, "shutdown: finishing open segments")
+                    }
+                    EosReason::EndRequested => {
+                        tracing::info!(stream = %ctx.stream, "ended by an operator: finishing open segments")
                     }
                     EosReason::Silence { idle } => {
                         tracing::info!(stream = %ctx.stream, silent_ms = idle.as_millis() as u64, "source silent; ending the stream")

@@ -88,6 +88,8 @@ enum ConnectionError {
     Cut,
     #[error("server shutting down")]
     Shutdown,
+    #[error("kicked by an operator (API)")]
+    Kicked,
 }
 
 /// The config key of the message limit in force.
@@ -132,6 +134,9 @@ struct Publishing {
 
 pub(super) struct Connection {
     socket: TcpStream,
+    peer: std::net::SocketAddr,
+    /// Cancelled by the handler (the API's kick): the connection closes at once.
+    kick: tokio_util::sync::CancellationToken,
     shared: Arc<Shared>,
     handler: Arc<dyn PublishHandler>,
     ticket: Ticket,
@@ -149,6 +154,7 @@ pub(super) struct Connection {
 impl Connection {
     pub(super) fn new(
         socket: TcpStream,
+        peer: std::net::SocketAddr,
         shared: Arc<Shared>,
         handler: Arc<dyn PublishHandler>,
         ticket: Ticket,
@@ -157,6 +163,8 @@ impl Connection {
         let parser_charge = shared.ingest_budget.empty_charge();
         Connection {
             socket,
+            peer,
+            kick: tokio_util::sync::CancellationToken::new(),
             shared,
             handler,
             ticket,
@@ -175,10 +183,12 @@ impl Connection {
     /// Serves the connection and logs its end, one line.
     pub(super) async fn run(mut self, shutdown: Shutdown) {
         let cut = self.ticket.cut().clone();
+        let kick = self.kick.clone();
         let result = tokio::select! {
             r = self.serve() => r,
             _ = shutdown.cancelled() => Err(ConnectionError::Shutdown),
             _ = cut.cancelled() => Err(ConnectionError::Cut),
+            _ = kick.cancelled() => Err(ConnectionError::Kicked),
         };
         // The stream ends here, whatever happens to the socket next.
         let figures = self.publishing.take().map(|p| p.meter.figures());
@@ -193,6 +203,7 @@ impl Connection {
             (
                 e @ (ConnectionError::PublishFinished
                 | ConnectionError::PublisherDisconnected
+                | ConnectionError::Kicked
                 | ConnectionError::Shutdown),
                 _,
             ) => match figures {
@@ -529,7 +540,11 @@ impl Connection {
             self.shared.config.max_publisher_queue_bytes,
             self.shared.ingest_budget.clone(),
         );
-        if let Err(refused) = self.handler.on_publish(&name, media) {
+        let publisher = super::Publisher {
+            peer: self.peer,
+            kick: self.kick.clone(),
+        };
+        if let Err(refused) = self.handler.on_publish(&name, media, publisher) {
             let reason = format!("publish rejected: handler refused: {refused}");
             return self
                 .reject(session, request_id, BAD_NAME, reason, None)

@@ -64,7 +64,23 @@ pub trait PublishHandler: Send + Sync + 'static {
     /// 13-byte FLV header, then complete FLV tags built from the RTMP audio/video messages in
     /// arrival order (plus an `onMetaData` script tag when the publisher sends one); it ends
     /// when the connection does. Dropping it ends the publish. `Err(reason)` rejects it.
-    fn on_publish(&self, stream: &str, media: FlvReceiver) -> Result<(), String>;
+    /// `publisher` says who publishes and lets the handler disconnect them (the API's kick).
+    fn on_publish(
+        &self,
+        stream: &str,
+        media: FlvReceiver,
+        publisher: Publisher,
+    ) -> Result<(), String>;
+}
+
+/// The publishing side of one RTMP connection, as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    /// The publisher's address (the TCP peer).
+    pub peer: SocketAddr,
+    /// Cancelling it closes the connection at once (its stream then ends as when a publisher
+    /// leaves: open segments finished and listed).
+    pub kick: tokio_util::sync::CancellationToken,
 }
 
 /// The listener's `rtmp.stream_keys`, replaceable while it runs (hot reload): each publish is
@@ -224,8 +240,13 @@ impl RtmpServer {
                 }
             };
             let _ = socket.set_nodelay(true);
-            let conn =
-                connection::Connection::new(socket, self.shared.clone(), handler.clone(), ticket);
+            let conn = connection::Connection::new(
+                socket,
+                peer,
+                self.shared.clone(),
+                handler.clone(),
+                ticket,
+            );
             let shutdown = shutdown.clone();
             let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
             tasks.spawn(conn.run(shutdown).instrument(span));
