@@ -19,8 +19,8 @@ pub use bus::{BusConfig, BusProxyConfig, SecretKeyText, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
 pub use stream::{
-    DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, RtpOptions, SourceKind, StreamConfig,
-    StreamSource,
+    DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, DEFAULT_SRT_LATENCY_MS, RtpOptions,
+    SourceKind, SrtOptions, StreamConfig, StreamSource,
 };
 pub use validate::is_valid_name;
 pub(crate) use validate::{check_range, validate_limits};

@@ -218,6 +218,10 @@ impl StreamRegistry {
                         &format!("source-rtp-sdp{}", if *has_audio { only } else { "-video-only" }),
                         &[("location", sdp.display().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
+                    StreamSource::Srt { listen, srt, .. } => me.templates.render(
+                        &format!("source-srt{only}"),
+                        &[("port", listen.port().to_string()), ("address", crate::ingest::srt::uri_host(listen)), ("latency_ms", srt.latency_ms.to_string())],
+                    ),
                 };
                 let rendered = match rendered {
                     Ok(s) => s,
@@ -227,9 +231,13 @@ impl StreamRegistry {
                     }
                 };
                 let mut ctx = me.context(&sc.name);
-                ctx.network = source.rtp_options().map(|options| NetworkSource {
-                    options,
-                    counters: me.rtp_counters(&sc.name),
+                ctx.network = source.silence_timeout_ms().map(|silence_timeout_ms| NetworkSource {
+                    silence_timeout_ms,
+                    rtp_counters: source.rtp_options().map(|_| me.rtp_counters(&sc.name)),
+                    srt: match &source {
+                        StreamSource::Srt { srt, .. } => Some(crate::ingest::srt::SrtListener { passphrase: srt.passphrase.clone() }),
+                        _ => None,
+                    },
                 });
                 let began = std::time::Instant::now();
                 let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;

@@ -85,11 +85,15 @@ impl PublishDelays {
     }
 }
 
-/// What a session of a network source (RTP) needs beyond the media.
+/// What a session of a network source (RTP, SRT) needs beyond the media.
 #[derive(Clone)]
 pub struct NetworkSource {
-    pub options: crate::config::RtpOptions,
-    pub counters: Arc<crate::ingest::rtp::RtpCounters>,
+    /// No video for this long ends the stream.
+    pub silence_timeout_ms: u64,
+    /// RTP: the datagram guard's counters.
+    pub rtp_counters: Option<Arc<crate::ingest::rtp::RtpCounters>>,
+    /// SRT: the listener's settings (passphrase, stream-id check).
+    pub srt: Option<crate::ingest::srt::SrtListener>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -135,7 +139,8 @@ pub async fn run_session(
         wall_clock_timestamps: true,
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
-        rtp_guard: ctx.network.as_ref().map(|n| n.counters.clone()),
+        rtp_guard: ctx.network.as_ref().and_then(|n| n.rtp_counters.clone()),
+        srt_listener: ctx.network.as_ref().and_then(|n| n.srt.clone()),
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
@@ -178,7 +183,7 @@ pub async fn run_session(
         network_silence: ctx
             .network
             .as_ref()
-            .map(|n| Duration::from_millis(n.options.silence_timeout_ms)),
+            .map(|n| Duration::from_millis(n.silence_timeout_ms)),
     };
     let mut machine = SessionMachine::new(rules, Instant::now());
     let mut silence_check = tokio::time::interval(SILENCE_CHECK_INTERVAL);

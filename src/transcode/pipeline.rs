@@ -68,6 +68,8 @@ pub struct LadderSpec {
     pub scale_method: super::description::ScaleMethod,
     /// RTP sources: guard every RTP socket, counting what it drops here.
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
+    /// SRT sources: passphrase and stream-id check on the template's `srtsrc`.
+    pub srt_listener: Option<crate::ingest::srt::SrtListener>,
 }
 
 /// Name of the separate audio rendition of CMAF output.
@@ -116,6 +118,9 @@ impl LivePipeline {
             .map_err(|e| build_err(format!("staging dir: {e}")))?;
         if let Some(counters) = &spec.rtp_guard {
             crate::ingest::rtp::guard_udp_sources(&pipeline, counters.clone());
+        }
+        if let Some(listener) = &spec.srt_listener {
+            crate::ingest::srt::prepare_listener(&pipeline, &spec.stream, listener);
         }
         // Source liveness: a network source can go quiet without any error or EOS.
         let started = Instant::now();

@@ -59,6 +59,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../pipelines/source-rtp-sdp-video-only.pipeline"),
     ),
     (
+        "source-srt",
+        include_str!("../../pipelines/source-srt.pipeline"),
+    ),
+    (
+        "source-srt-video-only",
+        include_str!("../../pipelines/source-srt-video-only.pipeline"),
+    ),
+    (
         "source-file",
         include_str!("../../pipelines/source-file.pipeline"),
     ),

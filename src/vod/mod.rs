@@ -295,6 +295,7 @@ async fn build(
         // Quality equal to ffmpeg's bicubic ladder; a file job can spend the extra CPU.
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
+        srt_listener: None,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
