@@ -187,9 +187,21 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 stop: publisher_stop,
             });
         }
+        let whip = config
+            .webrtc
+            .enabled
+            .then(|| crate::ingest::whip::WhipService::new(config.clone(), reg.clone()));
+        if let Some(w) = &whip {
+            origin.set_whip(w.clone());
+        }
         let metrics_registry = reg.clone();
         origin.set_ingest_metrics(Arc::new(move |r| {
             metrics_registry.register_metrics(r);
+            if let Some(w) = &whip {
+                let g = crate::http::metrics::Gauge::<i64>::default();
+                g.set(i64::try_from(w.session_count()).unwrap_or(i64::MAX));
+                r.register("zoomate_whip_sessions", "WHIP publishing sessions now", g);
+            }
             if let Some(m) = &rtmp_metrics {
                 m.register(r);
             }

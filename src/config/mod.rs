@@ -14,6 +14,8 @@ mod edge;
 mod env;
 mod stream;
 mod validate;
+mod webrtc;
+pub use webrtc::WebrtcConfig;
 
 pub use bus::{BusConfig, BusProxyConfig, SecretKeyText, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
@@ -145,6 +147,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub edge: EdgeConfig,
     pub vod: VodConfig,
+    pub webrtc: WebrtcConfig,
     /// Streams that exist without an RTMP publisher: test patterns and RTP inputs (none unless
     /// configured; `zoomate run` without a file has the `demo` stream of `config/demo.toml`).
     #[serde(default)]

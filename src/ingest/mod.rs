@@ -5,6 +5,8 @@
 //!   sources in `pipelines/`; this module checks SDP files and guards the RTP sockets;
 //! - [`srt`]: MPEG-TS from an SRT caller to a listener per stream (`srtsrc` in a pipeline
 //!   source); this module sets the passphrase and checks the caller's stream id;
+//! - [`whip`]: WebRTC publishers (browsers, OBS) over WHIP: HTTP signalling, then `webrtcbin`
+//!   in a pipeline source;
 //! - the test pattern is a pure pipeline source;
 //! - [`memory`]: freed memory handed back to the system after a peer made us hold a lot.
 
@@ -13,3 +15,4 @@ pub mod memory;
 pub mod rtmp;
 pub mod rtp;
 pub mod srt;
+pub mod whip;

@@ -124,6 +124,8 @@ struct OriginState {
     /// The sessions' newest playlists (set once before serving; absent: disk only).
     live_playlists: std::sync::OnceLock<Arc<LivePlaylists>>,
     held: Arc<HeldBudget>,
+    /// WHIP ingest on this listener (`webrtc.enabled`; set once before serving).
+    whip: std::sync::OnceLock<Arc<crate::ingest::whip::WhipService>>,
 }
 
 /// Registers the ingest side's metrics (RTP and RTMP counters), read at scrape time, into a registry.
@@ -150,6 +152,7 @@ impl OriginServer {
                 metrics: OriginMetrics::default(),
                 ingest_metrics: std::sync::OnceLock::new(),
                 live_playlists: std::sync::OnceLock::new(),
+                whip: std::sync::OnceLock::new(),
                 held: HeldBudget::new(
                     config.hls.max_held_requests,
                     config.hls.max_held_requests_per_stream,
@@ -175,6 +178,11 @@ impl OriginServer {
         let _ = self.state.live_playlists.set(live);
     }
 
+    /// Serves WHIP (`/whip/…`) on this listener.
+    pub fn set_whip(&self, whip: Arc<crate::ingest::whip::WhipService>) {
+        let _ = self.state.whip.set(whip);
+    }
+
     pub async fn run(self, shutdown: Shutdown) {
         let state = self.state;
         crate::http::serve(
@@ -189,6 +197,11 @@ impl OriginServer {
 }
 
 async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path().starts_with(crate::layout::WHIP_PREFIX)
+        && let Some(whip) = state.whip.get()
+    {
+        return whip.handle(req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || {

@@ -8,6 +8,6 @@ pub mod registry;
 pub mod session;
 pub mod timeline;
 
-pub use registry::StreamRegistry;
+pub use registry::{PublishRefusal, StreamRegistry, WebrtcPublish};
 pub use session::{Announce, SessionContext, SessionError};
 pub use timeline::StreamTimeline;

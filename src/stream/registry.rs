@@ -25,6 +25,47 @@ struct RtpLabels {
     outcome: &'static str,
 }
 
+/// What a WebRTC publish needs from its signalling side.
+pub struct WebrtcPublish {
+    /// The offer sends Opus audio.
+    pub has_audio: bool,
+    pub latency_ms: u64,
+    /// No video this long ends the session (the publisher left without DELETE).
+    pub silence_timeout_ms: u64,
+    /// Fired to end the session (DELETE, peer gone); fired by the session when it ends.
+    pub stop: Shutdown,
+    /// Gets the running pipeline once (negotiation).
+    pub on_pipeline: Box<dyn FnOnce(&gst::Pipeline) + Send>,
+    /// Called when the session is over, however it ended.
+    pub on_end: Box<dyn FnOnce() + Send>,
+}
+
+/// Why a publisher may not publish now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("stream name is reserved by a configured source")]
+    Reserved,
+    #[error("stream is already live")]
+    AlreadyLive,
+    #[error("cannot build the source: {0}")]
+    Template(String),
+}
+
+impl PublishRefusal {
+    /// The HTTP status a WHIP publisher gets for it.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            PublishRefusal::ShuttingDown | PublishRefusal::Template(_) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            PublishRefusal::Reserved => http::StatusCode::FORBIDDEN,
+            PublishRefusal::AlreadyLive => http::StatusCode::CONFLICT,
+        }
+    }
+}
+
 /// Pause before restarting a configured stream whose pipeline failed.
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -126,6 +167,7 @@ impl StreamRegistry {
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed),
             network: None,
             delays: self.delays.clone(),
+            on_pipeline: None,
         }
     }
 
@@ -185,6 +227,60 @@ impl StreamRegistry {
             }
             // A pipeline torn down frees its buffers (and a publisher may have filled its
             // queue): give the memory back.
+            crate::ingest::memory::trim_soon();
+        });
+        Ok(())
+    }
+
+    /// A stop signal for one session: fired by its owner (WHIP DELETE) or by shutdown.
+    pub fn session_stop(&self) -> Shutdown {
+        self.shutdown.child_token()
+    }
+
+    /// A WebRTC (WHIP) publisher for `stream`: a session with the `source-webrtc` template
+    /// whose running pipeline is handed to `publish.on_pipeline` (to negotiate). Refused like
+    /// an RTMP publish (already live, reserved name, shutting down).
+    pub fn start_webrtc(
+        self: &Arc<Self>,
+        stream: &str,
+        publish: WebrtcPublish,
+    ) -> Result<(), PublishRefusal> {
+        if self.shutdown.is_cancelled() {
+            return Err(PublishRefusal::ShuttingDown);
+        }
+        if self.config.streams.iter().any(|s| s.name == stream) {
+            return Err(PublishRefusal::Reserved);
+        }
+        let guard = self
+            .try_go_live(stream)
+            .ok_or(PublishRefusal::AlreadyLive)?;
+        let template = if publish.has_audio {
+            "source-webrtc"
+        } else {
+            "source-webrtc-video-only"
+        };
+        let source = self
+            .templates
+            .render(template, &[("latency_ms", publish.latency_ms.to_string())])
+            .map_err(|e| PublishRefusal::Template(e.to_string()))?;
+        let mut ctx = self.context(stream);
+        ctx.network = Some(NetworkSource {
+            silence_timeout_ms: publish.silence_timeout_ms,
+            rtp_counters: None,
+            srt: None,
+        });
+        ctx.on_pipeline = Some(super::session::PipelineHook::new(publish.on_pipeline));
+        let stream = stream.to_string();
+        let stop = publish.stop;
+        let on_end = publish.on_end;
+        self.tasks.spawn(async move {
+            let _guard = guard;
+            match run_session(ctx, source, None, stop.clone()).await {
+                Ok(()) => tracing::info!(stream, "publish session ended"),
+                Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
+            }
+            stop.cancel();
+            on_end();
             crate::ingest::memory::trim_soon();
         });
         Ok(())

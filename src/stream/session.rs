@@ -58,6 +58,22 @@ pub struct SessionContext {
     pub network: Option<NetworkSource>,
     /// Publish-delay histograms, shared by every session of the registry.
     pub delays: Arc<PublishDelays>,
+    /// Called once with the running pipeline (WHIP: negotiate its webrtcbin).
+    pub on_pipeline: Option<PipelineHook>,
+}
+
+/// A one-shot callback with a session's running pipeline.
+#[derive(Clone)]
+pub struct PipelineHook(Arc<Mutex<Option<Box<dyn FnOnce(&gst::Pipeline) + Send>>>>);
+
+impl PipelineHook {
+    pub fn new(f: Box<dyn FnOnce(&gst::Pipeline) + Send>) -> PipelineHook {
+        PipelineHook(Arc::new(Mutex::new(Some(f))))
+    }
+
+    fn take(&self) -> Option<Box<dyn FnOnce(&gst::Pipeline) + Send>> {
+        self.0.lock().ok().and_then(|mut f| f.take())
+    }
 }
 
 /// How long after its last frame was captured a segment or part was announced: encode, mux,
@@ -146,6 +162,9 @@ pub async fn run_session(
         .await
         .map_err(|e| SessionError::Pipeline(format!("start task: {e}")))??;
     let pipeline = Arc::new(pipeline);
+    if let Some(hook) = ctx.on_pipeline.as_ref().and_then(PipelineHook::take) {
+        hook(pipeline.gst_pipeline());
+    }
 
     // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
     // appsrc's push blocks when its queue is full (backpressure onto the publisher's TCP).

@@ -218,6 +218,11 @@ impl LivePipeline {
         ))
     }
 
+    /// The GStreamer pipeline itself (for a source that needs configuring once it runs).
+    pub fn gst_pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
     /// The `appsrc name=src` of a push source (RTMP), if the source has one.
     pub fn appsrc(&self) -> Option<gst_app::AppSrc> {
         self.appsrc.clone()

@@ -67,6 +67,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../pipelines/source-srt-video-only.pipeline"),
     ),
     (
+        "source-webrtc",
+        include_str!("../../pipelines/source-webrtc.pipeline"),
+    ),
+    (
+        "source-webrtc-video-only",
+        include_str!("../../pipelines/source-webrtc-video-only.pipeline"),
+    ),
+    (
         "source-file",
         include_str!("../../pipelines/source-file.pipeline"),
     ),
