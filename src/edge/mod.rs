@@ -26,6 +26,7 @@ mod held;
 pub mod metrics;
 pub mod trust;
 pub mod upstream;
+pub mod whip_relay;
 
 use crate::Shutdown;
 use crate::config::{Config, EdgeConfig};
@@ -64,6 +65,8 @@ struct Edge {
     /// LL-HLS: where each live playlist ends (from the bus), and the budget of held requests.
     ends: blocking::PlaylistEnds,
     held: Arc<crate::http::held::HeldBudget>,
+    /// WHIP signalling relayed to the stream's origin (`webrtc.enabled`).
+    whip: Option<whip_relay::WhipRelay>,
 }
 
 /// A bound, not yet running edge.
@@ -119,6 +122,11 @@ impl EdgeServer {
                     ec.max_held_requests_per_stream,
                 ),
                 config: ec,
+                whip: config.webrtc.enabled.then(|| {
+                    whip_relay::WhipRelay::new(
+                        Duration::from_millis(config.webrtc.answer_timeout_ms) + timeout * 2,
+                    )
+                }),
             }),
         })
     }
@@ -155,7 +163,12 @@ impl EdgeServer {
 }
 
 async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
-    // 1. route
+    // 1. route (WHIP signalling is relayed, never cached)
+    if req.uri().path().starts_with(crate::layout::WHIP_PREFIX)
+        && let Some(relay) = &edge.whip
+    {
+        return relay.relay(&edge.upstream.origins, req).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     if let Some(r) = headers::common_routes(&method, &path, || render_metrics(&edge)) {
