@@ -12,6 +12,10 @@ pub struct WebrtcConfig {
     pub enabled: bool,
     /// WHIP sessions at once (each is a live stream with a full ladder); more get 503.
     pub max_sessions: usize,
+    /// WHEP viewers of one stream at once; more get 503.
+    pub max_viewers_per_stream: usize,
+    /// WHEP viewers in total at once; more get 503.
+    pub max_viewers: usize,
     /// Largest SDP offer accepted, in bytes (a browser's is 4-8 KiB).
     pub max_offer_bytes: usize,
     /// From the offer to the answer (ICE gathering included), in milliseconds; then 503.
@@ -41,6 +45,8 @@ impl WebrtcConfig {
 
     pub(super) fn validate(&self, errors: &mut Vec<ConfigError>) {
         check_range(errors, "webrtc.max_sessions", self.max_sessions, 1..=256);
+        check_range(errors, "webrtc.max_viewers", self.max_viewers, 1..=10_000);
+        check_range(errors, "webrtc.max_viewers_per_stream", self.max_viewers_per_stream, 1..=10_000);
         check_range(errors, "webrtc.max_offer_bytes", self.max_offer_bytes, 1024..=1 << 20);
         check_range(errors, "webrtc.answer_timeout_ms", self.answer_timeout_ms, 500..=60_000);
         check_range(errors, "webrtc.connect_timeout_ms", self.connect_timeout_ms, 1000..=120_000);

@@ -164,7 +164,8 @@ impl EdgeServer {
 
 async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     // 1. route (WHIP signalling is relayed, never cached)
-    if req.uri().path().starts_with(crate::layout::WHIP_PREFIX)
+    let path = req.uri().path();
+    if (path.starts_with(crate::layout::WHIP_PREFIX) || path.starts_with(crate::whep::WHEP_PREFIX))
         && let Some(relay) = &edge.whip
     {
         return relay.relay(&edge.upstream.origins, req).await;

@@ -1,4 +1,4 @@
-//! WHIP through the edge: `POST /whip/{stream}` and its session's `DELETE` are relayed to the
+//! WHIP (and WHEP) through the edge: `POST /whip/{stream}` and its session's `DELETE` are relayed to the
 //! origin that serves (or, for a new stream, would serve) the stream, so publishers need only
 //! the edge's address (`zoomate run` takes `http://HOST:8080/whip/{stream}`). Signalling only:
 //! the media goes from the publisher to the origin's ICE candidates directly.
@@ -58,6 +58,7 @@ impl WhipRelay {
         let path = req.uri().path().to_string();
         let Some(stream) = path
             .strip_prefix(crate::layout::WHIP_PREFIX)
+            .or_else(|| path.strip_prefix(crate::whep::WHEP_PREFIX))
             .and_then(|rest| rest.split('/').next())
             .filter(|s| crate::config::is_valid_name(s))
             .map(str::to_string)

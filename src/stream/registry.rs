@@ -84,6 +84,8 @@ pub struct StreamRegistry {
     /// Every live playlist's newest version, for the origin's blocking reloads.
     live_playlists: Arc<crate::store::live::LivePlaylists>,
     delays: Arc<super::session::PublishDelays>,
+    /// WHEP viewers' feeds, one per stream.
+    whep_feeds: Arc<crate::whep::feed::WhepFeeds>,
 }
 
 /// Removes a stream from the live set when its session ends, however it ends.
@@ -116,6 +118,7 @@ impl StreamRegistry {
             live: Mutex::new(HashSet::new()),
             rtp_counters: Mutex::new(BTreeMap::new()),
             delays: Arc::default(),
+            whep_feeds: Arc::default(),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
             live_playlists: Arc::default(),
@@ -131,6 +134,11 @@ impl StreamRegistry {
     /// The newest version of every live media playlist (the origin serves from it).
     pub fn live_playlists(&self) -> Arc<crate::store::live::LivePlaylists> {
         self.live_playlists.clone()
+    }
+
+    /// Every stream's WHEP feed.
+    pub fn whep_feeds(&self) -> Arc<crate::whep::feed::WhepFeeds> {
+        self.whep_feeds.clone()
     }
 
     /// Streams with a running session.
@@ -168,6 +176,11 @@ impl StreamRegistry {
             network: None,
             delays: self.delays.clone(),
             on_pipeline: None,
+            whep_feed: self
+                .config
+                .webrtc
+                .enabled
+                .then(|| self.whep_feeds.feed(stream)),
         }
     }
 

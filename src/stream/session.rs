@@ -60,6 +60,8 @@ pub struct SessionContext {
     pub delays: Arc<PublishDelays>,
     /// Called once with the running pipeline (WHIP: negotiate its webrtcbin).
     pub on_pipeline: Option<PipelineHook>,
+    /// WHEP viewers' feed of this stream (`webrtc.enabled`).
+    pub whep_feed: Option<Arc<crate::whep::feed::WhepFeed>>,
 }
 
 /// A one-shot callback with a session's running pipeline.
@@ -157,6 +159,7 @@ pub async fn run_session(
         scale_method: crate::transcode::ScaleMethod::Bilinear,
         rtp_guard: ctx.network.as_ref().and_then(|n| n.rtp_counters.clone()),
         srt_listener: ctx.network.as_ref().and_then(|n| n.srt.clone()),
+        whep_feed: ctx.whep_feed.clone(),
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
@@ -277,6 +280,9 @@ pub async fn run_session(
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
     drop(events);
+    if let Some(feed) = &ctx.whep_feed {
+        feed.set_live(false);
+    }
     let _ = tokio::task::spawn_blocking(move || drop(pipeline)).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;
     if state.started_announced {

@@ -70,6 +70,8 @@ pub struct LadderSpec {
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
     /// SRT sources: passphrase and stream-id check on the template's `srtsrc`.
     pub srt_listener: Option<crate::ingest::srt::SrtListener>,
+    /// WHEP: the top rendition's H.264 is tapped into this feed (no encode per viewer).
+    pub whep_feed: Option<Arc<crate::whep::feed::WhepFeed>>,
 }
 
 /// Name of the separate audio rendition of CMAF output.
@@ -368,6 +370,14 @@ fn build_ladder(
     } else {
         None
     };
+    if let Some(feed) = &spec.whep_feed
+        && let Some(tap) = bin
+            .by_name("whep_tap")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+    {
+        feed.attach(&tap);
+        feed.set_live(true);
+    }
     super::codec_probe::arm_codec_probes(&bin, &planned, cmaf, events);
     pipeline.add(&bin).map_err(|e| e.to_string())?;
     bin.sync_state_with_parent().map_err(|e| e.to_string())?;

@@ -296,6 +296,7 @@ async fn build(
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
         srt_listener: None,
+        whep_feed: None,
     };
     let (pipeline, mut events) = tokio::task::spawn_blocking(move || LivePipeline::start(spec))
         .await
