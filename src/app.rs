@@ -209,11 +209,18 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 r.register("zoomate_whip_sessions", "WHIP publishing sessions now", g);
             }
             if let Some(w) = &whep {
-                let viewers = crate::http::metrics::Family::<StreamLabel, crate::http::metrics::Gauge<i64>>::default();
+                let viewers = crate::http::metrics::Family::<
+                    StreamLabel,
+                    crate::http::metrics::Gauge<i64>,
+                >::default();
                 for (stream, n) in w.viewer_counts() {
                     viewers.get_or_create(&StreamLabel { stream }).set(n as i64);
                 }
-                r.register("zoomate_whep_viewers", "WHEP viewers now, by stream", viewers);
+                r.register(
+                    "zoomate_whep_viewers",
+                    "WHEP viewers now, by stream",
+                    viewers,
+                );
             }
             if let Some(m) = &rtmp_metrics {
                 m.register(r);

@@ -83,7 +83,11 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
             ("passphrase", sc.passphrase.is_some()),
         ] {
             if set {
-                return Err(ConfigError::invalid(key(k), "(set)", "only for srt sources"));
+                return Err(ConfigError::invalid(
+                    key(k),
+                    "(set)",
+                    "only for srt sources",
+                ));
             }
         }
     }
@@ -91,9 +95,17 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
         SourceKind::Srt => {
             for (k, set, why) in [
                 ("sdp", sc.sdp.is_some(), "only for rtp-sdp sources"),
-                ("jitter_latency_ms", sc.jitter_latency_ms.is_some(), "only for rtp sources (srt takes latency_ms)"),
+                (
+                    "jitter_latency_ms",
+                    sc.jitter_latency_ms.is_some(),
+                    "only for rtp sources (srt takes latency_ms)",
+                ),
                 ("width", sc.width.is_some(), "only for test-pattern sources"),
-                ("height", sc.height.is_some(), "only for test-pattern sources"),
+                (
+                    "height",
+                    sc.height.is_some(),
+                    "only for test-pattern sources",
+                ),
             ] {
                 if set {
                     return Err(ConfigError::invalid(key(k), "(set)", why));
@@ -295,17 +307,24 @@ mod tests {
         assert!(e.contains("streams[0].listen"), "{e}");
         let e = plan_error(&srt("listen = \"127.0.0.1:9000\"\nlatency_ms = 5\n"));
         assert!(e.contains("streams[0].latency_ms = \"5\""), "{e}");
-        let e = plan_error(&srt("listen = \"127.0.0.1:9000\"\npassphrase = \"short\"\n"));
+        let e = plan_error(&srt(
+            "listen = \"127.0.0.1:9000\"\npassphrase = \"short\"\n",
+        ));
         assert!(
             e.contains("streams[0].passphrase") && !e.contains("short\""),
             "{e}"
         );
-        let e = plan_error(&srt("listen = \"127.0.0.1:9000\"\njitter_latency_ms = 50\n"));
+        let e = plan_error(&srt(
+            "listen = \"127.0.0.1:9000\"\njitter_latency_ms = 50\n",
+        ));
         assert!(e.contains("streams[0].jitter_latency_ms"), "{e}");
         let e = plan_error(
             "[[streams]]\nname = \"t\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:9000\"\nlatency_ms = 100\n",
         );
-        assert!(e.contains("streams[0].latency_ms") && e.contains("only for srt"), "{e}");
+        assert!(
+            e.contains("streams[0].latency_ms") && e.contains("only for srt"),
+            "{e}"
+        );
         let c = Config::parse(&srt(
             "listen = \"127.0.0.1:9000\"\npassphrase = \"0123456789ab\"\nsilence_timeout_ms = 2000\n",
         ))

@@ -49,8 +49,11 @@ fn srt_push_from_ffmpeg_makes_a_ladder_survives_garbage_and_refuses_other_stream
                 .map(|j| (j * 131 + i) as u8)
                 .collect(),
             // A control packet (top bit set: handshake type 0) with a nonsense body.
-            1 => [&[0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], &[0xff; 48][..]]
-                .concat(),
+            1 => [
+                &[0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+                &[0xff; 48][..],
+            ]
+            .concat(),
             _ => vec![0x00, 0x01],
         };
         let _ = sock.send_to(&junk, ("127.0.0.1", port));
@@ -67,13 +70,23 @@ fn srt_push_from_ffmpeg_makes_a_ladder_survives_garbage_and_refuses_other_stream
     );
 
     // The real caller: the ladder appears and a segment decodes with audio and video.
-    let mut ff = ffmpeg_srt(port, 5, "publish:cam", PASSPHRASE).spawn().unwrap();
-    wait_for(Duration::from_secs(30), "SRT stream's first segments", || {
-        let r = get(origin, "/live/cam/240p/index.m3u8");
-        (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 2).then_some(())
-    });
+    let mut ff = ffmpeg_srt(port, 5, "publish:cam", PASSPHRASE)
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "SRT stream's first segments",
+        || {
+            let r = get(origin, "/live/cam/240p/index.m3u8");
+            (r.status == 200 && parse_media_playlist(&r.text()).segments.len() >= 2).then_some(())
+        },
+    );
     let out = ff.wait_with_output().unwrap();
-    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let master = get(origin, "/live/cam/master.m3u8").text();
     assert_eq!(parse_master(&master).len(), 3, "{master}");
 
@@ -97,10 +110,14 @@ fn srt_push_from_ffmpeg_makes_a_ladder_survives_garbage_and_refuses_other_stream
     let mut ff = ffmpeg_srt(port, 4, "#!::r=cam,m=publish", PASSPHRASE)
         .spawn()
         .unwrap();
-    let second = wait_for(Duration::from_secs(30), "segments after the caller returned", || {
-        let v = playlist();
-        (v.media_sequence + v.segments.len() as u64 >= first_end + 2).then_some(v)
-    });
+    let second = wait_for(
+        Duration::from_secs(30),
+        "segments after the caller returned",
+        || {
+            let v = playlist();
+            (v.media_sequence + v.segments.len() as u64 >= first_end + 2).then_some(v)
+        },
+    );
     assert!(ff.wait().unwrap().success());
     let resumed = second
         .segments

@@ -66,7 +66,10 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
 
     // Signalling refusals, before any media: no key, wrong key, not an offer.
     assert_eq!(post_offer(&endpoint, None, STATIC_OFFER).0, 401);
-    assert_eq!(post_offer(&endpoint, Some("wrong-key-123"), STATIC_OFFER).0, 401);
+    assert_eq!(
+        post_offer(&endpoint, Some("wrong-key-123"), STATIC_OFFER).0,
+        401
+    );
     let (status, why) = post_offer(&endpoint, Some(KEY), "hello");
     assert_eq!(status, 400, "{why}");
     assert!(why.contains("SDP"), "{why}");
@@ -74,18 +77,30 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     // The browser publishes for a while, then DELETEs its session.
     let harness = Command::new(root().join("scripts/browser/node"))
         .arg(root().join("scripts/browser/whip.mjs"))
-        .args(["--url", &endpoint, "--token", KEY, "--seconds", "14", "--delete"])
+        .args([
+            "--url",
+            &endpoint,
+            "--token",
+            KEY,
+            "--seconds",
+            "14",
+            "--delete",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run scripts/browser/whip.mjs (scripts/setup-browser; make test does)");
 
     let playlist = |r: &str| get(edge, &format!("/live/wcam/{r}/index.m3u8"));
-    let first = wait_for(Duration::from_secs(30), "HLS segments from the WHIP publisher", || {
-        let r = playlist("180p");
-        let v = (r.status == 200).then(|| parse_media_playlist(&r.text()))?;
-        (v.segments.len() >= 2).then_some(v)
-    });
+    let first = wait_for(
+        Duration::from_secs(30),
+        "HLS segments from the WHIP publisher",
+        || {
+            let r = playlist("180p");
+            let v = (r.status == 200).then(|| parse_media_playlist(&r.text()))?;
+            (v.segments.len() >= 2).then_some(v)
+        },
+    );
     let master = get(edge, "/live/wcam/master.m3u8").text();
     assert!(!parse_master(&master).is_empty(), "{master}");
     let uri = &first.segments.last().unwrap().1;
@@ -95,10 +110,18 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     std::fs::write(&p, &seg.body).unwrap();
     let probe = ffprobe(&p, &["-count_frames"]);
     let streams = probe["streams"].as_array().unwrap();
-    assert_eq!(streams.len(), 2, "video and audio from the browser: {probe}");
+    assert_eq!(
+        streams.len(),
+        2,
+        "video and audio from the browser: {probe}"
+    );
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert!(
-        video["nb_read_frames"].as_str().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
+        video["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+            > 0,
         "{probe}"
     );
 
@@ -110,27 +133,47 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for port in ice_min..=ice_max {
         for i in 0..20u32 {
-            let junk: Vec<u8> = (0..(i * 53 % 1200 + 1)).map(|j| (j * 7 + i) as u8).collect();
+            let junk: Vec<u8> = (0..(i * 53 % 1200 + 1))
+                .map(|j| (j * 7 + i) as u8)
+                .collect();
             let _ = sock.send_to(&junk, ("127.0.0.1", port));
         }
     }
     let end_before = first.media_sequence + first.segments.len() as u64;
-    wait_for(Duration::from_secs(20), "segments after the garbage", || {
-        let v = parse_media_playlist(&playlist("180p").text());
-        (v.media_sequence + v.segments.len() as u64 >= end_before + 3).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "segments after the garbage",
+        || {
+            let v = parse_media_playlist(&playlist("180p").text());
+            (v.media_sequence + v.segments.len() as u64 >= end_before + 3).then_some(())
+        },
+    );
 
     let out = harness.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
     assert_eq!(report["status"], 201, "{report}");
     assert!(
-        report["location"].as_str().unwrap_or("").starts_with("/whip/wcam/"),
+        report["location"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("/whip/wcam/"),
         "{report}"
     );
     assert_eq!(report["deleteStatus"], 200, "{report}");
-    let last = report["samples"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
-    assert!(last["video"]["framesEncoded"].as_u64().unwrap_or(0) > 0, "{report}");
+    let last = report["samples"]
+        .as_array()
+        .and_then(|s| s.last())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last["video"]["framesEncoded"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
     eprintln!(
         "WHIP: answer in {} ms, codec {}, {} video frames sent",
         report["answerMs"], last["video"]["codec"], last["video"]["framesEncoded"]

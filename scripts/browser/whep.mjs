@@ -74,6 +74,9 @@ try {
           sample.frameWidth = s.frameWidth; sample.frameHeight = s.frameHeight;
           // Receiver-side latency: time frames wait in the jitter buffer, plus decode.
           if (s.jitterBufferEmittedCount) sample.jitterBufferMs = Math.round(1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount);
+          // Playout time on the sender's clock (RTCP sender reports; NTP epoch 1900) vs now: the
+          // sender-to-playout delay, valid when sender and browser share a clock (one host).
+          if (s.estimatedPlayoutTimestamp) sample.playoutDelayMs = Math.round(Date.now() + 2208988800000 - s.estimatedPlayoutTimestamp);
           if (s.framesDecoded) sample.decodeMs = Math.round(1000 * s.totalDecodeTime / s.framesDecoded * 10) / 10;
         }
         if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) sample.rttMs = Math.round(1000 * s.currentRoundTripTime);

@@ -46,12 +46,42 @@ impl WebrtcConfig {
     pub(super) fn validate(&self, errors: &mut Vec<ConfigError>) {
         check_range(errors, "webrtc.max_sessions", self.max_sessions, 1..=256);
         check_range(errors, "webrtc.max_viewers", self.max_viewers, 1..=10_000);
-        check_range(errors, "webrtc.max_viewers_per_stream", self.max_viewers_per_stream, 1..=10_000);
-        check_range(errors, "webrtc.max_offer_bytes", self.max_offer_bytes, 1024..=1 << 20);
-        check_range(errors, "webrtc.answer_timeout_ms", self.answer_timeout_ms, 500..=60_000);
-        check_range(errors, "webrtc.connect_timeout_ms", self.connect_timeout_ms, 1000..=120_000);
-        check_range(errors, "webrtc.silence_timeout_ms", self.silence_timeout_ms, 500..=600_000);
-        check_range(errors, "webrtc.jitter_latency_ms", self.jitter_latency_ms, 0..=5000);
+        check_range(
+            errors,
+            "webrtc.max_viewers_per_stream",
+            self.max_viewers_per_stream,
+            1..=10_000,
+        );
+        check_range(
+            errors,
+            "webrtc.max_offer_bytes",
+            self.max_offer_bytes,
+            1024..=1 << 20,
+        );
+        check_range(
+            errors,
+            "webrtc.answer_timeout_ms",
+            self.answer_timeout_ms,
+            500..=60_000,
+        );
+        check_range(
+            errors,
+            "webrtc.connect_timeout_ms",
+            self.connect_timeout_ms,
+            1000..=120_000,
+        );
+        check_range(
+            errors,
+            "webrtc.silence_timeout_ms",
+            self.silence_timeout_ms,
+            500..=600_000,
+        );
+        check_range(
+            errors,
+            "webrtc.jitter_latency_ms",
+            self.jitter_latency_ms,
+            0..=5000,
+        );
         match (self.ice_port_min, self.ice_port_max) {
             (0, 0) => {}
             (min, max) if min < 1024 || max < min => errors.push(ConfigError::invalid(
@@ -70,14 +100,22 @@ impl WebrtcConfig {
         }
         for (key, value, schemes) in [
             ("webrtc.stun_server", &self.stun_server, &["stun://"][..]),
-            ("webrtc.turn_server", &self.turn_server, &["turn://", "turns://"][..]),
+            (
+                "webrtc.turn_server",
+                &self.turn_server,
+                &["turn://", "turns://"][..],
+            ),
         ] {
             let ok = value.is_empty()
                 || (schemes.iter().any(|s| value.starts_with(s))
                     && !value.contains(|c: char| c.is_whitespace() || c.is_control()));
             if !ok {
                 // A TURN URL holds a password: named, not echoed.
-                let shown = if key.ends_with("turn_server") { "(hidden)" } else { value.as_str() };
+                let shown = if key.ends_with("turn_server") {
+                    "(hidden)"
+                } else {
+                    value.as_str()
+                };
                 errors.push(ConfigError::invalid(
                     key,
                     shown,
@@ -93,19 +131,31 @@ mod tests {
     use crate::config::Config;
 
     fn error(toml: &str) -> String {
-        Config::parse(toml).and_then(|c| c.validate()).unwrap_err().to_string()
+        Config::parse(toml)
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn bad_webrtc_keys_are_named_with_their_values() {
         let e = error("[webrtc]\nice_port_min = 50000\nice_port_max = 40000\n");
-        assert!(e.contains("webrtc.ice_port_min") && e.contains("50000..40000"), "{e}");
+        assert!(
+            e.contains("webrtc.ice_port_min") && e.contains("50000..40000"),
+            "{e}"
+        );
         let e = error("[webrtc]\nice_address = \"eth0\"\n");
         assert!(e.contains("webrtc.ice_address = \"eth0\""), "{e}");
         let e = error("[webrtc]\nstun_server = \"stun.example.com:3478\"\n");
-        assert!(e.contains("webrtc.stun_server") && e.contains("stun://"), "{e}");
+        assert!(
+            e.contains("webrtc.stun_server") && e.contains("stun://"),
+            "{e}"
+        );
         let e = error("[webrtc]\nturn_server = \"http://u:secret@x\"\n");
-        assert!(e.contains("webrtc.turn_server") && !e.contains("secret"), "{e}");
+        assert!(
+            e.contains("webrtc.turn_server") && !e.contains("secret"),
+            "{e}"
+        );
         let e = error("[webrtc]\nmax_sessions = 0\n");
         assert!(e.contains("webrtc.max_sessions = \"0\""), "{e}");
         assert!(Config::parse("[webrtc]\nice_port_min = 40000\nice_port_max = 40100\nice_address = \"127.0.0.1\"\n").unwrap().validate().is_ok());

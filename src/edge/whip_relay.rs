@@ -21,8 +21,11 @@ use std::time::Duration;
 const MAX_RELAY_BYTES: usize = 1 << 20;
 
 /// Headers passed to the origin and back (everything else is hop-by-hop or ours).
-const REQUEST_HEADERS: [header::HeaderName; 3] =
-    [header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_MATCH];
+const REQUEST_HEADERS: [header::HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+    header::IF_MATCH,
+];
 const RESPONSE_HEADERS: [header::HeaderName; 6] = [
     header::CONTENT_TYPE,
     header::LOCATION,
@@ -93,7 +96,9 @@ impl WhipRelay {
                 tracing::warn!(origin = %origin.id, stream, error = %e, "WHIP relay failed");
                 return headers::text(StatusCode::BAD_GATEWAY, "origin unreachable");
             }
-            Err(_) => return headers::text(StatusCode::GATEWAY_TIMEOUT, "origin did not answer in time"),
+            Err(_) => {
+                return headers::text(StatusCode::GATEWAY_TIMEOUT, "origin did not answer in time");
+            }
         };
         let (rparts, rbody) = resp.into_parts();
         let body = match tokio::time::timeout(

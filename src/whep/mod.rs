@@ -15,8 +15,8 @@ use crate::http::Body;
 use crate::http::headers;
 use crate::ingest::whip::media::IceSettings;
 use bytes::Bytes;
-use gst::prelude::*;
 use feed::WhepFeeds;
+use gst::prelude::*;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
@@ -86,8 +86,14 @@ impl WhepService {
             (Method::OPTIONS, _) => preflight(),
             (Method::POST, None) => self.play(stream.to_string(), req).await,
             (Method::DELETE, Some(id)) => self.end(stream, id),
-            (Method::PATCH, Some(_)) => text(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported"),
-            _ => text(StatusCode::METHOD_NOT_ALLOWED, "POST an offer to /whep/{stream}; DELETE its Location"),
+            (Method::PATCH, Some(_)) => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "trickle ICE is not supported",
+            ),
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST an offer to /whep/{stream}; DELETE its Location",
+            ),
         }
     }
 
@@ -172,7 +178,10 @@ impl WhepService {
         *r.status_mut() = StatusCode::CREATED;
         let h = r.headers_mut();
         cors(h);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(&format!("{WHEP_PREFIX}{stream}/{id}")) {
             h.insert(header::LOCATION, v);
@@ -199,7 +208,10 @@ impl WhepService {
 }
 
 fn cors(h: &mut http::HeaderMap) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link"),

@@ -22,15 +22,19 @@ pub fn check_offer(body: &[u8], max_bytes: usize) -> Result<(gst_sdp::SDPMessage
         if media.media() != Some("video") || media.port() == 0 {
             continue;
         }
-        if media.attributes().any(|a| matches!(a.key(), "sendonly" | "inactive")) {
+        if media
+            .attributes()
+            .any(|a| matches!(a.key(), "sendonly" | "inactive"))
+        {
             continue;
         }
         let fmtp_ok = |pt: &str| {
             media.attributes().any(|a| {
                 a.key() == "fmtp"
                     && a.value().is_some_and(|v| {
-                        v.split_once(' ')
-                            .is_some_and(|(p, params)| p == pt && params.contains("packetization-mode=1"))
+                        v.split_once(' ').is_some_and(|(p, params)| {
+                            p == pt && params.contains("packetization-mode=1")
+                        })
                     })
             })
         };
@@ -39,7 +43,9 @@ pub fn check_offer(body: &[u8], max_bytes: usize) -> Result<(gst_sdp::SDPMessage
             .filter(|a| a.key() == "rtpmap")
             .filter_map(|a| {
                 let (pt, rest) = a.value()?.split_once(' ')?;
-                rest.to_ascii_uppercase().starts_with("H264/").then(|| pt.to_string())
+                rest.to_ascii_uppercase()
+                    .starts_with("H264/")
+                    .then(|| pt.to_string())
             })
             .collect();
         if let Some(pt) = h264
@@ -88,7 +94,10 @@ pub fn start(
         let stop = stop.clone();
         // EOS (the stream ended) or an error: the viewer is done.
         bus.set_sync_handler(move |_, msg| {
-            if matches!(msg.view(), gst::MessageView::Eos(_) | gst::MessageView::Error(_)) {
+            if matches!(
+                msg.view(),
+                gst::MessageView::Eos(_) | gst::MessageView::Error(_)
+            ) {
                 stop.cancel();
             }
             gst::BusSyncReply::Drop

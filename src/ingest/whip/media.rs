@@ -113,7 +113,9 @@ pub fn negotiate(
 
     {
         let (lock, cvar) = &*gathered;
-        let mut done = lock.lock().map_err(|_| NegotiationError::GatheringTimeout)?;
+        let mut done = lock
+            .lock()
+            .map_err(|_| NegotiationError::GatheringTimeout)?;
         while !*done {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -166,7 +168,9 @@ fn answer_with_candidates(
             i += 1;
         }
         for (mline, cand) in gathered {
-            let value = cand.trim_start_matches("a=").trim_start_matches("candidate:");
+            let value = cand
+                .trim_start_matches("a=")
+                .trim_start_matches("candidate:");
             let value = format!("candidate:{value}");
             if *mline == index && candidate_allowed(&value, address) && !present.contains(&value) {
                 media.add_attribute("candidate", Some(value.trim_start_matches("candidate:")));
@@ -195,7 +199,9 @@ fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
                 agent.set_property("min-rtp-port", u32::from(min));
                 agent.set_property("max-rtp-port", u32::from(max));
             }
-            _ => tracing::warn!("webrtcbin's ICE agent has no port range; webrtc.ice_port_* ignored"),
+            _ => {
+                tracing::warn!("webrtcbin's ICE agent has no port range; webrtc.ice_port_* ignored")
+            }
         }
     }
 }
@@ -218,9 +224,7 @@ fn link_incoming_streams(webrtc: &gst::Element, pipeline: &gst::Pipeline) {
 }
 
 fn link_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), String> {
-    let caps = pad
-        .current_caps()
-        .unwrap_or_else(|| pad.query_caps(None));
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let s = caps.structure(0).ok_or("no caps")?;
     let encoding = s
         .get::<&str>("encoding-name")
@@ -243,7 +247,11 @@ fn link_stream(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), String> {
         .and_then(|e| e.static_pad("sink"))
         .filter(|p| !p.is_linked());
     // A stream with nowhere to go (unknown codec, a second video or audio) is dropped.
-    let chain = if target_pad.is_some() { chain } else { "fakesink" };
+    let chain = if target_pad.is_some() {
+        chain
+    } else {
+        "fakesink"
+    };
     let bin = gst::parse::bin_from_description(chain, true).map_err(|e| e.to_string())?;
     pipeline.add(&bin).map_err(|e| e.to_string())?;
     bin.sync_state_with_parent().map_err(|e| e.to_string())?;

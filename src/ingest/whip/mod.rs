@@ -72,12 +72,13 @@ impl WhipService {
         match (req.method().clone(), path) {
             (Method::OPTIONS, _) => preflight(),
             (Method::POST, WhipPath::Endpoint { stream }) => self.publish(stream, req).await,
-            (Method::DELETE, WhipPath::Session { stream, session }) => {
-                self.end(&stream, &session)
-            }
+            (Method::DELETE, WhipPath::Session { stream, session }) => self.end(&stream, &session),
             (Method::PATCH, WhipPath::Session { .. }) => {
                 // §4.3.1: no trickle; every candidate is in the answer.
-                let mut r = whip_text(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported");
+                let mut r = whip_text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "trickle ICE is not supported",
+                );
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
                 r
@@ -90,8 +91,10 @@ impl WhipService {
             }
             (_, WhipPath::Session { .. }) => {
                 let mut r = whip_text(StatusCode::METHOD_NOT_ALLOWED, "DELETE ends the session");
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("DELETE, PATCH, OPTIONS"));
+                r.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("DELETE, PATCH, OPTIONS"),
+                );
                 r
             }
         }
@@ -107,10 +110,19 @@ impl WhipService {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp"))
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/sdp")
+            })
             .unwrap_or(false);
         if !is_sdp {
-            return whip_text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/sdp");
+            return whip_text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/sdp",
+            );
         }
         let token = signalling::bearer_token(req.headers()).map(str::to_string);
         if let Err(why) = crate::ingest::rtmp::check_stream_key(
@@ -191,7 +203,10 @@ impl WhipService {
                     std::thread::spawn(move || {
                         std::thread::sleep(connect_timeout);
                         if !seen.load(Ordering::Relaxed) && !stop.is_cancelled() {
-                            tracing::warn!(stream, "WHIP publisher sent no video in time; session ended");
+                            tracing::warn!(
+                                stream,
+                                "WHIP publisher sent no video in time; session ended"
+                            );
                             stop.cancel();
                         }
                     });
@@ -217,29 +232,36 @@ impl WhipService {
             return whip_text(refusal.status(), &refusal.to_string());
         }
         // The pipeline starts, then negotiation: both bounded.
-        let answer = match tokio::time::timeout(answer_timeout + Duration::from_secs(5), answer_rx).await {
-            Ok(Ok(Ok(answer))) => answer,
-            Ok(Ok(Err(e))) => {
-                stop.cancel();
-                tracing::warn!(stream, error = %e, "WHIP negotiation failed");
-                let status = match e {
-                    media::NegotiationError::OfferRefused(_) => StatusCode::BAD_REQUEST,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                return whip_text(status, &e.to_string());
-            }
-            _ => {
-                stop.cancel();
-                tracing::warn!(stream, "WHIP session did not start in time");
-                return whip_text(StatusCode::SERVICE_UNAVAILABLE, "the session did not start in time");
-            }
-        };
+        let answer =
+            match tokio::time::timeout(answer_timeout + Duration::from_secs(5), answer_rx).await {
+                Ok(Ok(Ok(answer))) => answer,
+                Ok(Ok(Err(e))) => {
+                    stop.cancel();
+                    tracing::warn!(stream, error = %e, "WHIP negotiation failed");
+                    let status = match e {
+                        media::NegotiationError::OfferRefused(_) => StatusCode::BAD_REQUEST,
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    return whip_text(status, &e.to_string());
+                }
+                _ => {
+                    stop.cancel();
+                    tracing::warn!(stream, "WHIP session did not start in time");
+                    return whip_text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session did not start in time",
+                    );
+                }
+            };
         tracing::info!(stream, codecs = ?summary.video, audio = summary.audio, "WHIP publisher answered");
         let mut r = Response::new(headers::full(Bytes::from(answer)));
         *r.status_mut() = StatusCode::CREATED;
         let h = r.headers_mut();
         cors(h);
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(&crate::layout::whip_session_path(&stream, &id)) {
             h.insert(header::LOCATION, v);
@@ -268,7 +290,10 @@ impl WhipService {
 
 /// CORS for browser publishers on other origins (RFC 9725 §4.1: Location must be readable).
 fn cors(h: &mut http::HeaderMap) {
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
@@ -294,7 +319,10 @@ fn preflight() -> Response<Body> {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Authorization, Content-Type, If-Match"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     h.insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
 }

@@ -206,7 +206,13 @@ mod tests {
                 session: id
             })
         );
-        for bad in ["/whip/", "/whip/../x", "/whip/cam/notanid", "/whip/cam/a/b", "/live/cam"] {
+        for bad in [
+            "/whip/",
+            "/whip/../x",
+            "/whip/cam/notanid",
+            "/whip/cam/a/b",
+            "/live/cam",
+        ] {
             assert_eq!(parse_path(bad), None, "{bad}");
         }
     }
@@ -256,7 +262,8 @@ mod tests {
     fn candidates_on_other_interfaces_are_not_offered() {
         let host = "candidate:1 1 UDP 2015363327 192.0.2.2 50000 typ host";
         let lo = "candidate:2 1 UDP 2015363327 127.0.0.1 50002 typ host";
-        let srflx = "candidate:3 1 UDP 1679819007 203.0.113.9 50004 typ srflx raddr 192.0.2.2 rport 50000";
+        let srflx =
+            "candidate:3 1 UDP 1679819007 203.0.113.9 50004 typ srflx raddr 192.0.2.2 rport 50000";
         let only = Some("192.0.2.2".parse().unwrap());
         assert!(candidate_allowed(host, only));
         assert!(!candidate_allowed(lo, only));
