@@ -70,7 +70,7 @@ fn srt_push_from_ffmpeg_makes_a_ladder_survives_garbage_and_refuses_other_stream
     );
 
     // The real caller: the ladder appears and a segment decodes with audio and video.
-    let mut ff = ffmpeg_srt(port, 5, "publish:cam", PASSPHRASE)
+    let ff = ffmpeg_srt(port, 5, "publish:cam", PASSPHRASE)
         .spawn()
         .unwrap();
     wait_for(

@@ -4,7 +4,10 @@
 // and Location, and getStats() samples of the inbound video (frames received and decoded,
 // jitter-buffer delay per frame, the receiver's share of latency).
 //
-//   node scripts/browser/whep.mjs --url http://HOST:PORT/whep/NAME --seconds N [--delete]
+//   node scripts/browser/whep.mjs --url http://HOST:PORT/whep/NAME --seconds N [--delete] [--viewers K]
+//
+// --viewers K opens K more peer connections in the same page (load for CPU-per-viewer figures);
+// the samples describe the first one; "extraViewers" lists the others' POST statuses.
 //
 // Exit codes: 0 = ran and printed the JSON; 1 = bad usage; 2 = Chromium could not be launched.
 // The page is the server's own origin (/healthz), so the POST is same-origin.
@@ -12,12 +15,13 @@
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const opts = { url: null, seconds: null, del: false };
+const opts = { url: null, seconds: null, del: false, viewers: 1 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--url') opts.url = argv[++i];
   else if (argv[i] === '--seconds') opts.seconds = Number(argv[++i]);
   else if (argv[i] === '--delete') opts.del = true;
+  else if (argv[i] === '--viewers') opts.viewers = Number(argv[++i]);
   else { process.stderr.write(`whep.mjs: unknown argument ${argv[i]}\n`); process.exit(1); }
 }
 if (!opts.url || !(opts.seconds >= 0)) { process.stderr.write('usage: whep.mjs --url URL --seconds N [--delete]\n'); process.exit(1); }
@@ -41,8 +45,18 @@ let result;
 try {
   const page = await browser.newPage();
   await page.goto(new URL('/healthz', opts.url).href);
-  result = await page.evaluate(async ({ url, seconds, del }) => {
-    const out = { status: null, location: null, error: null, samples: [] };
+  result = await page.evaluate(async ({ url, seconds, del, viewers }) => {
+    const out = { status: null, location: null, error: null, samples: [], extraViewers: [] };
+    const extra = [];
+    for (let i = 1; i < viewers; i++) {
+      const p = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+      p.addTransceiver('video', { direction: 'recvonly' });
+      await p.setLocalDescription(await p.createOffer());
+      await new Promise((r) => setTimeout(r, 300));
+      const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: p.localDescription.sdp });
+      out.extraViewers.push(res.status);
+      if (res.status === 201) { await p.setRemoteDescription({ type: 'answer', sdp: await res.text() }); extra.push(p); }
+    }
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
     pc.addTransceiver('video', { direction: 'recvonly' });
     const video = document.createElement('video');
@@ -85,6 +99,7 @@ try {
     }
     if (del && out.location) out.deleteStatus = (await fetch(new URL(out.location, url).href, { method: 'DELETE' })).status;
     pc.close();
+    extra.forEach((p) => p.close());
     return out;
   }, opts);
 } catch (e) {

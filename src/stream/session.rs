@@ -64,16 +64,19 @@ pub struct SessionContext {
     pub whep_feed: Option<Arc<crate::whep::feed::WhepFeed>>,
 }
 
+/// What a [`PipelineHook`] calls.
+pub type PipelineCallback = Box<dyn FnOnce(&gst::Pipeline) + Send>;
+
 /// A one-shot callback with a session's running pipeline.
 #[derive(Clone)]
-pub struct PipelineHook(Arc<Mutex<Option<Box<dyn FnOnce(&gst::Pipeline) + Send>>>>);
+pub struct PipelineHook(Arc<Mutex<Option<PipelineCallback>>>);
 
 impl PipelineHook {
-    pub fn new(f: Box<dyn FnOnce(&gst::Pipeline) + Send>) -> PipelineHook {
+    pub fn new(f: PipelineCallback) -> PipelineHook {
         PipelineHook(Arc::new(Mutex::new(Some(f))))
     }
 
-    fn take(&self) -> Option<Box<dyn FnOnce(&gst::Pipeline) + Send>> {
+    fn take(&self) -> Option<PipelineCallback> {
         self.0.lock().ok().and_then(|mut f| f.take())
     }
 }
