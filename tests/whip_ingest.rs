@@ -2,7 +2,8 @@
 //! microphone over WebRTC to `zoomate run`'s edge (`/whip/{stream}`, relayed to the origin),
 //! and the HLS ladder appears and decodes; a second publisher to the live stream is refused;
 //! a missing key and a malformed offer get clear 4xx; garbage UDP on the ICE ports breaks
-//! nothing; DELETE ends the session.
+//! nothing; DELETE ends the session; a returning publisher continues the media sequence after a
+//! discontinuity.
 
 mod common;
 use common::*;
@@ -182,6 +183,47 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     // DELETE ended the session: the stream ends and the session count is back to zero.
     z.wait_sessions_over("wcam", 1);
     assert_eq!(metric(origin, "zoomate_whip_sessions"), Some(0.0));
+
+    // The publisher comes back: the media sequence continues after a discontinuity.
+    let ended = parse_media_playlist(&playlist("180p").text());
+    let first_end = ended.media_sequence + ended.segments.len() as u64;
+    let again = Command::new(root().join("scripts/browser/node"))
+        .arg(root().join("scripts/browser/whip.mjs"))
+        .args([
+            "--url",
+            &endpoint,
+            "--token",
+            KEY,
+            "--seconds",
+            "5",
+            "--delete",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = wait_for(
+        Duration::from_secs(30),
+        "segments from the returning publisher",
+        || {
+            let v = parse_media_playlist(&playlist("180p").text());
+            (v.media_sequence + v.segments.len() as u64 >= first_end + 2).then_some(v)
+        },
+    );
+    let resumed = second
+        .segments
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, s)| s.2)
+        .map(|(i, _)| second.media_sequence + i as u64);
+    assert_eq!(
+        resumed,
+        Some(first_end),
+        "timeline continues after a discontinuity: {second:?}"
+    );
+    let out = again.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
+    assert_eq!(report["status"], 201, "{report}");
 }
 
 fn root() -> std::path::PathBuf {
