@@ -41,6 +41,21 @@ impl Plan {
                 Err(e) => errors.push(e),
             }
         }
+        // One UDP port, one stream: a second listener on it would fail to bind at run time.
+        let mut ports = std::collections::BTreeMap::new();
+        for p in &streams {
+            let listen = match &p.source {
+                StreamSource::RtpMpegts { listen, .. } | StreamSource::Srt { listen, .. } => listen,
+                _ => continue,
+            };
+            if let Some(first) = ports.insert(*listen, p.index) {
+                errors.push(ConfigError::invalid(
+                    format!("streams[{}].listen", p.index),
+                    listen,
+                    format!("already the listen address of streams[{first}]"),
+                ));
+            }
+        }
         ConfigError::all(errors)?;
         Ok(Plan { config, streams })
     }
@@ -323,6 +338,14 @@ mod tests {
         );
         assert!(
             e.contains("streams[0].latency_ms") && e.contains("only for srt"),
+            "{e}"
+        );
+        let e = plan_error(
+            "[[streams]]\nname = \"a\"\nsource = \"srt\"\nlisten = \"127.0.0.1:9000\"\n\
+             [[streams]]\nname = \"b\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:9000\"\n",
+        );
+        assert!(
+            e.contains("streams[1].listen") && e.contains("streams[0]"),
             "{e}"
         );
         let c = Config::parse(&srt(
