@@ -177,7 +177,12 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             reg.start_configured(planned);
         }
         let rtmp_metrics = rtmp.as_ref().map(|server| server.metrics());
-        reload_targets.stream_keys = rtmp.as_ref().map(|server| server.stream_keys());
+        // One set of keys for every ingest (RTMP, WHIP), replaced by a hot reload.
+        let stream_keys = rtmp.as_ref().map_or_else(
+            || crate::ingest::rtmp::StreamKeys::new(config.rtmp.stream_keys.clone()),
+            |server| server.stream_keys(),
+        );
+        reload_targets.stream_keys = Some(stream_keys.clone());
         reload_targets.registry = Some(reg.clone());
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
@@ -198,9 +203,40 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 stop: publisher_stop,
             });
         }
+        let whip = config.webrtc.enabled.then(|| {
+            crate::ingest::whip::WhipService::new(config.clone(), reg.clone(), stream_keys)
+        });
+        if let Some(w) = &whip {
+            origin.set_whip(w.clone());
+        }
+        let whep = config.webrtc.enabled.then(|| {
+            crate::whep::WhepService::new(config.clone(), reg.whep_feeds(), shutdown.clone())
+        });
+        if let Some(w) = &whep {
+            origin.set_whep(w.clone());
+        }
         let metrics_registry = reg.clone();
         origin.set_ingest_metrics(Arc::new(move |r| {
             metrics_registry.register_metrics(r);
+            if let Some(w) = &whip {
+                let g = crate::http::metrics::Gauge::<i64>::default();
+                g.set(i64::try_from(w.session_count()).unwrap_or(i64::MAX));
+                r.register("zoomate_whip_sessions", "WHIP publishing sessions now", g);
+            }
+            if let Some(w) = &whep {
+                let viewers = crate::http::metrics::Family::<
+                    StreamLabel,
+                    crate::http::metrics::Gauge<i64>,
+                >::default();
+                for (stream, n) in w.viewer_counts() {
+                    viewers.get_or_create(&StreamLabel { stream }).set(n as i64);
+                }
+                r.register(
+                    "zoomate_whep_viewers",
+                    "WHEP viewers now, by stream",
+                    viewers,
+                );
+            }
             if let Some(m) = &rtmp_metrics {
                 m.register(r);
             }
@@ -303,6 +339,12 @@ async fn sweep_store(config: &Config) -> Vec<std::path::PathBuf> {
         );
     }
     report.pending
+}
+
+/// The `stream` label of per-stream gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
 }
 
 /// RTMP publishes go to the stream registry.

@@ -33,6 +33,14 @@ pub const STAGED_INIT_SEGMENT: &str = "init.mp4";
 pub const TIME_PATH: &str = "/time";
 /// The origin's stream health (JSON): every stream it runs, healthy or why not.
 pub const STREAMS_PATH: &str = "/streams";
+
+/// WHIP endpoints: `/whip/{stream}`; sessions `/whip/{stream}/{session}`.
+pub const WHIP_PREFIX: &str = "/whip/";
+
+/// The WHIP session resource of `stream` (the `Location` of a 201).
+pub fn whip_session_path(stream: &str, session: &str) -> String {
+    format!("{WHIP_PREFIX}{stream}/{session}")
+}
 /// Hidden per-stream directory of segments being written (never served: names start with `.`).
 pub const STAGING_DIR: &str = ".staging";
 

@@ -23,6 +23,7 @@
 //!   discovery and health in the background; every bus announcement checked before it is believed.
 //! - [`http`]      — HTTP pieces shared by origin and edge (paths, headers, fair connection slots,
 //!   metrics).
+//! - [`whep`]      — WebRTC viewers (WHEP): the top rendition's H.264 fanned out to a webrtcbin each.
 //! - [`vod`]       — files in, complete HLS/DASH assets out (same aligned ladder as live).
 //! - [`api`]       — the operators' JSON API (`/api/v1/`) and the embedded web console
 //!   (`/console/`), on the origin's and the edge's listeners.
@@ -45,6 +46,7 @@ pub mod store;
 pub mod stream;
 pub mod transcode;
 pub mod vod;
+pub mod whep;
 
 /// The one shutdown signal every task receives.
 pub type Shutdown = tokio_util::sync::CancellationToken;

@@ -5,8 +5,8 @@
 //! bound.
 
 use crate::config::{
-    Config, ConfigError, DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, RtpOptions,
-    SourceKind, StreamConfig, StreamSource,
+    Config, ConfigError, DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS,
+    DEFAULT_SRT_LATENCY_MS, RtpOptions, SourceKind, SrtOptions, StreamConfig, StreamSource,
 };
 
 /// A configured stream with its source resolved.
@@ -41,6 +41,21 @@ impl Plan {
                 Err(e) => errors.push(e),
             }
         }
+        // One UDP port, one stream: a second listener on it would fail to bind at run time.
+        let mut ports = std::collections::BTreeMap::new();
+        for p in &streams {
+            let listen = match &p.source {
+                StreamSource::RtpMpegts { listen, .. } | StreamSource::Srt { listen, .. } => listen,
+                _ => continue,
+            };
+            if let Some(first) = ports.insert(*listen, p.index) {
+                errors.push(ConfigError::invalid(
+                    format!("streams[{}].listen", p.index),
+                    listen,
+                    format!("already the listen address of streams[{first}]"),
+                ));
+            }
+        }
         ConfigError::all(errors)?;
         Ok(Plan { config, streams })
     }
@@ -50,7 +65,7 @@ impl Plan {
 /// `rtp-sdp` this reads and checks the SDP file.
 pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, ConfigError> {
     let key = |k: &str| format!("streams[{index}].{k}");
-    let rtp = || -> Result<RtpOptions, ConfigError> {
+    let silence = || -> Result<u64, ConfigError> {
         let silence_timeout_ms = sc.silence_timeout_ms.unwrap_or(DEFAULT_SILENCE_TIMEOUT_MS);
         if !(500..=600_000).contains(&silence_timeout_ms) {
             return Err(ConfigError::invalid(
@@ -59,6 +74,10 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
                 "must be 500..=600000",
             ));
         }
+        Ok(silence_timeout_ms)
+    };
+    let rtp = || -> Result<RtpOptions, ConfigError> {
+        let silence_timeout_ms = silence()?;
         let jitter_latency_ms = sc.jitter_latency_ms.unwrap_or(DEFAULT_JITTER_LATENCY_MS);
         if jitter_latency_ms > 5_000 {
             return Err(ConfigError::invalid(
@@ -72,7 +91,74 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
             jitter_latency_ms,
         })
     };
+    // Keys of one source kind set on another: named, with the kinds that take them.
+    if sc.source != SourceKind::Srt {
+        for (k, set) in [
+            ("latency_ms", sc.latency_ms.is_some()),
+            ("passphrase", sc.passphrase.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::invalid(
+                    key(k),
+                    "(set)",
+                    "only for srt sources",
+                ));
+            }
+        }
+    }
     match sc.source {
+        SourceKind::Srt => {
+            for (k, set, why) in [
+                ("sdp", sc.sdp.is_some(), "only for rtp-sdp sources"),
+                (
+                    "jitter_latency_ms",
+                    sc.jitter_latency_ms.is_some(),
+                    "only for rtp sources (srt takes latency_ms)",
+                ),
+                ("width", sc.width.is_some(), "only for test-pattern sources"),
+                (
+                    "height",
+                    sc.height.is_some(),
+                    "only for test-pattern sources",
+                ),
+            ] {
+                if set {
+                    return Err(ConfigError::invalid(key(k), "(set)", why));
+                }
+            }
+            let Some(listen) = sc.listen else {
+                return Err(ConfigError::invalid(
+                    key("listen"),
+                    "",
+                    "srt needs listen = \"HOST:PORT\"",
+                ));
+            };
+            if listen.port() == 0 {
+                return Err(ConfigError::invalid(key("listen"), listen, "needs a port"));
+            }
+            let latency_ms = sc.latency_ms.unwrap_or(DEFAULT_SRT_LATENCY_MS);
+            if !(20..=8_000).contains(&latency_ms) {
+                return Err(ConfigError::invalid(
+                    key("latency_ms"),
+                    latency_ms,
+                    "must be 20..=8000",
+                ));
+            }
+            if let Some(p) = &sc.passphrase
+                && let Err(why) = crate::ingest::srt::check_passphrase(p)
+            {
+                // The passphrase itself is a secret: never echoed.
+                return Err(ConfigError::invalid(key("passphrase"), "(hidden)", why));
+            }
+            Ok(StreamSource::Srt {
+                listen,
+                srt: SrtOptions {
+                    latency_ms,
+                    passphrase: sc.passphrase.clone(),
+                },
+                silence_timeout_ms: silence()?,
+            })
+        }
         SourceKind::TestPattern => {
             for (k, set) in [
                 ("listen", sc.listen.is_some()),
@@ -84,7 +170,7 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
                     return Err(ConfigError::invalid(
                         key(k),
                         "(set)",
-                        "only for rtp-mpegts and rtp-sdp sources",
+                        "only for network sources (rtp-mpegts, rtp-sdp, srt)",
                     ));
                 }
             }
@@ -224,8 +310,58 @@ mod tests {
             "[[streams]]\nname = \"t\"\nsource = \"test-pattern\"\nsilence_timeout_ms = 900\n",
         );
         assert!(
-            e.contains("streams[0].silence_timeout_ms") && e.contains("only for rtp"),
+            e.contains("streams[0].silence_timeout_ms") && e.contains("only for network"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn srt_source_checks_listen_latency_and_passphrase() {
+        let srt = |extra: &str| format!("[[streams]]\nname = \"s\"\nsource = \"srt\"\n{extra}");
+        let e = plan_error(&srt(""));
+        assert!(e.contains("streams[0].listen"), "{e}");
+        let e = plan_error(&srt("listen = \"127.0.0.1:9000\"\nlatency_ms = 5\n"));
+        assert!(e.contains("streams[0].latency_ms = \"5\""), "{e}");
+        let e = plan_error(&srt(
+            "listen = \"127.0.0.1:9000\"\npassphrase = \"short\"\n",
+        ));
+        assert!(
+            e.contains("streams[0].passphrase") && !e.contains("short\""),
+            "{e}"
+        );
+        let e = plan_error(&srt(
+            "listen = \"127.0.0.1:9000\"\njitter_latency_ms = 50\n",
+        ));
+        assert!(e.contains("streams[0].jitter_latency_ms"), "{e}");
+        let e = plan_error(
+            "[[streams]]\nname = \"t\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:9000\"\nlatency_ms = 100\n",
+        );
+        assert!(
+            e.contains("streams[0].latency_ms") && e.contains("only for srt"),
+            "{e}"
+        );
+        let e = plan_error(
+            "[[streams]]\nname = \"a\"\nsource = \"srt\"\nlisten = \"127.0.0.1:9000\"\n\
+             [[streams]]\nname = \"b\"\nsource = \"rtp-mpegts\"\nlisten = \"127.0.0.1:9000\"\n",
+        );
+        assert!(
+            e.contains("streams[1].listen") && e.contains("streams[0]"),
+            "{e}"
+        );
+        let c = Config::parse(&srt(
+            "listen = \"127.0.0.1:9000\"\npassphrase = \"0123456789ab\"\nsilence_timeout_ms = 2000\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            resolve_source(&c.streams[0], 0).unwrap(),
+            StreamSource::Srt {
+                listen: "127.0.0.1:9000".parse().unwrap(),
+                srt: SrtOptions {
+                    latency_ms: 120,
+                    passphrase: Some("0123456789ab".into())
+                },
+                silence_timeout_ms: 2000,
+            }
         );
     }
 }

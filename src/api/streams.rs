@@ -36,6 +36,8 @@ pub fn one(s: StreamInfo, config: &Config, viewers: Option<&BTreeMap<String, u64
                 LiveSourceKind::TestPattern => "test-pattern",
                 LiveSourceKind::RtpMpegts => "rtp-mpegts",
                 LiveSourceKind::RtpSdp => "rtp-sdp",
+                LiveSourceKind::Srt => "srt",
+                LiveSourceKind::Whip => "whip",
             },
             publisher: s.publisher.map(|p| p.to_string()),
         },

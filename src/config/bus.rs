@@ -273,6 +273,22 @@ impl BusConfig {
     }
 }
 
+/// Serialises a secret that may be unset: `None` as null, any value as [`REDACTED`].
+pub(super) fn redact_option<S: serde::Serializer>(
+    value: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serialises a secret where "" means unset: "" as is, any value as [`REDACTED`].
+pub(super) fn redact_nonempty<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { REDACTED })
+}
+
 /// Serialises a map of secrets (stream keys) with every value replaced by [`REDACTED`]: the
 /// names are configuration, the values are not shown.
 pub(super) fn redact_values<S: serde::Serializer>(

@@ -15,14 +15,16 @@ mod edge;
 mod env;
 mod stream;
 mod validate;
+mod webrtc;
+pub use webrtc::WebrtcConfig;
 
 pub use api::{ApiConfig, ApiToken, MIN_API_TOKEN_CHARS};
 pub use bus::{BusConfig, BusProxyConfig, REDACTED, SecretKeyText, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
 pub use stream::{
-    DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, RtpOptions, SourceKind, StreamConfig,
-    StreamSource,
+    DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, DEFAULT_SRT_LATENCY_MS, RtpOptions,
+    SourceKind, SrtOptions, StreamConfig, StreamSource,
 };
 pub use validate::is_valid_name;
 pub(crate) use validate::{check_range, validate_limits};
@@ -148,6 +150,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub vod: VodConfig,
     pub api: ApiConfig,
+    pub webrtc: WebrtcConfig,
     /// Streams that exist without an RTMP publisher: test patterns and RTP inputs (none unless
     /// configured; `zoomate run` without a file has the `demo` stream of `config/demo.toml`).
     #[serde(default)]

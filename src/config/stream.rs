@@ -1,4 +1,4 @@
-//! `[[streams]]`: streams that exist without an RTMP publisher (test pattern, RTP), and the
+//! `[[streams]]`: streams that exist without an RTMP publisher (test pattern, RTP, SRT), and the
 //! typed source each resolves to (see [`crate::plan`]).
 
 use super::SegmentFormat;
@@ -19,7 +19,26 @@ pub enum StreamSource {
         has_audio: bool,
         rtp: RtpOptions,
     },
+    /// MPEG-TS over SRT: a listener on `listen` that one caller at a time pushes to.
+    Srt {
+        listen: SocketAddr,
+        srt: SrtOptions,
+        /// No video for this long ends the stream, as for RTP.
+        silence_timeout_ms: u64,
+    },
 }
+
+/// An SRT listener's settings (`[[streams]] source = "srt"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtOptions {
+    /// SRT's receiver latency (its retransmission window), milliseconds.
+    pub latency_ms: u64,
+    /// AES passphrase a caller must use (10..=79 characters); `None`: unencrypted.
+    pub passphrase: Option<String>,
+}
+
+/// `latency_ms` of an SRT source that does not set it (libsrt's own default is 120).
+pub const DEFAULT_SRT_LATENCY_MS: u64 = 120;
 
 /// Network-source behaviour shared by the RTP kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +56,24 @@ pub const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_JITTER_LATENCY_MS: u64 = 200;
 
 impl StreamSource {
-    /// The silence timeout of a network source; `None` for self-timed sources.
+    /// The RTP options of an RTP source.
     pub fn rtp_options(&self) -> Option<RtpOptions> {
         match self {
-            StreamSource::TestPattern { .. } => None,
+            StreamSource::TestPattern { .. } | StreamSource::Srt { .. } => None,
             StreamSource::RtpMpegts { rtp, .. } | StreamSource::RtpSdp { rtp, .. } => Some(*rtp),
+        }
+    }
+
+    /// The silence timeout of a network source (RTP, SRT); `None` for self-timed sources.
+    pub fn silence_timeout_ms(&self) -> Option<u64> {
+        match self {
+            StreamSource::TestPattern { .. } => None,
+            StreamSource::RtpMpegts { rtp, .. } | StreamSource::RtpSdp { rtp, .. } => {
+                Some(rtp.silence_timeout_ms)
+            }
+            StreamSource::Srt {
+                silence_timeout_ms, ..
+            } => Some(*silence_timeout_ms),
         }
     }
 }
@@ -52,6 +84,7 @@ pub enum SourceKind {
     TestPattern,
     RtpMpegts,
     RtpSdp,
+    Srt,
 }
 
 /// A stream that exists without an RTMP publisher (`[[streams]]`).
@@ -59,19 +92,25 @@ pub enum SourceKind {
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,
-    /// `test-pattern`, `rtp-mpegts` or `rtp-sdp`.
+    /// `test-pattern`, `rtp-mpegts`, `rtp-sdp` or `srt`.
     pub source: SourceKind,
     /// test-pattern: picture size (default 1280x720).
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// rtp-mpegts: UDP address to receive on.
+    /// rtp-mpegts, srt: UDP address to receive on.
     pub listen: Option<SocketAddr>,
     /// rtp-sdp: the SDP file (ports and codecs come from it).
     pub sdp: Option<PathBuf>,
-    /// rtp-*: milliseconds without video before the stream ends (default 5000).
+    /// rtp-*, srt: milliseconds without video before the stream ends (default 5000).
     pub silence_timeout_ms: Option<u64>,
     /// rtp-*: jitter buffer latency in milliseconds (default 200).
     pub jitter_latency_ms: Option<u64>,
+    /// srt: SRT receiver latency in milliseconds (default 120).
+    pub latency_ms: Option<u64>,
+    /// srt: passphrase the caller must encrypt with (10..=79 characters; default none).
+    /// Redacted in the API's config view.
+    #[serde(serialize_with = "super::bus::redact_option")]
+    pub passphrase: Option<String>,
     /// Segment format of this stream; default `ladder.format`.
     pub format: Option<SegmentFormat>,
 }

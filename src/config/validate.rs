@@ -145,6 +145,7 @@ impl Config {
             ));
         }
         errors.extend(validate_limits("origin.limits", &self.origin.limits).err());
+        self.webrtc.validate(&mut errors);
         let r = &self.rtmp;
         errors.extend(validate_name("rtmp.app", &r.app).err());
         if r.max_connections == 0 {

@@ -28,6 +28,7 @@ pub mod trust;
 pub mod upstream;
 pub mod view;
 pub mod viewers;
+pub mod whip_relay;
 
 use crate::Shutdown;
 use crate::config::{Config, EdgeConfig};
@@ -72,6 +73,8 @@ struct Edge {
     api: OnceLock<Arc<crate::api::Api>>,
     /// Whether this listener is bound to a loopback address (the API's access rule).
     loopback: bool,
+    /// WHIP signalling relayed to the stream's origin (`webrtc.enabled`).
+    whip: Option<whip_relay::WhipRelay>,
 }
 
 /// A bound, not yet running edge.
@@ -134,6 +137,11 @@ impl EdgeServer {
                 api: OnceLock::new(),
                 loopback,
                 config: ec,
+                whip: config.webrtc.enabled.then(|| {
+                    whip_relay::WhipRelay::new(
+                        Duration::from_millis(config.webrtc.answer_timeout_ms) + timeout * 2,
+                    )
+                }),
             }),
         })
     }
@@ -233,6 +241,13 @@ async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Bod
         && let Some(r) = api.respond(&req, edge.loopback).await
     {
         return r;
+    }
+    // WHIP/WHEP signalling is relayed to the stream's origin, never cached.
+    let path = req.uri().path();
+    if (path.starts_with(crate::layout::WHIP_PREFIX) || path.starts_with(crate::whep::WHEP_PREFIX))
+        && let Some(relay) = &edge.whip
+    {
+        return relay.relay(&edge.upstream.origins, req).await;
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -130,6 +130,10 @@ struct OriginState {
     api: std::sync::OnceLock<Arc<crate::api::Api>>,
     /// Whether this listener is bound to a loopback address (the API's access rule).
     loopback: bool,
+    /// WHIP ingest on this listener (`webrtc.enabled`; set once before serving).
+    whip: std::sync::OnceLock<Arc<crate::ingest::whip::WhipService>>,
+    /// WHEP playback on this listener.
+    whep: std::sync::OnceLock<Arc<crate::whep::WhepService>>,
 }
 
 /// Registers the ingest side's metrics (RTP and RTMP counters), read at scrape time, into a registry.
@@ -158,6 +162,8 @@ impl OriginServer {
                 ingest_metrics: std::sync::OnceLock::new(),
                 live_playlists: std::sync::OnceLock::new(),
                 stream_health: std::sync::OnceLock::new(),
+                whip: std::sync::OnceLock::new(),
+                whep: std::sync::OnceLock::new(),
                 held: HeldBudget::new(
                     config.hls.max_held_requests,
                     config.hls.max_held_requests_per_stream,
@@ -195,6 +201,16 @@ impl OriginServer {
         let _ = self.state.api.set(api);
     }
 
+    /// Serves WHEP (`/whep/…`) on this listener.
+    pub fn set_whep(&self, whep: Arc<crate::whep::WhepService>) {
+        let _ = self.state.whep.set(whep);
+    }
+
+    /// Serves WHIP (`/whip/…`) on this listener.
+    pub fn set_whip(&self, whip: Arc<crate::ingest::whip::WhipService>) {
+        let _ = self.state.whip.set(whip);
+    }
+
     pub async fn run(self, shutdown: Shutdown) {
         let state = self.state;
         crate::http::serve(
@@ -214,6 +230,16 @@ async fn handle(state: Arc<OriginState>, req: Request<Incoming>) -> Response<Bod
         && let Some(r) = api.respond(&req, state.loopback).await
     {
         return r;
+    }
+    if req.uri().path().starts_with(crate::layout::WHIP_PREFIX)
+        && let Some(whip) = state.whip.get()
+    {
+        return whip.handle(req).await;
+    }
+    if req.uri().path().starts_with(crate::whep::WHEP_PREFIX)
+        && let Some(whep) = state.whep.get()
+    {
+        return whep.handle(req).await;
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();

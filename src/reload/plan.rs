@@ -123,10 +123,12 @@ pub fn plan(running: &Config, new: &Config) -> Result<ReloadPlan, ConfigError> {
         edge: _,
         vod: _,
         api: _,
+        webrtc: _,
         streams: _,
     } = new;
     for (key, differs) in [
         ("api", new.api != running.api),
+        ("webrtc", new.webrtc != running.webrtc),
         ("origin", new.origin != running.origin),
         ("hls", new.hls != running.hls),
         ("store", new.store != running.store),

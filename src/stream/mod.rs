@@ -11,6 +11,9 @@ pub mod stats;
 pub mod timeline;
 
 pub use health::{Health, StreamHealth, UnhealthyReason};
-pub use registry::{EndError, LiveSourceKind, StreamInfo, StreamRegistry, StreamState};
+pub use registry::{
+    EndError, LiveSourceKind, PublishRefusal, StreamInfo, StreamRegistry, StreamState,
+    WebrtcPublish,
+};
 pub use session::{Announce, SessionContext, SessionError};
 pub use timeline::StreamTimeline;

@@ -37,6 +37,9 @@ pub enum LiveSourceKind {
     TestPattern,
     RtpMpegts,
     RtpSdp,
+    Srt,
+    /// A WebRTC publisher (WHIP).
+    Whip,
 }
 
 impl LiveSourceKind {
@@ -45,6 +48,7 @@ impl LiveSourceKind {
             StreamSource::TestPattern { .. } => LiveSourceKind::TestPattern,
             StreamSource::RtpMpegts { .. } => LiveSourceKind::RtpMpegts,
             StreamSource::RtpSdp { .. } => LiveSourceKind::RtpSdp,
+            StreamSource::Srt { .. } => LiveSourceKind::Srt,
         }
     }
 }
@@ -108,6 +112,47 @@ struct RtpLabels {
     outcome: &'static str,
 }
 
+/// What a WebRTC publish needs from its signalling side.
+pub struct WebrtcPublish {
+    /// The offer sends Opus audio.
+    pub has_audio: bool,
+    pub latency_ms: u64,
+    /// No video this long ends the session (the publisher left without DELETE).
+    pub silence_timeout_ms: u64,
+    /// Fired to end the session (DELETE, peer gone); fired by the session when it ends.
+    pub stop: Shutdown,
+    /// Gets the running pipeline once (negotiation).
+    pub on_pipeline: Box<dyn FnOnce(&gst::Pipeline) + Send>,
+    /// Called when the session is over, however it ended.
+    pub on_end: Box<dyn FnOnce() + Send>,
+}
+
+/// Why a publisher may not publish now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("stream name is reserved by a configured source")]
+    Reserved,
+    #[error("stream is already live")]
+    AlreadyLive,
+    #[error("cannot build the source: {0}")]
+    Template(String),
+}
+
+impl PublishRefusal {
+    /// The HTTP status a WHIP publisher gets for it.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            PublishRefusal::ShuttingDown | PublishRefusal::Template(_) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            PublishRefusal::Reserved => http::StatusCode::FORBIDDEN,
+            PublishRefusal::AlreadyLive => http::StatusCode::CONFLICT,
+        }
+    }
+}
+
 /// Pause before restarting a configured stream whose pipeline failed.
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -129,6 +174,8 @@ pub struct StreamRegistry {
     live_playlists: Arc<crate::store::live::LivePlaylists>,
     delays: Arc<super::session::PublishDelays>,
     health: Arc<super::health::StreamHealth>,
+    /// WHEP viewers' feeds, one per stream.
+    whep_feeds: Arc<crate::whep::feed::WhepFeeds>,
 }
 
 /// Removes a stream from the live set when its session ends, however it ends.
@@ -162,6 +209,7 @@ impl StreamRegistry {
             rtp_counters: Mutex::new(BTreeMap::new()),
             delays: Arc::default(),
             health: Arc::default(),
+            whep_feeds: Arc::default(),
             next_session: AtomicU64::new(now_secs()),
             tasks: TaskTracker::new(),
             live_playlists: Arc::default(),
@@ -182,6 +230,11 @@ impl StreamRegistry {
     /// Every stream's health (the origin's `/streams`, `/metrics`).
     pub fn health(&self) -> Arc<super::health::StreamHealth> {
         self.health.clone()
+    }
+
+    /// Every stream's WHEP feed.
+    pub fn whep_feeds(&self) -> Arc<crate::whep::feed::WhepFeeds> {
+        self.whep_feeds.clone()
     }
 
     /// Streams with a running session.
@@ -210,6 +263,7 @@ impl StreamRegistry {
                     crate::config::SourceKind::TestPattern => LiveSourceKind::TestPattern,
                     crate::config::SourceKind::RtpMpegts => LiveSourceKind::RtpMpegts,
                     crate::config::SourceKind::RtpSdp => LiveSourceKind::RtpSdp,
+                    crate::config::SourceKind::Srt => LiveSourceKind::Srt,
                 },
                 publisher: None,
                 started_at: None,
@@ -324,6 +378,13 @@ impl StreamRegistry {
             health: self.health.clone(),
             stats: live.stats.clone(),
             end: live.end.clone(),
+            on_pipeline: None,
+            whep_feed: self
+                .config
+                .load()
+                .webrtc
+                .enabled
+                .then(|| self.whep_feeds.feed(stream)),
         }
     }
 
@@ -401,6 +462,62 @@ impl StreamRegistry {
         Ok(())
     }
 
+    /// A stop signal for one session: fired by its owner (WHIP DELETE) or by shutdown.
+    pub fn session_stop(&self) -> Shutdown {
+        self.shutdown.child_token()
+    }
+
+    /// A WebRTC (WHIP) publisher for `stream`: a session with the `source-webrtc` template
+    /// whose running pipeline is handed to `publish.on_pipeline` (to negotiate). Refused like
+    /// an RTMP publish (already live, reserved name, shutting down).
+    pub fn start_webrtc(
+        self: &Arc<Self>,
+        stream: &str,
+        publish: WebrtcPublish,
+    ) -> Result<(), PublishRefusal> {
+        if self.shutdown.is_cancelled() {
+            return Err(PublishRefusal::ShuttingDown);
+        }
+        if self.config.load().streams.iter().any(|s| s.name == stream) {
+            return Err(PublishRefusal::Reserved);
+        }
+        // No RTMP-style publisher to kick: an operator ends a WHIP stream with `end`.
+        let live = self
+            .try_go_live(stream, LiveSourceKind::Whip, None)
+            .ok_or(PublishRefusal::AlreadyLive)?;
+        let template = if publish.has_audio {
+            "source-webrtc"
+        } else {
+            "source-webrtc-video-only"
+        };
+        let source = self
+            .templates
+            .render(template, &[("latency_ms", publish.latency_ms.to_string())])
+            .map_err(|e| PublishRefusal::Template(e.to_string()))?;
+        let mut ctx = self.context(stream, &live);
+        let guard = live.guard;
+        ctx.network = Some(NetworkSource {
+            silence_timeout_ms: publish.silence_timeout_ms,
+            rtp_counters: None,
+            srt: None,
+        });
+        ctx.on_pipeline = Some(super::session::PipelineHook::new(publish.on_pipeline));
+        let stream = stream.to_string();
+        let stop = publish.stop;
+        let on_end = publish.on_end;
+        self.tasks.spawn(async move {
+            let _guard = guard;
+            match run_session(ctx, source, None, stop.clone()).await {
+                Ok(()) => tracing::info!(stream, "publish session ended"),
+                Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
+            }
+            stop.cancel();
+            on_end();
+            crate::ingest::memory::trim_soon();
+        });
+        Ok(())
+    }
+
     /// Runs a configured source (test pattern, RTP) until shutdown, restarting it on failure.
     /// The source was resolved once by the plan (the SDP file read and checked): a restart does
     /// not depend on the file.
@@ -429,6 +546,10 @@ impl StreamRegistry {
                         &format!("source-rtp-sdp{}", if *has_audio { only } else { "-video-only" }),
                         &[("location", sdp.display().to_string()), ("latency_ms", rtp.jitter_latency_ms.to_string())],
                     ),
+                    StreamSource::Srt { listen, srt, .. } => me.templates.render(
+                        &format!("source-srt{only}"),
+                        &[("port", listen.port().to_string()), ("address", crate::ingest::srt::uri_host(listen)), ("latency_ms", srt.latency_ms.to_string())],
+                    ),
                 };
                 let rendered = match rendered {
                     Ok(s) => s,
@@ -439,9 +560,13 @@ impl StreamRegistry {
                 };
                 let mut ctx = me.context(&sc.name, &live);
                 let ended_by_operator = live.end.clone();
-                ctx.network = source.rtp_options().map(|options| NetworkSource {
-                    options,
-                    counters: me.rtp_counters(&sc.name),
+                ctx.network = source.silence_timeout_ms().map(|silence_timeout_ms| NetworkSource {
+                    silence_timeout_ms,
+                    rtp_counters: source.rtp_options().map(|_| me.rtp_counters(&sc.name)),
+                    srt: match &source {
+                        StreamSource::Srt { srt, .. } => Some(crate::ingest::srt::SrtListener { passphrase: srt.passphrase.clone() }),
+                        _ => None,
+                    },
                 });
                 let began = std::time::Instant::now();
                 let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;

@@ -79,6 +79,27 @@ pub struct SessionContext {
     pub stats: Arc<Mutex<super::stats::StreamStats>>,
     /// Cancelled when an operator ends the stream (the API's `end`): EOS, as on shutdown.
     pub end: tokio_util::sync::CancellationToken,
+    /// Called once with the running pipeline (WHIP: negotiate its webrtcbin).
+    pub on_pipeline: Option<PipelineHook>,
+    /// WHEP viewers' feed of this stream (`webrtc.enabled`).
+    pub whep_feed: Option<Arc<crate::whep::feed::WhepFeed>>,
+}
+
+/// What a [`PipelineHook`] calls.
+pub type PipelineCallback = Box<dyn FnOnce(&gst::Pipeline) + Send>;
+
+/// A one-shot callback with a session's running pipeline.
+#[derive(Clone)]
+pub struct PipelineHook(Arc<Mutex<Option<PipelineCallback>>>);
+
+impl PipelineHook {
+    pub fn new(f: PipelineCallback) -> PipelineHook {
+        PipelineHook(Arc::new(Mutex::new(Some(f))))
+    }
+
+    fn take(&self) -> Option<PipelineCallback> {
+        self.0.lock().ok().and_then(|mut f| f.take())
+    }
 }
 
 /// How long after its last frame was captured a segment or part was announced: encode, mux,
@@ -119,11 +140,15 @@ impl PublishDelays {
     }
 }
 
-/// What a session of a network source (RTP) needs beyond the media.
+/// What a session of a network source (RTP, SRT) needs beyond the media.
 #[derive(Clone)]
 pub struct NetworkSource {
-    pub options: crate::config::RtpOptions,
-    pub counters: Arc<crate::ingest::rtp::RtpCounters>,
+    /// No video for this long ends the stream.
+    pub silence_timeout_ms: u64,
+    /// RTP: the datagram guard's counters.
+    pub rtp_counters: Option<Arc<crate::ingest::rtp::RtpCounters>>,
+    /// SRT: the listener's settings (passphrase, stream-id check).
+    pub srt: Option<crate::ingest::srt::SrtListener>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -169,7 +194,9 @@ pub async fn run_session(
         wall_clock_timestamps: true,
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
-        rtp_guard: ctx.network.as_ref().map(|n| n.counters.clone()),
+        rtp_guard: ctx.network.as_ref().and_then(|n| n.rtp_counters.clone()),
+        srt_listener: ctx.network.as_ref().and_then(|n| n.srt.clone()),
+        whep_feed: ctx.whep_feed.clone(),
     };
     let rules = SessionRules {
         stall: Duration::from_millis(ctx.config.pipelines.stall_timeout_ms),
@@ -178,7 +205,7 @@ pub async fn run_session(
         network_silence: ctx
             .network
             .as_ref()
-            .map(|n| Duration::from_millis(n.options.silence_timeout_ms)),
+            .map(|n| Duration::from_millis(n.silence_timeout_ms)),
     };
     ctx.health.session_started(&ctx.stream);
     let mut machine = SessionMachine::new(rules, Instant::now());
@@ -208,6 +235,9 @@ pub async fn run_session(
     };
     machine.launched(Instant::now());
     let pipeline = Arc::new(pipeline);
+    if let Some(hook) = ctx.on_pipeline.as_ref().and_then(PipelineHook::take) {
+        hook(pipeline.gst_pipeline());
+    }
 
     // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
     // appsrc's push blocks when its queue is full (backpressure onto the publisher's TCP).
@@ -328,6 +358,9 @@ pub async fn run_session(
     // Release any streaming thread waiting for room in the event channel first: teardown
     // joins those threads.
     drop(events);
+    if let Some(feed) = &ctx.whep_feed {
+        feed.set_live(false);
+    }
     let teardown_deadline = machine.tear_down(Instant::now());
     let teardown = crate::transcode::run_bounded(
         "teardown",

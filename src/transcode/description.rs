@@ -107,7 +107,16 @@ pub fn ladder_description(
             if cmaf { cmaf_tail(AUDIO_RENDITION, seg_ns, chunk_ns.map(audio_chunk_ns), tfdt_offset_ns) } else { "tee name=at".to_string() }
         ));
     }
-    for r in planned {
+    let mut tap_branch = String::new();
+    for (index, r) in planned.iter().enumerate() {
+        // WHEP: the first (top) rendition's H.264 is also tapped for viewers, as byte-stream
+        // access units with SPS/PPS before every IDR (a viewer joins at any keyframe).
+        let tap = if index == 0 && spec.whep_feed.is_some() {
+            tap_branch.push_str("whep_tee. ! queue leaky=downstream max-size-buffers=60 max-size-bytes=0 max-size-time=0 ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=whep_tap sync=false async=false emit-signals=false max-buffers=8 drop=true\n");
+            " ! tee name=whep_tee"
+        } else {
+            ""
+        };
         let video = spec
             .templates
             .render(
@@ -139,7 +148,7 @@ pub fn ladder_description(
         );
         if cmaf {
             d.push_str(&format!(
-                "{scaled} ! video/x-h264,stream-format=avc,alignment=au ! {}\n",
+                "{scaled}{tap} ! video/x-h264,stream-format=avc,alignment=au ! {}\n",
                 cmaf_tail(&r.name, seg_ns, chunk_ns, tfdt_offset_ns)
             ));
             continue;
@@ -148,13 +157,14 @@ pub fn ladder_description(
         let location = location.to_str().ok_or("staging path is not UTF-8")?;
         d.push_str(&format!(
             "splitmuxsink name=mux_{name} muxer-factory=mpegtsmux max-size-time={seg_ns} send-keyframe-requests=true location=\"{location}\"\n\
-             {scaled} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! mux_{name}.video\n",
+             {scaled} config-interval=-1{tap} ! video/x-h264,stream-format=byte-stream,alignment=au ! mux_{name}.video\n",
             name = r.name,
         ));
         if with_audio {
             d.push_str(&format!("at. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=3000000000 ! mux_{}.audio_%u\n", r.name));
         }
     }
+    d.push_str(&tap_branch);
     Ok(d)
 }
 

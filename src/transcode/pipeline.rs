@@ -68,6 +68,10 @@ pub struct LadderSpec {
     pub scale_method: super::description::ScaleMethod,
     /// RTP sources: guard every RTP socket, counting what it drops here.
     pub rtp_guard: Option<Arc<crate::ingest::rtp::RtpCounters>>,
+    /// SRT sources: passphrase and stream-id check on the template's `srtsrc`.
+    pub srt_listener: Option<crate::ingest::srt::SrtListener>,
+    /// WHEP: the top rendition's H.264 is tapped into this feed (no encode per viewer).
+    pub whep_feed: Option<Arc<crate::whep::feed::WhepFeed>>,
 }
 
 /// Name of the separate audio rendition of CMAF output.
@@ -120,6 +124,9 @@ impl LivePipeline {
         })?;
         if let Some(counters) = &spec.rtp_guard {
             crate::ingest::rtp::guard_udp_sources(&pipeline, counters.clone());
+        }
+        if let Some(listener) = &spec.srt_listener {
+            crate::ingest::srt::prepare_listener(&pipeline, &spec.stream, listener);
         }
         // Source liveness: a network source can go quiet without any error or EOS.
         let started = Instant::now();
@@ -217,6 +224,11 @@ impl LivePipeline {
             },
             rx,
         ))
+    }
+
+    /// The GStreamer pipeline itself (for a source that needs configuring once it runs).
+    pub fn gst_pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
     }
 
     /// The `appsrc name=src` of a push source (RTMP), if the source has one.
@@ -385,6 +397,14 @@ fn build_ladder(
     } else {
         None
     };
+    if let Some(feed) = &spec.whep_feed
+        && let Some(tap) = bin
+            .by_name("whep_tap")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+    {
+        feed.attach(&tap);
+        feed.set_live(true);
+    }
     super::codec_probe::arm_codec_probes(&bin, &planned, cmaf, events);
     pipeline.add(&bin).map_err(|e| e.to_string())?;
     bin.sync_state_with_parent().map_err(|e| e.to_string())?;

@@ -59,6 +59,22 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../pipelines/source-rtp-sdp-video-only.pipeline"),
     ),
     (
+        "source-srt",
+        include_str!("../../pipelines/source-srt.pipeline"),
+    ),
+    (
+        "source-srt-video-only",
+        include_str!("../../pipelines/source-srt-video-only.pipeline"),
+    ),
+    (
+        "source-webrtc",
+        include_str!("../../pipelines/source-webrtc.pipeline"),
+    ),
+    (
+        "source-webrtc-video-only",
+        include_str!("../../pipelines/source-webrtc-video-only.pipeline"),
+    ),
+    (
         "source-file",
         include_str!("../../pipelines/source-file.pipeline"),
     ),

@@ -297,6 +297,8 @@ async fn build(
         // Quality equal to ffmpeg's bicubic ladder; a file job can spend the extra CPU.
         scale_method: ScaleMethod::CatmullRom,
         rtp_guard: None,
+        srt_listener: None,
+        whep_feed: None,
     };
     let (pipeline, mut events) =
         crate::transcode::run_bounded("start", VOD_STATE_CHANGE_TIMEOUT, move || {

@@ -57,18 +57,30 @@ pub fn authorize_publish(
     if !crate::config::is_valid_name(name) {
         return Err(PublishRejection::InvalidName);
     }
-    if !stream_keys.is_empty() {
-        // Look the name up first: an unlisted stream is refused whatever key it presents.
-        let expected = stream_keys.get(name).ok_or(PublishRejection::NotAllowed)?;
-        let presented = query_param(query, "key")
-            .or_else(|| query_param(app_query, "key"))
-            .ok_or(PublishRejection::MissingKey)?;
-        let matches: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
-        if !matches {
-            return Err(PublishRejection::WrongKey);
-        }
-    }
+    let presented = query_param(query, "key").or_else(|| query_param(app_query, "key"));
+    check_stream_key(stream_keys, name, presented)?;
     Ok(name.to_string())
+}
+
+/// The one stream-key check every ingest calls (RTMP's `?key=`, WHIP's bearer token): with no
+/// keys configured publishing is open; otherwise `name` must be listed and `presented` must be
+/// its key, compared in constant time. `name` must already be a valid stream name.
+pub fn check_stream_key(
+    stream_keys: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    presented: Option<&str>,
+) -> Result<(), PublishRejection> {
+    if stream_keys.is_empty() {
+        return Ok(());
+    }
+    // Look the name up first: an unlisted stream is refused whatever key it presents.
+    let expected = stream_keys.get(name).ok_or(PublishRejection::NotAllowed)?;
+    let presented = presented.ok_or(PublishRejection::MissingKey)?;
+    let matches: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
+    if !matches {
+        return Err(PublishRejection::WrongKey);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

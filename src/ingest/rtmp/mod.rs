@@ -34,7 +34,7 @@ mod queue;
 mod throttle;
 
 pub use admission::{AddressKey, Admission, AdmissionLimits, Refusal, Ticket};
-pub use auth::{PublishRejection, authorize_publish};
+pub use auth::{PublishRejection, authorize_publish, check_stream_key};
 pub use budget::{ByteBudget, Charge};
 pub use chunk_guard::{ChunkGuard, GuardError, Scan};
 pub use connection::metadata_script_body;

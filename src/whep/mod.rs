@@ -1,0 +1,241 @@
+//! WHEP playback (IETF draft-ietf-wish-whep): `POST /whep/{stream}` with a browser's
+//! receive-only offer → `201 Created` with the answer and `Location: /whep/{stream}/{session}`;
+//! `DELETE` ends it. Sub-second latency: the viewer gets the top rendition's H.264 as it leaves
+//! the encoder ([`feed`]), over its own `webrtcbin` ([`viewer`]), with no encode per viewer.
+//! Video only (the ladder's audio is AAC, which WebRTC does not carry).
+//!
+//! Bounded: `webrtc.max_viewers_per_stream` and `webrtc.max_viewers` (503 beyond), the offer
+//! size, negotiation time. Viewers per stream are `zoomate_whep_viewers{stream}`.
+
+pub mod feed;
+pub mod viewer;
+
+use crate::config::Config;
+use crate::http::Body;
+use crate::http::headers;
+use crate::ingest::whip::media::IceSettings;
+use bytes::Bytes;
+use feed::WhepFeeds;
+use gst::prelude::*;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// URL prefix of WHEP endpoints.
+pub const WHEP_PREFIX: &str = "/whep/";
+
+struct ViewerEntry {
+    stream: String,
+    stop: crate::Shutdown,
+}
+
+/// The WHEP endpoint of one origin.
+pub struct WhepService {
+    config: Arc<Config>,
+    feeds: Arc<WhepFeeds>,
+    viewers: Mutex<HashMap<String, ViewerEntry>>,
+    next_viewer: AtomicU64,
+    shutdown: crate::Shutdown,
+}
+
+impl WhepService {
+    pub fn new(config: Arc<Config>, feeds: Arc<WhepFeeds>, shutdown: crate::Shutdown) -> Arc<Self> {
+        Arc::new(WhepService {
+            config,
+            feeds,
+            viewers: Mutex::new(HashMap::new()),
+            next_viewer: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ViewerEntry>> {
+        self.viewers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Viewers per stream now (for `zoomate_whep_viewers{stream}`).
+    pub fn viewer_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for v in self.lock().values() {
+            *counts.entry(v.stream.clone()).or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_string();
+        let Some(rest) = path.strip_prefix(WHEP_PREFIX) else {
+            return text(StatusCode::NOT_FOUND, "no such WHEP resource");
+        };
+        let mut parts = rest.split('/');
+        let stream = parts.next().unwrap_or("");
+        let session = parts.next().filter(|s| !s.is_empty());
+        if !crate::config::is_valid_name(stream) || parts.next().is_some() {
+            return text(StatusCode::NOT_FOUND, "no such WHEP resource");
+        }
+        match (req.method().clone(), session) {
+            (Method::OPTIONS, _) => preflight(),
+            (Method::POST, None) => self.play(stream.to_string(), req).await,
+            (Method::DELETE, Some(id)) => self.end(stream, id),
+            (Method::PATCH, Some(_)) => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "trickle ICE is not supported",
+            ),
+            _ => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST an offer to /whep/{stream}; DELETE its Location",
+            ),
+        }
+    }
+
+    async fn play<B>(self: &Arc<Self>, stream: String, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let w = &self.config.webrtc;
+        let body = match http_body_util::Limited::new(req.into_body(), w.max_offer_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
+        };
+        let (offer, payload_type) = match viewer::check_offer(&body, w.max_offer_bytes) {
+            Ok(ok) => ok,
+            Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+        };
+        let Some(feed) = self.feeds.live(&stream) else {
+            return text(StatusCode::NOT_FOUND, "stream is not live");
+        };
+        let id = crate::ingest::whip::signalling::new_session_id();
+        let stop = self.shutdown.child_token();
+        {
+            let mut viewers = self.lock();
+            let on_stream = viewers.values().filter(|v| v.stream == stream).count();
+            if viewers.len() >= w.max_viewers || on_stream >= w.max_viewers_per_stream {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "too many WHEP viewers");
+            }
+            viewers.insert(
+                id.clone(),
+                ViewerEntry {
+                    stream: stream.clone(),
+                    stop: stop.clone(),
+                },
+            );
+        }
+        let ice = IceSettings {
+            port_range: (w.ice_port_min != 0).then_some((w.ice_port_min, w.ice_port_max)),
+            address: w.ice_address(),
+            stun_server: (!w.stun_server.is_empty()).then(|| w.stun_server.clone()),
+            turn_server: (!w.turn_server.is_empty()).then(|| w.turn_server.clone()),
+        };
+        let viewer_id = self.next_viewer.fetch_add(1, Ordering::Relaxed);
+        let timeout = Duration::from_millis(w.answer_timeout_ms);
+        let started = {
+            let (feed, stop) = (feed.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                viewer::start(viewer_id, &feed, offer, payload_type, &ice, timeout, stop)
+            })
+            .await
+        };
+        let (pipeline, answer) = match started {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(e)) => {
+                self.lock().remove(&id);
+                tracing::warn!(stream, error = %e, "WHEP negotiation failed");
+                return text(StatusCode::SERVICE_UNAVAILABLE, &e);
+            }
+            Err(_) => {
+                self.lock().remove(&id);
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "viewer start failed");
+            }
+        };
+        // The viewer's life: until DELETE, its connection fails, the stream ends or shutdown.
+        let me = self.clone();
+        let (vid, vstream) = (id.clone(), stream.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            feed.remove(viewer_id);
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = pipeline.set_state(gst::State::Null);
+            })
+            .await;
+            me.lock().remove(&vid);
+            tracing::info!(stream = vstream, "WHEP viewer left");
+        });
+        tracing::info!(stream, "WHEP viewer answered");
+        let mut r = Response::new(headers::full(Bytes::from(answer)));
+        *r.status_mut() = StatusCode::CREATED;
+        let h = r.headers_mut();
+        cors(h);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/sdp"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(&format!("{WHEP_PREFIX}{stream}/{id}")) {
+            h.insert(header::LOCATION, v);
+        }
+        r
+    }
+
+    fn end(&self, stream: &str, id: &str) -> Response<Body> {
+        let entry = {
+            let viewers = self.lock();
+            viewers
+                .get(id)
+                .filter(|e| e.stream == stream)
+                .map(|e| e.stop.clone())
+        };
+        match entry {
+            Some(stop) => {
+                stop.cancel();
+                text(StatusCode::OK, "session ended")
+            }
+            None => text(StatusCode::NOT_FOUND, "no such WHEP session"),
+        }
+    }
+}
+
+fn cors(h: &mut http::HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link"),
+    );
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = headers::text(status, msg);
+    cors(r.headers_mut());
+    r
+}
+
+fn preflight() -> Response<Body> {
+    let mut r = Response::new(headers::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    r
+}
