@@ -17,7 +17,7 @@
 //! reason and counts it in `zoomate_rtmp_rejected_total`.
 
 use super::admission::Ticket;
-use super::auth::{authorize_publish, split_query};
+use super::auth::{PublishAttempt, split_query};
 use super::budget::Charge;
 use super::chunk_guard::{ChunkGuard, GuardError};
 use super::metrics::RejectReason;
@@ -130,6 +130,8 @@ struct Publishing {
 
 pub(super) struct Connection {
     socket: TcpStream,
+    /// The publisher's address, as told to the auth callback.
+    peer_ip: std::net::IpAddr,
     shared: Arc<Shared>,
     handler: Arc<dyn PublishHandler>,
     ticket: Ticket,
@@ -153,7 +155,12 @@ impl Connection {
     ) -> Connection {
         let guard = ChunkGuard::new(shared.config.max_unpublished_message_bytes);
         let parser_charge = shared.ingest_budget.empty_charge();
+        let peer_ip = socket
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         Connection {
+            peer_ip,
             socket,
             shared,
             handler,
@@ -480,7 +487,15 @@ impl Connection {
                 )
                 .await;
         }
-        let name = match authorize_publish(&self.shared.config, &self.app_query, stream_key) {
+        let attempt = PublishAttempt {
+            protocol: "rtmp",
+            app: &self.shared.config.app,
+            app_query: &self.app_query,
+            publish_name: stream_key,
+            client: self.peer_ip,
+        };
+        let decision = self.shared.authorizer.authorize(&attempt).await;
+        let name = match decision {
             Ok(name) => name,
             Err(rejection) => {
                 if rejection.is_guess() {
