@@ -42,8 +42,8 @@ pub const MAX_STARTED_RENDITIONS: usize = crate::edge::trust::MAX_RENDITIONS;
 /// Refuses a list longer than `max` before it is walked. Why: a Cap'n Proto list of empty
 /// elements costs nothing on the wire (a list pointer may declare 2^29 zero-sized elements,
 /// each read as an empty text or a default struct), so the payload and traversal limits do not
-/// bound its length; walking it turned a 220-byte payload into 458,760 `String`s (found by
-/// `fuzz/` `bus_messages`).
+/// bound its length; walking it turned a 220-byte `StreamStarted` into hundreds of thousands of
+/// renditions, two `String`s each (found by `fuzz/` `bus_messages`).
 fn bounded(field: &'static str, len: u32, max: usize) -> Result<(), DecodeError> {
     if len as usize > max {
         return Err(DecodeError::TooMany { field, len, max });
@@ -290,19 +290,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// `fuzz/artifacts/regressions/bus_messages/list-amplification-heartbeat`: 220 bytes whose
-    /// heartbeat declares 458,760 zero-sized stream entries. Decoded, it became that many
-    /// `String`s (7 MB re-encoded, over `MAX_PAYLOAD_BYTES`); it must be refused unwalked.
+    /// `fuzz/artifacts/regressions/bus_messages/list-amplification`: 220 bytes whose
+    /// `StreamStarted` declares a list of zero-sized renditions. Decoded, each became a
+    /// `RenditionInfo` (7.3 MB re-encoded, over `MAX_PAYLOAD_BYTES`); it must be refused unwalked.
     #[test]
     fn a_list_of_zero_sized_elements_is_refused_before_it_is_walked() {
-        let bytes = include_bytes!(
-            "../../fuzz/artifacts/regressions/bus_messages/list-amplification-heartbeat"
-        );
+        let bytes =
+            include_bytes!("../../fuzz/artifacts/regressions/bus_messages/list-amplification");
         assert!(bytes.len() < 300);
         match decode(bytes) {
             Err(DecodeError::TooMany { field, len, .. }) => {
-                assert_eq!(field, "OriginHeartbeat.streams");
-                assert!(len as usize > MAX_HEARTBEAT_STREAMS, "{len}");
+                eprintln!("{field}: {len} entries declared in {} bytes", bytes.len());
+                assert_eq!(field, "StreamStarted.renditions");
+                assert!(len as usize > MAX_STARTED_RENDITIONS, "{len}");
             }
             other => panic!("decoded to {other:?}"),
         }
