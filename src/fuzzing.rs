@@ -206,8 +206,10 @@ fn rtp_header_len(p: &[u8]) -> Option<usize> {
         return None;
     }
     if p[0] & 0x20 != 0 {
+        // RFC 3550 §5.1: the count includes itself, so 0 is out of spec; GStreamer reads it as
+        // no padding (harmless), and so does this check (found by the fuzzer, not a bug).
         let pad = usize::from(*p.last()?);
-        if pad == 0 || len + pad > p.len() {
+        if len + pad > p.len() {
             return None;
         }
     }
@@ -373,8 +375,8 @@ mod tests {
         assert_eq!(rtp_header_len(&p), Some(12));
         p[0] = 0x81; // one CSRC, missing
         assert_eq!(rtp_header_len(&p), None);
-        p[0] = 0xa0; // padding with a zero count
-        p.push(0);
+        p[0] = 0xa0; // padding longer than the packet
+        p.push(200);
         assert_eq!(rtp_header_len(&p), None);
     }
 
