@@ -35,6 +35,8 @@ pub mod app;
 pub mod bus;
 pub mod config;
 pub mod edge;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod layout;

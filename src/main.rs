@@ -63,6 +63,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a signed playback URL path (`/t/{expires}/{token}/live/{stream}/…`) for the edge's
+    /// `[edge.signed_urls]`. The token covers the whole stream directory.
+    SignUrl {
+        /// A path of the stream to sign: `/live/demo/` or `/live/demo/master.m3u8`.
+        #[arg(long)]
+        path: String,
+        /// Seconds from now until the URL expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// File holding the secret (trailing newline ignored); default: the config's
+        /// `edge.signed_urls.secret` (or ZOOMATE_EDGE_SIGNED_URL_SECRET).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
     /// Segment bus tools.
     Bus {
         #[command(subcommand)]
@@ -166,6 +180,56 @@ where
     })
 }
 
+/// `zoomate sign-url`: the signed form of `path`, valid for `ttl_s` seconds from now.
+fn sign_url(
+    cli: &Cli,
+    path: &str,
+    ttl_s: u64,
+    secret_file: Option<&PathBuf>,
+) -> anyhow::Result<String> {
+    use zoomate::edge::signed_url::{MIN_SECRET_BYTES, Signer, scope};
+    let secret = match secret_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --secret-file {}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => load_config(cli, None)?
+            .config
+            .edge
+            .signed_urls
+            .secret
+            .map(|s| s.0)
+            .context("no secret: pass --secret-file or set edge.signed_urls.secret")?,
+    };
+    let signer = Signer::new(secret.as_bytes())
+        .with_context(|| format!("the secret must be at least {MIN_SECRET_BYTES} bytes"))?;
+    // `/live/demo/` names the directory; parse it with a file name so it is a media path.
+    let probe = if path.ends_with('/') {
+        format!("{path}master.m3u8")
+    } else {
+        path.to_string()
+    };
+    let media = zoomate::http::paths::parse_media_path(&probe).map_err(|e| {
+        anyhow::anyhow!("--path {path}: not a /live/STREAM/ or /vod/ASSET/ path ({e})")
+    })?;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_secs()
+        .saturating_add(ttl_s);
+    let scope = scope(&media);
+    let prefix = signer.signed_prefix(expires, &scope);
+    let canonical = media.canonical();
+    let rest = canonical
+        .strip_prefix(scope.trim_end_matches('/'))
+        .unwrap_or_default();
+    Ok(if path.ends_with('/') {
+        format!("{prefix}/")
+    } else {
+        format!("{prefix}{rest}")
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.as_ref().unwrap_or(&Command::Run);
@@ -196,6 +260,23 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("zoomate: bus keygen: {e}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::SignUrl {
+        path,
+        ttl,
+        secret_file,
+    } = command
+    {
+        return match sign_url(&cli, path, *ttl, secret_file.as_ref()) {
+            Ok(url) => {
+                println!("{url}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zoomate: sign-url: {e:#}");
+                ExitCode::from(2)
             }
         };
     }
@@ -286,7 +367,8 @@ async fn run(
         }
         Command::Bus {
             command: BusCommand::Keygen,
-        } => unreachable!("handled before the runtime starts"),
+        }
+        | Command::SignUrl { .. } => unreachable!("handled before the runtime starts"),
         Command::Vod {
             input,
             out,

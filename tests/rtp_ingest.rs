@@ -276,6 +276,51 @@ fn rtp_sdp_h264_opus_silence_ends_the_stream_and_a_returning_source_continues() 
     assert_eq!(rtp_counter(&metrics, "cam", "malformed"), 0, "{metrics}");
 }
 
+/// Issue #14 (found by `fuzz/` `rtp_datagram`): on a socket whose payload type the caps do not
+/// say (sdpdemux's), a datagram shorter than 2 bytes made the guard panic in its pad probe,
+/// which aborted the origin. Now such datagrams are dropped and counted like any malformed one.
+#[test]
+fn rtp_sdp_datagrams_of_zero_and_one_byte_are_dropped_and_the_origin_lives() {
+    require_tool("ffmpeg");
+    let (mut z, video_port, audio_port) =
+        start_sdp_stream("tiny", "a=rtpmap:97 opus/48000/2\r\n", "");
+    let origin = z.origin.unwrap();
+    let mut ff = ffmpeg_rtp_h264(video_port, Some(audio_port), 6);
+    let segments = |origin| {
+        let r = get(origin, "/live/tiny/240p/index.m3u8");
+        (r.status == 200).then(|| {
+            let v = parse_media_playlist(&r.text());
+            v.media_sequence + v.segments.len() as u64
+        })
+    };
+    let before = wait_for(
+        Duration::from_secs(30),
+        "segments from the SDP source",
+        || segments(origin).filter(|n| *n >= 1),
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for port in [video_port, audio_port] {
+        for junk in [&[][..], &[0x80][..], &[0x00][..]] {
+            let _ = sock.send_to(junk, ("127.0.0.1", port));
+        }
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "segments after the short datagrams",
+        || {
+            assert!(
+                z.child.try_wait().unwrap().is_none(),
+                "the origin died: {}",
+                z.log()
+            );
+            segments(origin).filter(|n| *n >= before + 2)
+        },
+    );
+    assert!(ff.wait().unwrap().success(), "ffmpeg failed");
+    let metrics = get(origin, "/metrics").text();
+    assert!(rtp_counter(&metrics, "tiny", "malformed") >= 2, "{metrics}");
+}
+
 #[test]
 fn rtp_mpegts_through_a_lossy_reordering_network_still_makes_decodable_segments() {
     require_tool("ffmpeg");

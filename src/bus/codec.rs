@@ -25,6 +25,30 @@ pub enum DecodeError {
     UnknownVersion(u16),
     #[error("text field is not UTF-8")]
     Utf8,
+    #[error("{field} lists {len} entries; at most {max} are accepted")]
+    TooMany {
+        field: &'static str,
+        len: u32,
+        max: usize,
+    },
+}
+
+/// Streams one heartbeat may list (the trust judge's limit, enforced before anything is
+/// allocated for them).
+pub const MAX_HEARTBEAT_STREAMS: usize = crate::edge::trust::MAX_STREAMS_PER_HEARTBEAT;
+/// Renditions one `StreamStarted` may list.
+pub const MAX_STARTED_RENDITIONS: usize = crate::edge::trust::MAX_RENDITIONS;
+
+/// Refuses a list longer than `max` before it is walked. Why: a Cap'n Proto list of empty
+/// elements costs nothing on the wire (a list pointer may declare 2^29 zero-sized elements,
+/// each read as an empty text or a default struct), so the payload and traversal limits do not
+/// bound its length; walking it turned a 170-byte `StreamStarted` into 114,688
+/// renditions, two `String`s each (found by `fuzz/` `bus_messages`).
+fn bounded(field: &'static str, len: u32, max: usize) -> Result<(), DecodeError> {
+    if len as usize > max {
+        return Err(DecodeError::TooMany { field, len, max });
+    }
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -214,8 +238,14 @@ fn playlist_updated_from(m: playlist_updated::Reader<'_>) -> Result<BusEvent, De
 }
 
 fn stream_started_from(m: stream_started::Reader<'_>) -> Result<BusEvent, DecodeError> {
-    let mut renditions = Vec::new();
-    for r in m.get_renditions()?.iter() {
+    let list = m.get_renditions()?;
+    bounded(
+        "StreamStarted.renditions",
+        list.len(),
+        MAX_STARTED_RENDITIONS,
+    )?;
+    let mut renditions = Vec::with_capacity(list.len() as usize);
+    for r in list.iter() {
         renditions.push(RenditionInfo {
             name: text(r.get_name())?,
             bandwidth_bps: r.get_bandwidth_bps(),
@@ -239,8 +269,10 @@ fn stream_ended_from(m: stream_ended::Reader<'_>) -> Result<BusEvent, DecodeErro
 }
 
 fn heartbeat_from(m: origin_heartbeat::Reader<'_>) -> Result<BusEvent, DecodeError> {
-    let mut streams = Vec::new();
-    for s in m.get_streams()?.iter() {
+    let list = m.get_streams()?;
+    bounded("OriginHeartbeat.streams", list.len(), MAX_HEARTBEAT_STREAMS)?;
+    let mut streams = Vec::with_capacity(list.len() as usize);
+    for s in list.iter() {
         streams.push(text(s)?);
     }
     Ok(BusEvent::OriginHeartbeat {
@@ -257,6 +289,36 @@ fn heartbeat_from(m: origin_heartbeat::Reader<'_>) -> Result<BusEvent, DecodeErr
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `fuzz/artifacts/regressions/bus_messages/list-amplification`: 220 bytes whose
+    /// `StreamStarted` declares a list of zero-sized renditions. Decoded, each became a
+    /// `RenditionInfo` (7.3 MB re-encoded, over `MAX_PAYLOAD_BYTES`); it must be refused unwalked.
+    #[test]
+    fn a_list_of_zero_sized_elements_is_refused_before_it_is_walked() {
+        let bytes =
+            include_bytes!("../../fuzz/artifacts/regressions/bus_messages/list-amplification");
+        assert!(bytes.len() < 300);
+        match decode(bytes) {
+            Err(DecodeError::TooMany { field, len, .. }) => {
+                eprintln!("{field}: {len} entries declared in {} bytes", bytes.len());
+                assert_eq!(field, "StreamStarted.renditions");
+                assert!(len as usize > MAX_STARTED_RENDITIONS, "{len}");
+            }
+            other => panic!("decoded to {other:?}"),
+        }
+        // At the limit, a real heartbeat still decodes.
+        let event = BusEvent::OriginHeartbeat {
+            origin_id: "o".into(),
+            http_base_url: "http://127.0.0.1:8081".into(),
+            streams: (0..MAX_HEARTBEAT_STREAMS)
+                .map(|i| format!("s{i}"))
+                .collect(),
+            load_streams: 1,
+            load_encoder_speed: 1.0,
+            interval_ms: 1000,
+        };
+        assert_eq!(decode(&encode(&event)).unwrap(), event);
+    }
 
     pub(crate) fn samples() -> Vec<BusEvent> {
         vec![

@@ -133,6 +133,29 @@ pub struct EdgeConfig {
     /// Blocking LL-HLS requests are never answered stale.
     pub stale_if_error_ms: u64,
     pub limits: HttpLimits,
+    pub signed_urls: SignedUrlsConfig,
+}
+
+/// `[edge.signed_urls]`: playback URLs carrying an HMAC-SHA256 token with an expiry
+/// (`edge::signed_url`), checked by the edge before anything else of a media request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignedUrlsConfig {
+    /// The HMAC key, at least 32 bytes (`openssl rand -base64 48`); also
+    /// `ZOOMATE_EDGE_SIGNED_URL_SECRET`. With a secret, signed URLs (`/t/{expires}/{token}/…`)
+    /// are accepted; without one they are not recognised (404).
+    pub secret: Option<SecretKeyText>,
+    /// Refuse (403) media requests without a valid token. Needs `secret`.
+    pub required: bool,
+}
+
+impl SignedUrlsConfig {
+    /// The signer for the configured secret, if one is set and long enough (validated).
+    pub fn signer(&self) -> Option<crate::edge::signed_url::Signer> {
+        self.secret
+            .as_ref()
+            .and_then(|s| crate::edge::signed_url::Signer::new(s.0.as_bytes()))
+    }
 }
 
 impl Default for EdgeConfig {
@@ -266,6 +289,21 @@ impl EdgeConfig {
             16..=1_000_000,
         );
         errors.extend(super::validate_limits("edge.limits", &self.limits).err());
+        let min = crate::edge::signed_url::MIN_SECRET_BYTES;
+        match &self.signed_urls.secret {
+            // The value is a secret: named, never shown.
+            Some(s) if s.0.len() < min => errors.push(ConfigError::invalid(
+                "edge.signed_urls.secret",
+                format!("<{} bytes>", s.0.len()),
+                format!("must be at least {min} bytes (e.g. `openssl rand -base64 48`)"),
+            )),
+            None if self.signed_urls.required => errors.push(ConfigError::invalid(
+                "edge.signed_urls.required",
+                true,
+                "needs edge.signed_urls.secret (or ZOOMATE_EDGE_SIGNED_URL_SECRET)",
+            )),
+            _ => {}
+        }
         ConfigError::all(errors)
     }
 }
@@ -339,6 +377,24 @@ mod tests {
             Config::parse("[edge]\nbus_connect = [{ endpoint = \"tcp://x:1\", typo = 1 }]\n")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn signed_url_secret_is_validated_but_never_shown() {
+        let c = Config::parse("[edge.signed_urls]\nsecret = \"tooshort-secret\"\n").unwrap();
+        let err = c.validate().expect_err("short secret").to_string();
+        assert!(err.contains("edge.signed_urls.secret"), "{err}");
+        assert!(!err.contains("tooshort-secret"), "{err}");
+        assert!(!format!("{:?}", c.edge).contains("tooshort-secret"));
+        let c = Config::parse("[edge.signed_urls]\nrequired = true\n").unwrap();
+        let err = c.validate().expect_err("required, no secret").to_string();
+        assert!(err.contains("edge.signed_urls.required"), "{err}");
+        let c = Config::parse(
+            "[edge.signed_urls]\nrequired = true\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        c.validate().expect("valid");
+        assert!(c.edge.signed_urls.signer().is_some());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub fn apply_env_overrides(
             "ORIGIN_PUBLIC_URL" => config.origin.public_url = value,
             "RTMP_LISTEN" => config.rtmp.listen = addr(&value)?,
             "EDGE_LISTEN" => config.edge.listen = addr(&value)?,
+            "EDGE_SIGNED_URL_SECRET" => {
+                config.edge.signed_urls.secret = Some(super::SecretKeyText(value))
+            }
             "STORE_DIR" => config.store.dir = value.into(),
             "VOD_DIR" => config.vod.dir = value.into(),
             "BUS_ENDPOINT" => config.bus.publish_endpoint = value,

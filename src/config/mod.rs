@@ -291,6 +291,23 @@ pub struct RtmpConfig {
     /// Stream name → segment format (`ts` | `cmaf`) for published streams, overriding
     /// `ladder.format`.
     pub stream_formats: BTreeMap<String, SegmentFormat>,
+    pub auth_callback: AuthCallbackConfig,
+}
+
+/// `[rtmp.auth_callback]`: ask an HTTP service before each publish (nginx-rtmp `on_publish`).
+/// 2xx allows; any other answer, a timeout or an unreachable service denies (fail closed).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthCallbackConfig {
+    /// `http://HOST:PORT/PATH` to POST to; empty = no callback.
+    pub url: String,
+    /// Longest wait for the answer (connect included), in milliseconds; then denied.
+    pub timeout_ms: u64,
+    /// How long an answer (allow or deny) is reused for the same stream + key, in
+    /// milliseconds; 0 = ask every time. Timeouts and errors are never cached.
+    pub cache_ttl_ms: u64,
+    /// Answers cached at most.
+    pub cache_max_entries: u64,
 }
 
 impl Default for RtmpConfig {

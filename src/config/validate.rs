@@ -248,6 +248,38 @@ impl Config {
             r.auth_max_addresses,
             1..=1_000_000,
         );
+        let cb = &r.auth_callback;
+        if !cb.url.is_empty() {
+            let parsed = cb.url.parse::<http::Uri>().ok();
+            let plain_http = parsed.as_ref().is_some_and(|u| {
+                u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty())
+            });
+            if !plain_http {
+                errors.push(ConfigError::invalid(
+                    "rtmp.auth_callback.url",
+                    &cb.url,
+                    "must be http://HOST[:PORT]/PATH (or empty for no callback)",
+                ));
+            }
+        }
+        check_range(
+            &mut errors,
+            "rtmp.auth_callback.timeout_ms",
+            cb.timeout_ms,
+            50..=r.handshake_timeout_ms.max(50),
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_callback.cache_ttl_ms",
+            cb.cache_ttl_ms,
+            0..=86_400_000,
+        );
+        check_range(
+            &mut errors,
+            "rtmp.auth_callback.cache_max_entries",
+            cb.cache_max_entries,
+            1..=1_000_000,
+        );
         for stream in r.stream_formats.keys() {
             errors.extend(validate_name(&format!("rtmp.stream_formats.{stream}"), stream).err());
         }

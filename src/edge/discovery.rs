@@ -178,7 +178,7 @@ fn prefetch(
     let e = edge.clone();
     edge.tasks.spawn(async move {
         let _permit = permit;
-        let Ok(routed) = route(&uri) else {
+        let Ok((routed, _)) = route(&uri) else {
             return;
         };
         let (kind, live) = (routed.kind, routed.live);

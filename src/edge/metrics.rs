@@ -38,6 +38,7 @@ pub struct EdgeMetrics {
     /// Live playlists answered from their last good copy because every origin failed.
     pub stale_served: Counter,
     bus_rejected: Family<ReasonLabels, Counter>,
+    signed_url_rejected: Family<ReasonLabels, Counter>,
     held: Family<HeldLabels, Counter>,
     /// Bus announcement → a woken held request's response is ready, seconds.
     pub held_wake: Histogram,
@@ -133,6 +134,12 @@ impl EdgeMetrics {
             "Bus events the edge refused, by reason",
             bus_rejected.clone(),
         );
+        let signed_url_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "zoomate_edge_signed_url_rejected",
+            "Media requests refused (403) for their signed-URL token, by reason",
+            signed_url_rejected.clone(),
+        );
         let held = Family::<HeldLabels, Counter>::default();
         registry.register(
             "zoomate_edge_held_requests",
@@ -177,6 +184,7 @@ impl EdgeMetrics {
             fill_retries,
             stale_served,
             bus_rejected,
+            signed_url_rejected,
             connections,
         }
     }
@@ -209,6 +217,16 @@ impl EdgeMetrics {
         self.bus_rejected
             .get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A media request refused for its token (`missing`, `malformed`, `expired`,
+    /// `bad_signature`).
+    pub fn signed_url_rejected(&self, why: crate::edge::signed_url::TokenError) {
+        self.signed_url_rejected
+            .get_or_create(&ReasonLabels {
+                reason: why.label().to_string(),
             })
             .inc();
     }

@@ -24,6 +24,7 @@ pub mod cache;
 pub mod discovery;
 mod held;
 pub mod metrics;
+pub mod signed_url;
 pub mod trust;
 pub mod upstream;
 pub mod view;
@@ -75,6 +76,8 @@ struct Edge {
     loopback: bool,
     /// WHIP signalling relayed to the stream's origin (`webrtc.enabled`).
     whip: Option<whip_relay::WhipRelay>,
+    /// Signed playback URLs: the signer when a secret is configured.
+    signer: Option<signed_url::Signer>,
 }
 
 /// A bound, not yet running edge.
@@ -136,6 +139,7 @@ impl EdgeServer {
                 ),
                 api: OnceLock::new(),
                 loopback,
+                signer: ec.signed_urls.signer(),
                 config: ec,
                 whip: config.webrtc.enabled.then(|| {
                     whip_relay::WhipRelay::new(
@@ -267,22 +271,32 @@ async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Bod
         stream,
         kind,
         live,
-    } = match route(&path) {
+    } = match authorized_route(&edge, &path) {
         Ok(r) => r,
-        Err(PathError::Malformed(_)) => {
+        Err(RouteError::Token(why)) => {
+            edge.metrics.signed_url_rejected(why);
             return count(
                 &edge,
                 None,
-                headers::text(StatusCode::BAD_REQUEST, "bad request"),
+                headers::text(StatusCode::FORBIDDEN, &why.to_string()),
             );
         }
-        Err(PathError::NotFound) => {
-            return count(
-                &edge,
-                None,
-                headers::text(StatusCode::NOT_FOUND, "not found"),
-            );
-        }
+        Err(RouteError::Path(e)) => match e {
+            PathError::Malformed(_) => {
+                return count(
+                    &edge,
+                    None,
+                    headers::text(StatusCode::BAD_REQUEST, "bad request"),
+                );
+            }
+            PathError::NotFound => {
+                return count(
+                    &edge,
+                    None,
+                    headers::text(StatusCode::NOT_FOUND, "not found"),
+                );
+            }
+        },
     };
     // 2. hold (LL-HLS)
     let mut request = match LlRequest::classify(&path, req.uri().query(), kind, live) {
@@ -430,21 +444,63 @@ struct Routed {
     live: bool,
 }
 
-fn route(raw_path: &str) -> Result<Routed, PathError> {
+/// Why a media request was not routed.
+enum RouteError {
+    Path(PathError),
+    /// 403: the signed-URL token is missing (when required), malformed, expired or forged.
+    Token(signed_url::TokenError),
+}
+
+/// Route, after taking off and checking a signed-URL prefix (`/t/{expires}/{token}`) when the
+/// edge has a secret: what is routed (and cached, and asked of origins) is the path without it.
+fn authorized_route(edge: &Edge, raw_path: &str) -> Result<Routed, RouteError> {
+    use signed_url::TokenError;
+    let Some(signer) = &edge.signer else {
+        return route(raw_path).map(|(r, _)| r).map_err(RouteError::Path);
+    };
+    let signed = signed_url::split_token(raw_path).map_err(RouteError::Token)?;
+    let Some(signed) = signed else {
+        if edge.config.signed_urls.required {
+            return Err(RouteError::Token(TokenError::Missing));
+        }
+        return route(raw_path).map(|(r, _)| r).map_err(RouteError::Path);
+    };
+    let (routed, media) = route(&signed.path).map_err(|e| match e {
+        // A token in front of garbage is no valid signed URL either.
+        PathError::Malformed(_) => RouteError::Token(TokenError::Malformed),
+        e => RouteError::Path(e),
+    })?;
+    signer
+        .verify(&signed, &signed_url::scope(&media), unix_now_s())
+        .map_err(RouteError::Token)?;
+    Ok(routed)
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn route(raw_path: &str) -> Result<(Routed, MediaPath), PathError> {
     let media = parse_media_path(raw_path)?;
     let path = media.canonical();
-    let (stream, rest, live) = match media {
-        MediaPath::Live { stream, rest } => (stream, rest, true),
-        MediaPath::Vod { asset, rest } => (asset, rest, false),
+    let (stream, rest, live) = match &media {
+        MediaPath::Live { stream, rest } => (stream.clone(), rest, true),
+        MediaPath::Vod { asset, rest } => (asset.clone(), rest, false),
     };
     let name = rest.last().ok_or(PathError::NotFound)?;
     let kind = ResourceKind::from_file_name(name).ok_or(PathError::NotFound)?;
-    Ok(Routed {
-        path,
-        stream,
-        kind,
-        live,
-    })
+    Ok((
+        Routed {
+            path,
+            stream,
+            kind,
+            live,
+        },
+        media,
+    ))
 }
 
 fn count(edge: &Edge, kind: Option<ResourceKind>, resp: Response<Body>) -> Response<Body> {

@@ -110,7 +110,10 @@ pub enum Verdict {
 /// A socket whose caps do not say (sdpdemux's) may carry RTP or RTCP: RFC 5761 §4 tells them
 /// apart by the second byte (RTCP packet types 192..=223).
 pub fn classify(buffer: &gst::BufferRef, expected_pt: Option<u8>) -> Verdict {
-    if expected_pt.is_none() {
+    // `copy_to_slice` asserts (panics) on a range past the end instead of failing: a 1-byte
+    // datagram used to panic here, inside a pad probe on a streaming thread, which aborts the
+    // process (found by `fuzz/` `rtp_datagram`). Check the size first.
+    if expected_pt.is_none() && buffer.size() >= 2 {
         let mut second = [0u8; 1];
         if buffer.copy_to_slice(1, &mut second).is_ok() && (192..=223).contains(&second[0]) {
             return Verdict::Rtcp;
@@ -228,6 +231,28 @@ mod tests {
     const CAMERA: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=cam\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
         m=video 5004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
         m=audio 5006 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n";
+
+    #[test]
+    fn datagrams_too_short_for_a_header_are_malformed_not_a_panic() {
+        gst::init().unwrap();
+        for bytes in [
+            &[][..],
+            &[0x80][..],
+            &[0x80, 0xc8][..],
+            &[0x80, 0x60, 0, 1][..],
+        ] {
+            let buffer = gst::Buffer::from_slice(bytes.to_vec());
+            for expected in [None, Some(96)] {
+                let verdict = classify(buffer.as_ref(), expected);
+                let want = if bytes.len() == 2 && expected.is_none() {
+                    Verdict::Rtcp // second byte 200: an RTCP sender report's type
+                } else {
+                    Verdict::Malformed
+                };
+                assert_eq!(verdict, want, "{bytes:?} expecting {expected:?}");
+            }
+        }
+    }
 
     #[test]
     fn h264_with_opus_is_accepted_and_audio_is_named() {

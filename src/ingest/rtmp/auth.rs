@@ -1,8 +1,15 @@
-//! Publish authorisation: is this stream name allowed, with this key? Pure: the keys and the
-//! request in, the bare stream name or a [`PublishRejection`] out. Keys are compared in
-//! constant time, and no rejection carries the presented key (rejections are logged).
+//! Publish authorisation: is this stream name allowed, with this key, and (when
+//! `rtmp.auth_callback.url` is set) does the operator's service agree? [`Authorizer::authorize`]
+//! is the one decision every ingest calls (RTMP; WHIP takes the same path). The key check
+//! ([`authorize_publish`]) is pure: the config and the request in, the bare stream name or a
+//! [`PublishRejection`] out; the callback ([`super::auth_callback`]) runs after it passes.
+//! Keys are compared in constant time, and no rejection carries the presented key (rejections
+//! are logged).
 
+use super::auth_callback::{AuthCallback, CallbackRequest, CallbackVerdict};
+use crate::config::RtmpConfig;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
 /// Why a publish request was refused. Never carries the presented key.
@@ -18,6 +25,12 @@ pub enum PublishRejection {
     WrongKey,
     #[error("handler refused: {0}")]
     Handler(String),
+    /// The auth callback answered this non-2xx status.
+    #[error("denied by the auth callback (HTTP {0})")]
+    CallbackDenied(u16),
+    /// The auth callback did not answer in time or could not be reached: denied (fail closed).
+    #[error("auth callback unavailable: {0}")]
+    CallbackUnavailable(String),
 }
 
 impl PublishRejection {
@@ -25,7 +38,72 @@ impl PublishRejection {
     /// failures count towards the address's backoff. A refusal by the handler (stream already
     /// live, shutting down) does not.
     pub fn is_guess(&self) -> bool {
-        !matches!(self, PublishRejection::Handler(_))
+        !matches!(
+            self,
+            PublishRejection::Handler(_) | PublishRejection::CallbackUnavailable(_)
+        )
+    }
+}
+
+/// A publish attempt, as any ingest sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishAttempt<'a> {
+    /// `rtmp`, `whip`: told to the callback.
+    pub protocol: &'a str,
+    /// The application (`live`).
+    pub app: &'a str,
+    /// Whatever followed `?` in the application name (may hold `key=`); empty if nothing.
+    pub app_query: &'a str,
+    /// The requested name, possibly with its query (`cam?key=SECRET`).
+    pub publish_name: &'a str,
+    pub client: IpAddr,
+}
+
+/// The publish-authorisation decision: the stream keys, then the callback.
+pub struct Authorizer {
+    /// The listener's keys, replaced by a hot reload (read at each attempt).
+    keys: super::StreamKeys,
+    callback: Option<AuthCallback>,
+}
+
+impl Authorizer {
+    pub fn new(config: &RtmpConfig, keys: super::StreamKeys) -> Authorizer {
+        Authorizer {
+            keys,
+            callback: AuthCallback::from_config(&config.auth_callback),
+        }
+    }
+
+    /// The bare stream name if `attempt` may publish. The key check of [`authorize_publish`]
+    /// comes first (an unlisted stream or a wrong key never reaches the callback); with a
+    /// callback configured, its answer decides the rest (fail closed).
+    pub async fn authorize(
+        &self,
+        attempt: &PublishAttempt<'_>,
+    ) -> Result<String, PublishRejection> {
+        let name = authorize_publish(&self.keys.current(), attempt.app_query, attempt.publish_name)?;
+        let Some(callback) = &self.callback else {
+            return Ok(name);
+        };
+        let (_, query) = split_query(attempt.publish_name);
+        let key = query_param(query, "key")
+            .or_else(|| query_param(attempt.app_query, "key"))
+            .unwrap_or("");
+        let request = CallbackRequest {
+            protocol: attempt.protocol,
+            app: attempt.app,
+            stream: &name,
+            key,
+            client: attempt.client,
+        };
+        match callback.decide(&request).await {
+            CallbackVerdict::Allowed => Ok(name),
+            CallbackVerdict::Denied(status) => Err(PublishRejection::CallbackDenied(status)),
+            CallbackVerdict::TimedOut => Err(PublishRejection::CallbackUnavailable(
+                "no answer within rtmp.auth_callback.timeout_ms".into(),
+            )),
+            CallbackVerdict::Failed(why) => Err(PublishRejection::CallbackUnavailable(why)),
+        }
     }
 }
 
@@ -181,5 +259,7 @@ mod tests {
         assert!(PublishRejection::WrongKey.is_guess());
         assert!(PublishRejection::NotAllowed.is_guess());
         assert!(!PublishRejection::Handler("stream is already live".into()).is_guess());
+        assert!(PublishRejection::CallbackDenied(403).is_guess());
+        assert!(!PublishRejection::CallbackUnavailable("timeout".into()).is_guess());
     }
 }

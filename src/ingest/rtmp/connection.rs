@@ -17,7 +17,7 @@
 //! reason and counts it in `zoomate_rtmp_rejected_total`.
 
 use super::admission::Ticket;
-use super::auth::{authorize_publish, split_query};
+use super::auth::{PublishAttempt, split_query};
 use super::budget::Charge;
 use super::chunk_guard::{ChunkGuard, GuardError};
 use super::metrics::RejectReason;
@@ -500,11 +500,15 @@ impl Connection {
                 )
                 .await;
         }
-        let name = match authorize_publish(
-            &self.shared.stream_keys.current(),
-            &self.app_query,
-            stream_key,
-        ) {
+        let attempt = PublishAttempt {
+            protocol: "rtmp",
+            app: &self.shared.config.app,
+            app_query: &self.app_query,
+            publish_name: stream_key,
+            client: self.peer.ip(),
+        };
+        let decision = self.shared.authorizer.authorize(&attempt).await;
+        let name = match decision {
             Ok(name) => name,
             Err(rejection) => {
                 if rejection.is_guess() {

@@ -20,12 +20,14 @@
 //! - [`budget`]: byte budgets and charges (pure);
 //! - [`queue`]: the byte-bounded publisher queue;
 //! - [`admission`]: connection slots (pure bookkeeping);
-//! - [`auth`]: stream names and keys (pure);
+//! - [`auth`]: stream names and keys (pure), and the one publish decision every ingest calls;
+//! - [`auth_callback`]: the operator's HTTP callback for that decision, with its answer cache;
 //! - [`throttle`]: per-address backoff after failed publishes (pure);
 //! - [`metrics`]: the counters behind `/metrics`.
 
 mod admission;
 mod auth;
+pub mod auth_callback;
 mod budget;
 mod chunk_guard;
 mod connection;
@@ -34,7 +36,7 @@ mod queue;
 mod throttle;
 
 pub use admission::{AddressKey, Admission, AdmissionLimits, Refusal, Ticket};
-pub use auth::{PublishRejection, authorize_publish, check_stream_key};
+pub use auth::{Authorizer, PublishAttempt, PublishRejection, authorize_publish, check_stream_key};
 pub use budget::{ByteBudget, Charge};
 pub use chunk_guard::{ChunkGuard, GuardError, Scan};
 pub use connection::metadata_script_body;
@@ -115,12 +117,16 @@ struct Shared {
     ingest_budget: Arc<ByteBudget>,
     admission: Arc<Admission>,
     throttle: Mutex<KeyThrottle>,
+    authorizer: Authorizer,
 }
 
 impl Shared {
     fn new(config: &RtmpConfig) -> Shared {
         let ms = Duration::from_millis;
+        let stream_keys = StreamKeys::new(config.stream_keys.clone());
         Shared {
+            authorizer: Authorizer::new(config, stream_keys.clone()),
+            stream_keys,
             counters: RtmpCounters::default(),
             publisher_bytes: Arc::default(),
             ingest_budget: ByteBudget::new(config.max_ingest_bytes),
@@ -136,7 +142,6 @@ impl Shared {
                 forget_after: ms(config.auth_forget_after_ms),
                 max_addresses: config.auth_max_addresses,
             })),
-            stream_keys: StreamKeys::new(config.stream_keys.clone()),
             config: config.clone(),
         }
     }
