@@ -81,7 +81,11 @@ impl Authorizer {
         &self,
         attempt: &PublishAttempt<'_>,
     ) -> Result<String, PublishRejection> {
-        let name = authorize_publish(&self.keys.current(), attempt.app_query, attempt.publish_name)?;
+        let name = authorize_publish(
+            &self.keys.current(),
+            attempt.app_query,
+            attempt.publish_name,
+        )?;
         let Some(callback) = &self.callback else {
             return Ok(name);
         };
