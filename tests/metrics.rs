@@ -334,15 +334,6 @@ fn latency_histograms_move_while_a_stream_runs_and_names_follow_prometheus_conve
     let _ = publisher.wait();
 }
 
-/// Metrics the API/console branch of #15 adds (`zoomate_rendition_*`, `zoomate_edge_viewers`):
-/// the dashboard graphs them already. Empty this list once both are merged.
-const FROM_API_BRANCH: &[&str] = &[
-    "zoomate_rendition_encode_speed_ratio",
-    "zoomate_rendition_bitrate_bits_per_second",
-    "zoomate_rendition_segments_total",
-    "zoomate_edge_viewers",
-];
-
 /// `assets/grafana/zoomate.json` is a dashboard (a Prometheus datasource variable, panels with
 /// queries) and every metric a query names is one a running zoomate exports, with a suffix its
 /// type has (`_bucket` of a histogram, `_total` of a counter).
@@ -383,9 +374,6 @@ fn assert_dashboard_queries_exported_metrics(scrapes: &[&[Sample]]) {
                 .filter(|t| t.starts_with("zoomate_"))
             {
                 queried += 1;
-                if FROM_API_BRANCH.contains(&name) {
-                    continue;
-                }
                 assert!(
                     exported(name),
                     "panel {:?} queries {name}, which zoomate does not export",
