@@ -183,6 +183,15 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             |server| server.stream_keys(),
         );
         reload_targets.stream_keys = Some(stream_keys.clone());
+        let authorizer = rtmp.as_ref().map_or_else(
+            || {
+                Arc::new(crate::ingest::rtmp::Authorizer::new(
+                    &config.rtmp,
+                    stream_keys.clone(),
+                ))
+            },
+            |server| server.authorizer(),
+        );
         reload_targets.registry = Some(reg.clone());
         if let Some(server) = rtmp {
             let handler: Arc<dyn crate::ingest::rtmp::PublishHandler> =
@@ -204,7 +213,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             });
         }
         let whip = config.webrtc.enabled.then(|| {
-            crate::ingest::whip::WhipService::new(config.clone(), reg.clone(), stream_keys)
+            crate::ingest::whip::WhipService::new(config.clone(), reg.clone(), authorizer)
         });
         if let Some(w) = &whip {
             origin.set_whip(w.clone());

@@ -249,6 +249,10 @@ fn hls_js_plays_through_nginx_with_playlists_at_most_one_segment_behind_and_segm
         first.header("x-cache-status")
     );
     assert_eq!(first.body, second.body);
+    // The operators' API and console stay behind the tier: through nginx every viewer would
+    // reach the edge from loopback, where zoomate opens the API without a token.
+    assert_eq!(get(cdn, "/api/v1/streams").status, 403);
+    assert_eq!(get(cdn, "/console/").status, 403);
 
     // LL-HLS directives are the key, nothing else of the query: the same part of the
     // playlist asked with a cache-busting parameter is the same entry.

@@ -162,6 +162,23 @@ fn signed_urls_play_share_the_cache_and_refuse_expired_forged_and_missing_tokens
     assert!(rejected(edge, "malformed") >= 1);
     // Operator endpoints need no token.
     assert_eq!(get(edge, "/healthz").status, 200);
+    // WHEP URLs carry no token: where tokens are required, WHEP playback is refused.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(edge).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(
+            b"POST /whep/sig HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "WHEP without a token: {answer}"
+        );
+    }
 
     // Players follow the relative URIs under the prefix.
     require_tool("ffprobe");

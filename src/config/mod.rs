@@ -44,6 +44,35 @@ pub const DEMO_CONFIG_TOML: &str = include_str!("../../config/demo.toml");
 /// A deserialisation error of the merged tree, naming the key and the value the user wrote.
 /// The merged table has no source positions, so the error's key path (toml puts it after
 /// "in `…`") is looked up in the user's own table; failing that, the message as it is.
+/// A TOML syntax error by line and column, without toml's quote of the offending line: that
+/// line may hold a secret (a key, a token) and the error is logged and answered by the API.
+fn syntax_error(e: &toml::de::Error, text: &str) -> ConfigError {
+    let message = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            ConfigError::Parse(format!("line {line}, column {column}: {message}"))
+        }
+        None => ConfigError::Parse(message.to_string()),
+    }
+}
+
+/// Keys whose values are secrets: an error names them and never shows the value.
+fn is_secret_key(key: &str) -> bool {
+    key.starts_with("rtmp.stream_keys")
+        || [
+            "token",
+            "secret",
+            "passphrase",
+            "turn_server",
+            "curve_secret_key",
+        ]
+        .iter()
+        .any(|s| key.rsplit('.').next() == Some(*s))
+}
+
 fn field_error(e: &toml::de::Error, user: &toml::Table) -> ConfigError {
     let message = e.message().trim().to_string();
     let text = e.to_string();
@@ -60,6 +89,15 @@ fn field_error(e: &toml::de::Error, user: &toml::Table) -> ConfigError {
         // A whole table (an unknown key inside it) is named by its path, not printed.
         (!at.is_table()).then(|| at.to_string())
     });
+    // serde quotes the value it refused in backticks (`invalid type: integer `123``): not for
+    // a secret.
+    let (value, message) = match (&key, value) {
+        (Some(k), Some(_)) if is_secret_key(k) => (
+            Some(bus::REDACTED.to_string()),
+            message.split('`').step_by(2).collect::<Vec<_>>().join("…"),
+        ),
+        (_, v) => (v, message),
+    };
     match (key, value) {
         (Some(key), Some(value)) => ConfigError::Invalid {
             key,
@@ -488,8 +526,7 @@ impl Config {
 
     /// Parses TOML text (no environment, no file system), without validating.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let over: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let over: toml::Table = toml::from_str(text).map_err(|e| syntax_error(&e, text))?;
         let mut merged = Self::defaults_table().clone();
         overlay(&mut merged, over.clone());
         merged
@@ -533,6 +570,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_quote_a_secret() {
+        // A syntax error: toml would quote the line; we name the line and column only.
+        let e = Config::parse("[api]\ntoken = \"sup3r-s3cret-token-value\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains("sup3r-s3cret"), "{e}");
+        // A wrongly typed secret: the key is named, the value redacted.
+        let e = Config::parse("[rtmp.stream_keys]\ncam = 87654321\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtmp.stream_keys.cam"), "{e}");
+        assert!(!e.contains("87654321"), "{e}");
+    }
 
     #[test]
     fn defaults_name_every_key() {

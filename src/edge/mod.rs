@@ -200,8 +200,6 @@ impl EdgeServer {
     }
 }
 
-/// Times every media request from arrival to its response head
-/// (`zoomate_edge_first_byte_seconds`), then handles it.
 /// The parts of a running edge a hot reload changes (see `crate::reload`).
 #[derive(Clone)]
 pub struct EdgeReloadHandle {
@@ -223,6 +221,8 @@ impl EdgeReloadHandle {
     }
 }
 
+/// Times every media request from arrival to its response head
+/// (`zoomate_edge_first_byte_seconds`), then handles it.
 async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Body> {
     let arrived = std::time::Instant::now();
     // The kind from the file name alone: operator routes and unroutable paths have none.
@@ -248,9 +248,18 @@ async fn handle_request(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Bod
     }
     // WHIP/WHEP signalling is relayed to the stream's origin, never cached.
     let path = req.uri().path();
-    if (path.starts_with(crate::layout::WHIP_PREFIX) || path.starts_with(crate::whep::WHEP_PREFIX))
+    let whep = path.starts_with(crate::whep::WHEP_PREFIX);
+    if (path.starts_with(crate::layout::WHIP_PREFIX) || whep)
         && let Some(relay) = &edge.whip
     {
+        // WHEP is playback: where the edge requires signed URLs, it takes no unsigned viewer
+        // (WHEP URLs carry no token yet, so it is refused outright).
+        if whep && edge.signer.is_some() && edge.config.signed_urls.required {
+            return headers::text(
+                StatusCode::FORBIDDEN,
+                "WHEP playback is not available where signed URLs are required",
+            );
+        }
         return relay.relay(&edge.upstream.origins, req).await;
     }
     let method = req.method().clone();

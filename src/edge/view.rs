@@ -101,7 +101,13 @@ impl EdgeView {
         all.sort_by(most_hit_first);
         CacheStatus {
             bytes: edge.cache.weighted_size(),
-            capacity_bytes: edge.config.cache_bytes,
+            // The cache's own limit: a hot reload may have rebuilt it at another size.
+            capacity_bytes: edge
+                .cache
+                .objects()
+                .policy()
+                .max_capacity()
+                .unwrap_or(edge.config.cache_bytes),
             entries: edge.cache.objects().entry_count(),
             hits: edge.metrics.hits.get(),
             misses: edge.metrics.misses.get(),

@@ -505,12 +505,19 @@ impl StreamRegistry {
         let stream = stream.to_string();
         let stop = publish.stop;
         let on_end = publish.on_end;
+        let health = self.health.clone();
         self.tasks.spawn(async move {
             let _guard = guard;
             match run_session(ctx, source, None, stop.clone()).await {
                 Ok(()) => tracing::info!(stream, "publish session ended"),
-                Err(e) => tracing::error!(stream, error = %e, "publish session failed"),
+                Err(e) => {
+                    let reason = super::health::UnhealthyReason::of(&e).map(|r| r.label());
+                    health.session_failed(&stream, &e, std::time::Instant::now());
+                    tracing::error!(stream, error = %e, reason, "publish session failed")
+                }
             }
+            // As for RTMP: the publisher is gone, its stream is no longer this origin's.
+            health.forget(&stream);
             stop.cancel();
             on_end();
             crate::ingest::memory::trim_soon();

@@ -86,9 +86,6 @@ impl Authorizer {
             attempt.app_query,
             attempt.publish_name,
         )?;
-        let Some(callback) = &self.callback else {
-            return Ok(name);
-        };
         let (_, query) = split_query(attempt.publish_name);
         let key = query_param(query, "key")
             .or_else(|| query_param(attempt.app_query, "key"))
@@ -100,8 +97,37 @@ impl Authorizer {
             key,
             client: attempt.client,
         };
-        match callback.decide(&request).await {
-            CallbackVerdict::Allowed => Ok(name),
+        self.ask_callback(&request).await?;
+        Ok(name)
+    }
+
+    /// The same decision for an ingest that presents the key apart from the name (WHIP's
+    /// bearer token): the key check, then the callback. `name` must be a valid stream name.
+    pub async fn authorize_key(
+        &self,
+        protocol: &str,
+        name: &str,
+        key: Option<&str>,
+        client: IpAddr,
+    ) -> Result<(), PublishRejection> {
+        check_stream_key(&self.keys.current(), name, key)?;
+        let request = CallbackRequest {
+            protocol,
+            app: protocol,
+            stream: name,
+            key: key.unwrap_or(""),
+            client,
+        };
+        self.ask_callback(&request).await
+    }
+
+    /// With a callback configured, its answer (fail closed); without one, allowed.
+    async fn ask_callback(&self, request: &CallbackRequest<'_>) -> Result<(), PublishRejection> {
+        let Some(callback) = &self.callback else {
+            return Ok(());
+        };
+        match callback.decide(request).await {
+            CallbackVerdict::Allowed => Ok(()),
             CallbackVerdict::Denied(status) => Err(PublishRejection::CallbackDenied(status)),
             CallbackVerdict::TimedOut => Err(PublishRejection::CallbackUnavailable(
                 "no answer within rtmp.auth_callback.timeout_ms".into(),

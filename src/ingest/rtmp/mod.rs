@@ -117,7 +117,7 @@ struct Shared {
     ingest_budget: Arc<ByteBudget>,
     admission: Arc<Admission>,
     throttle: Mutex<KeyThrottle>,
-    authorizer: Authorizer,
+    authorizer: Arc<Authorizer>,
 }
 
 impl Shared {
@@ -125,7 +125,7 @@ impl Shared {
         let ms = Duration::from_millis;
         let stream_keys = StreamKeys::new(config.stream_keys.clone());
         Shared {
-            authorizer: Authorizer::new(config, stream_keys.clone()),
+            authorizer: Arc::new(Authorizer::new(config, stream_keys.clone())),
             stream_keys,
             counters: RtmpCounters::default(),
             publisher_bytes: Arc::default(),
@@ -199,6 +199,11 @@ impl RtmpServer {
         self.listener
             .local_addr()
             .unwrap_or(self.shared.config.listen)
+    }
+
+    /// The listener's publish decision (keys, then the callback), shared with WHIP.
+    pub fn authorizer(&self) -> Arc<Authorizer> {
+        self.shared.authorizer.clone()
     }
 
     /// The listener's stream keys, replaceable while it runs.

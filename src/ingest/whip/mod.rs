@@ -39,8 +39,9 @@ struct SessionEntry {
 pub struct WhipService {
     config: Arc<Config>,
     registry: Arc<StreamRegistry>,
-    /// The RTMP listener's keys (replaced by a hot reload): one set for every ingest.
-    stream_keys: crate::ingest::rtmp::StreamKeys,
+    /// The RTMP listener's publish decision: its keys (replaced by a hot reload), then the
+    /// auth callback. One decision for every ingest.
+    authorizer: Arc<crate::ingest::rtmp::Authorizer>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
 }
 
@@ -48,12 +49,12 @@ impl WhipService {
     pub fn new(
         config: Arc<Config>,
         registry: Arc<StreamRegistry>,
-        stream_keys: crate::ingest::rtmp::StreamKeys,
+        authorizer: Arc<crate::ingest::rtmp::Authorizer>,
     ) -> Arc<WhipService> {
         Arc::new(WhipService {
             config,
             registry,
-            stream_keys,
+            authorizer,
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -132,12 +133,20 @@ impl WhipService {
             );
         }
         let token = signalling::bearer_token(req.headers()).map(str::to_string);
-        if let Err(why) = crate::ingest::rtmp::check_stream_key(
-            &self.stream_keys.current(),
-            &stream,
-            token.as_deref(),
-        ) {
+        // Behind the edge's relay this is the edge's address (the callback is told it).
+        let client = req
+            .extensions()
+            .get::<crate::http::ClientAddr>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        if let Err(why) = self
+            .authorizer
+            .authorize_key("whip", &stream, token.as_deref(), client)
+            .await
+        {
             tracing::warn!(stream, reason = %why, "WHIP publish refused");
+            if let crate::ingest::rtmp::PublishRejection::CallbackUnavailable(_) = why {
+                return whip_text(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
+            }
             let mut r = whip_text(StatusCode::UNAUTHORIZED, &why.to_string());
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
