@@ -3,7 +3,7 @@
 //! and the HLS ladder appears and decodes; a second publisher to the live stream is refused;
 //! a missing key and a malformed offer get clear 4xx; garbage UDP on the ICE ports breaks
 //! nothing; DELETE ends the session; a returning publisher continues the media sequence after a
-//! discontinuity.
+//! discontinuity; the API's kick ends a WHIP session; key guessing is throttled as for RTMP.
 
 mod common;
 use common::*;
@@ -189,16 +189,8 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     let first_end = ended.media_sequence + ended.segments.len() as u64;
     let again = Command::new(root().join("scripts/browser/node"))
         .arg(root().join("scripts/browser/whip.mjs"))
-        .args([
-            "--url",
-            &endpoint,
-            "--token",
-            KEY,
-            "--seconds",
-            "5",
-            "--delete",
-        ])
-        .stdout(Stdio::piped())
+        .args(["--url", &endpoint, "--token", KEY, "--seconds", "60"])
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let second = wait_for(
@@ -221,9 +213,91 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
         Some(first_end),
         "timeline continues after a discontinuity: {second:?}"
     );
-    let out = again.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
-    assert_eq!(report["status"], 201, "{report}");
+
+    // The API kicks the WHIP publisher: its session ends (peer connection torn down with the
+    // pipeline) as when a publisher leaves, and the session is gone.
+    let kicked = ureq::post(&format!("http://{origin}/api/v1/streams/wcam/kick"))
+        .call()
+        .expect("kick a WHIP publisher");
+    assert_eq!(kicked.status(), 202);
+    let body: serde_json::Value = serde_json::from_str(&kicked.into_string().unwrap()).unwrap();
+    assert_eq!(body["action"], "kick", "{body}");
+    assert!(
+        body["publisher"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{body}"
+    );
+    z.wait_sessions_over("wcam", 2);
+    wait_for(Duration::from_secs(10), "no WHIP session left", || {
+        (metric(origin, "zoomate_whip_sessions") == Some(0.0)).then_some(())
+    });
+    let mut again = again;
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
+/// Key guessing over WHIP backs off like RTMP's, in the same table: after the free failures the
+/// address gets 429 with Retry-After before its key is even checked (the right key too), and an
+/// RTMP publish from that address is refused unchecked as well.
+#[test]
+fn a_whip_key_guesser_is_throttled_like_rtmp_in_the_same_table() {
+    require_tool("ffmpeg");
+    let z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nauth_failures_before_backoff = 1\nauth_backoff_initial_ms = 600000\n\
+             auth_backoff_max_ms = 600000\nauth_forget_after_ms = 600000\n\
+             [rtmp.stream_keys]\nwcam = \"{KEY}\"\n"
+        ),
+    );
+    let origin = z.origin.unwrap();
+    let endpoint = format!("http://{origin}/whip/wcam");
+    // One free failure, then the second starts the backoff.
+    assert_eq!(
+        post_offer(&endpoint, Some("wrong-key-1"), STATIC_OFFER).0,
+        401
+    );
+    assert_eq!(post_offer(&endpoint, None, STATIC_OFFER).0, 401);
+    let resp = ureq::post(&endpoint)
+        .set("Content-Type", "application/sdp")
+        .set("Authorization", &format!("Bearer {KEY}"))
+        .send_string(STATIC_OFFER);
+    let Err(ureq::Error::Status(429, resp)) = resp else {
+        panic!("expected 429, got {resp:?}");
+    };
+    let retry: u64 = resp
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        resp.header("Access-Control-Expose-Headers")
+            .map(|v| v.contains("Retry-After")),
+        Some(true)
+    );
+    assert_eq!(
+        metric(origin, "zoomate_publish_throttled_total{protocol=\"whip\"}"),
+        Some(1.0)
+    );
+    // The same address over RTMP, with the right key: refused unchecked too.
+    let mut ff = ffmpeg_publish(
+        &format!("rtmp://{}/live/wcam?key={KEY}", z.rtmp.unwrap()),
+        "320x180",
+        3,
+        30,
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the RTMP publish throttled",
+        || {
+            (metric(origin, "zoomate_publish_throttled_total{protocol=\"rtmp\"}") == Some(1.0))
+                .then_some(())
+        },
+    );
+    let _ = ff.kill();
+    let _ = ff.wait();
+    assert_eq!(z.sessions_over("wcam"), 0);
 }
 
 fn root() -> std::path::PathBuf {
