@@ -3,7 +3,8 @@
 //! and the HLS ladder appears and decodes; a second publisher to the live stream is refused;
 //! a missing key and a malformed offer get clear 4xx; garbage UDP on the ICE ports breaks
 //! nothing; DELETE ends the session; a returning publisher continues the media sequence after a
-//! discontinuity; the API's kick ends a WHIP session; key guessing is throttled as for RTMP.
+//! discontinuity; the API's kick ends a WHIP session; key guessing is throttled as for RTMP; trickled ICE
+//! candidates are taken by PATCH.
 
 mod common;
 use common::*;
@@ -298,6 +299,54 @@ fn a_whip_key_guesser_is_throttled_like_rtmp_in_the_same_table() {
     let _ = ff.kill();
     let _ = ff.wait();
     assert_eq!(z.sessions_over("wcam"), 0);
+}
+
+/// Trickle ICE (RFC 9725 §4.3.1): a PATCH with the publisher's later candidates is taken (204);
+/// a stale If-Match gets 412, an ICE restart 422, a wrong type 415, a bad fragment 400.
+#[test]
+fn trickled_candidates_are_patched_into_a_whip_session() {
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp]\nenabled = false\n"),
+    );
+    let origin = z.origin.unwrap();
+    let created = ureq::post(&format!("http://{origin}/whip/tcam"))
+        .set("Content-Type", "application/sdp")
+        .send_string(STATIC_OFFER)
+        .expect("201 for a well-formed offer");
+    assert_eq!(created.status(), 201);
+    let location = created.header("Location").unwrap().to_string();
+    let etag = created.header("ETag").expect("ETag for PATCH").to_string();
+    let session = format!("http://{origin}{location}");
+    let patch = |content_type: &str, if_match: Option<&str>, body: &str| -> u16 {
+        let mut req = ureq::request("PATCH", &session).set("Content-Type", content_type);
+        if let Some(tag) = if_match {
+            req = req.set("If-Match", tag);
+        }
+        match req.send_string(body) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("PATCH {session}: {e}"),
+        }
+    };
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let fragment = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+        a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50999 typ host\r\na=end-of-candidates\r\n";
+    assert_eq!(patch(FRAG, Some(&etag), fragment), 204);
+    assert_eq!(patch(FRAG, None, fragment), 204, "If-Match is optional");
+    assert_eq!(patch(FRAG, Some("\"stale\""), fragment), 412);
+    assert_eq!(
+        patch(FRAG, Some(&etag), &fragment.replace("abcd", "newufrag")),
+        422
+    );
+    assert_eq!(patch("application/sdp", Some(&etag), fragment), 415);
+    assert_eq!(patch(FRAG, Some(&etag), "v=0\r\nhello\r\n"), 400);
+    assert_eq!(ureq::delete(&session).call().unwrap().status(), 200);
+    assert_eq!(
+        patch(FRAG, Some(&etag), fragment),
+        404,
+        "the session is gone"
+    );
 }
 
 fn root() -> std::path::PathBuf {

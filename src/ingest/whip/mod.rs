@@ -3,20 +3,22 @@
 //! `POST /whip/{stream}` with an SDP offer (`Content-Type: application/sdp`, `Authorization:
 //! Bearer KEY` where `[rtmp.stream_keys]` has keys: the same check as RTMP's) → `201 Created`
 //! with the answer and `Location: /whip/{stream}/{session}`; `DELETE` on that location ends the
-//! session; `PATCH` (trickle ICE) is answered 405, as §4.3.1 allows for a server that answers
-//! with every candidate. Each session is a publish session of the stream registry with the
-//! `source-webrtc` template, so the ladder, timeline and continuity rules are RTMP's: a second
-//! publisher to a live stream gets 409, a reconnecting one continues the media sequence after a
-//! discontinuity, the API's kick ends the session. Key guessing backs off per address in
-//! RTMP's table ([`crate::ingest::rtmp::Authorizer`]): a throttled address gets 429 with
-//! `Retry-After`, unchecked. The HTTP answers (CORS, preflight, 201) are
+//! session; `PATCH` with an `application/trickle-ice-sdpfrag` body brings trickled candidates
+//! (our answer holds all of ours, so we send none). Each session is a publish session of the
+//! stream registry with the `source-webrtc` template, so the ladder, timeline and continuity
+//! rules are RTMP's: a second publisher to a live stream gets 409, a reconnecting one continues
+//! the media sequence after a discontinuity, the API's kick ends the session. Key guessing
+//! backs off per address in RTMP's table ([`crate::ingest::rtmp::Authorizer`]): a throttled
+//! address gets 429 with `Retry-After`, unchecked. The HTTP answers (CORS, preflight, 201) are
 //! [`crate::http::signalling`]'s, shared with WHEP.
 //!
 //! - [`signalling`]: pure: paths, bearer token, offer checks, session ids, candidate filter;
+//! - [`trickle`]: pure: trickle-ICE fragments (`PATCH`);
 //! - [`media`]: webrtcbin negotiation and the depayload/decode chains (GStreamer).
 
 pub mod media;
 pub mod signalling;
+pub mod trickle;
 
 use crate::config::Config;
 use crate::http::Body;
@@ -30,7 +32,7 @@ use http_body_util::BodyExt;
 use signalling::{OfferError, WhipPath};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const WHIP: Signalling = Signalling::Whip;
@@ -39,6 +41,18 @@ const WHIP: Signalling = Signalling::Whip;
 struct SessionEntry {
     stream: String,
     stop: crate::Shutdown,
+    /// The offer's ICE username fragment (a PATCH with another one asks for an ICE restart).
+    ice_ufrag: Option<String>,
+    /// The offer's media sections' mids, in order (trickled candidates name theirs).
+    mids: Vec<String>,
+    /// The session's `webrtcbin`, once negotiated (trickled candidates go to it).
+    webrtc: Arc<OnceLock<gst::Element>>,
+}
+
+/// The session's entity tag (RFC 9725 §4.3.1): it would change with an ICE restart, which we
+/// do not do.
+fn etag(session: &str) -> String {
+    format!("\"{session}\"")
 }
 
 /// The WHIP endpoint of one origin: its sessions, bounded by `webrtc.max_sessions`.
@@ -87,9 +101,8 @@ impl WhipService {
             (Method::OPTIONS, _) => WHIP.preflight(),
             (Method::POST, WhipPath::Endpoint { stream }) => self.publish(stream, req).await,
             (Method::DELETE, WhipPath::Session { stream, session }) => self.end(&stream, &session),
-            // §4.3.1: no trickle; every candidate is in the answer.
-            (Method::PATCH, WhipPath::Session { .. }) => {
-                WHIP.method_not_allowed("trickle ICE is not supported", "DELETE, OPTIONS")
+            (Method::PATCH, WhipPath::Session { stream, session }) => {
+                self.trickle(&stream, &session, req).await
             }
             (_, WhipPath::Endpoint { .. }) => {
                 WHIP.method_not_allowed("POST an SDP offer", "POST, OPTIONS")
@@ -106,19 +119,7 @@ impl WhipService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let w = &self.config.webrtc;
-        let is_sdp = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/sdp")
-            })
-            .unwrap_or(false);
-        if !is_sdp {
+        if !has_content_type(req.headers(), "application/sdp") {
             return WHIP.text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be application/sdp",
@@ -181,6 +182,8 @@ impl WhipService {
             Ok(ok) => ok,
             Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
         };
+        let (ice_ufrag, mids) = trickle::offer_ice(&offer);
+        let webrtc_slot: Arc<OnceLock<gst::Element>> = Arc::default();
         let id = signalling::new_session_id();
         let stop = {
             let mut sessions = self.lock();
@@ -193,6 +196,9 @@ impl WhipService {
                 SessionEntry {
                     stream: stream.clone(),
                     stop: stop.clone(),
+                    ice_ufrag,
+                    mids,
+                    webrtc: webrtc_slot.clone(),
                 },
             );
             stop
@@ -226,6 +232,9 @@ impl WhipService {
                     });
                 }
                 let negotiated = result.is_ok();
+                if negotiated && let Some(webrtc) = pipeline.by_name("webrtc") {
+                    let _ = webrtc_slot.set(webrtc);
+                }
                 let _ = answer_tx.send(result);
                 if negotiated {
                     let stop = hook_stop;
@@ -285,7 +294,89 @@ impl WhipService {
                 }
             };
         tracing::info!(stream, codecs = ?summary.video, audio = summary.audio, "WHIP publisher answered");
-        WHIP.created(answer, &crate::layout::whip_session_path(&stream, &id))
+        let mut r = WHIP.created(answer, &crate::layout::whip_session_path(&stream, &id));
+        if let Ok(v) = http::HeaderValue::from_str(&etag(&id)) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        r
+    }
+
+    /// Trickle ICE (RFC 9725 §4.3.1): the publisher's later candidates, to the session's
+    /// `webrtcbin`. 204; 412 for a stale `If-Match`, 422 for an ICE restart (not supported).
+    async fn trickle<B>(&self, stream: &str, session: &str, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if !has_content_type(req.headers(), "application/trickle-ice-sdpfrag") {
+            return WHIP.text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/trickle-ice-sdpfrag",
+            );
+        }
+        let found = {
+            let sessions = self.lock();
+            sessions
+                .get(session)
+                .filter(|e| e.stream == stream)
+                .map(|e| (e.ice_ufrag.clone(), e.mids.clone(), e.webrtc.clone()))
+        };
+        let Some((ice_ufrag, mids, webrtc)) = found else {
+            return WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session");
+        };
+        if let Some(tag) = req.headers().get(header::IF_MATCH)
+            && tag.as_bytes() != b"*"
+            && tag.as_bytes() != etag(session).as_bytes()
+        {
+            return WHIP.text(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match does not match the session's ETag",
+            );
+        }
+        let max = self.config.webrtc.max_offer_bytes;
+        let body = match http_body_util::Limited::new(req.into_body(), max)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return WHIP.text(StatusCode::PAYLOAD_TOO_LARGE, "fragment too large");
+            }
+        };
+        let fragment = match trickle::parse_fragment(&body) {
+            Ok(f) => f,
+            Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        if trickle::is_ice_restart(&fragment, ice_ufrag.as_deref()) {
+            // §4.3.2: trickle supported, ICE restart not: 422.
+            return WHIP.text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ICE restarts are not supported; publish again",
+            );
+        }
+        let mut candidates = Vec::with_capacity(fragment.candidates.len());
+        for c in fragment.candidates {
+            let Some(index) = trickle::mline_index(&mids, c.mid.as_deref()) else {
+                return WHIP.text(StatusCode::BAD_REQUEST, "candidate for an unknown mid");
+            };
+            candidates.push((index, c.candidate));
+        }
+        let Some(webrtc) = webrtc.get().cloned() else {
+            return WHIP.text(StatusCode::CONFLICT, "the session is not negotiated yet");
+        };
+        let added = candidates.len();
+        // webrtcbin's signal takes its lock: off the tokio workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            for (index, candidate) in candidates {
+                webrtc.emit_by_name::<()>("add-ice-candidate", &[&index, &candidate]);
+            }
+        })
+        .await;
+        tracing::debug!(stream, added, "trickled ICE candidates added");
+        let mut r = Response::new(crate::http::headers::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        WHIP.cors(r.headers_mut());
+        r
     }
 
     fn end(&self, stream: &str, session: &str) -> Response<Body> {
@@ -305,4 +396,13 @@ impl WhipService {
             None => WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session"),
         }
     }
+}
+
+/// Whether the request's `Content-Type` is `media_type` (parameters ignored).
+fn has_content_type(headers: &http::HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
 }
