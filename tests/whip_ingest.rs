@@ -1,10 +1,11 @@
 //! WHIP ingest (issue #16) with a real peer: headless Chromium publishes its fake camera and
 //! microphone over WebRTC to `zoomate run`'s edge (`/whip/{stream}`, relayed to the origin),
-//! and the HLS ladder appears and decodes; a second publisher to the live stream is refused;
-//! a missing key and a malformed offer get clear 4xx; garbage UDP on the ICE ports breaks
-//! nothing; DELETE ends the session; a returning publisher continues the media sequence after a
-//! discontinuity; the API's kick ends a WHIP session; key guessing is throttled as for RTMP; trickled ICE
-//! candidates are taken by PATCH.
+//! its ICE candidates trickled by PATCH, and the HLS ladder appears and decodes; a second
+//! publisher to the live stream is refused; a missing key and a malformed offer get clear 4xx;
+//! garbage UDP on the ICE ports breaks nothing; DELETE ends the session; a returning publisher
+//! continues the media sequence after a discontinuity; the API's kick ends a WHIP session. Key
+//! guessing is throttled as for RTMP, in the same table; PATCH checks its fragment, If-Match and
+//! ICE restarts.
 
 mod common;
 use common::*;
@@ -87,6 +88,8 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
             "--seconds",
             "14",
             "--delete",
+            // The offer goes out without candidates; they follow by PATCH through the edge.
+            "--trickle",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,6 +170,14 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
         "{report}"
     );
     assert_eq!(report["deleteStatus"], 200, "{report}");
+    let patches = report["patchStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !patches.is_empty() && patches.iter().all(|s| s == 204),
+        "trickled candidates taken: {report}"
+    );
     let last = report["samples"]
         .as_array()
         .and_then(|s| s.last())
