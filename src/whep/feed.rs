@@ -141,6 +141,16 @@ impl std::fmt::Debug for WhepFeed {
     }
 }
 
+/// Ends its feed when dropped ([`WhepFeed::set_live`] `false`: viewers get EOS, the feed
+/// leaves the table), so a session that fails before its pipeline runs unlists its feed too.
+pub struct EndOnDrop(pub Arc<WhepFeed>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.set_live(false);
+    }
+}
+
 /// The feed of every stream live now (the stream registry hands each session a new one).
 #[derive(Default)]
 pub struct WhepFeeds {
@@ -203,6 +213,16 @@ mod tests {
             assert!(feeds.live(&name).is_none());
         }
         assert!(feeds.is_empty(), "{} entries left", feeds.len());
+    }
+
+    #[test]
+    fn a_session_that_never_went_live_unlists_its_feed_too() {
+        let feeds = WhepFeeds::default();
+        {
+            let _ended = EndOnDrop(feeds.feed("cam"));
+            assert_eq!(feeds.len(), 1);
+        }
+        assert!(feeds.is_empty());
     }
 
     #[test]
