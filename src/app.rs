@@ -212,6 +212,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 stop: publisher_stop,
             });
         }
+        let throttle_metrics = authorizer.clone();
         let whip = config.webrtc.enabled.then(|| {
             crate::ingest::whip::WhipService::new(config.clone(), reg.clone(), authorizer)
         });
@@ -249,6 +250,23 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
             if let Some(m) = &rtmp_metrics {
                 m.register(r);
             }
+            let throttled = crate::http::metrics::Family::<
+                ProtocolLabel,
+                crate::http::metrics::Counter,
+            >::default();
+            for (ingest, n) in throttle_metrics.throttled_counts() {
+                throttled
+                    .get_or_create(&ProtocolLabel {
+                        protocol: ingest.label(),
+                    })
+                    .inc_by(n);
+            }
+            // prometheus-client appends `_total`.
+            r.register(
+                "zoomate_publish_throttled",
+                "Publish attempts refused unchecked (key-guessing backoff), by protocol",
+                throttled,
+            );
         }));
         origin.set_live_playlists(reg.live_playlists());
         origin.set_stream_health(reg.health());
@@ -354,6 +372,12 @@ async fn sweep_store(config: &Config) -> Vec<std::path::PathBuf> {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct StreamLabel {
     stream: String,
+}
+
+/// The `protocol` label of `zoomate_publish_throttled_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
 }
 
 /// RTMP publishes go to the stream registry.

@@ -1,9 +1,11 @@
 //! WHIP ingest (issue #16) with a real peer: headless Chromium publishes its fake camera and
 //! microphone over WebRTC to `zoomate run`'s edge (`/whip/{stream}`, relayed to the origin),
-//! and the HLS ladder appears and decodes; a second publisher to the live stream is refused;
-//! a missing key and a malformed offer get clear 4xx; garbage UDP on the ICE ports breaks
-//! nothing; DELETE ends the session; a returning publisher continues the media sequence after a
-//! discontinuity.
+//! its ICE candidates trickled by PATCH, and the HLS ladder appears and decodes; a second
+//! publisher to the live stream is refused; a missing key and a malformed offer get clear 4xx;
+//! garbage UDP on the ICE ports breaks nothing; DELETE ends the session; a returning publisher
+//! continues the media sequence after a discontinuity; the API's kick ends a WHIP session. Key
+//! guessing is throttled as for RTMP, in the same table; PATCH checks its fragment, If-Match and
+//! ICE restarts.
 
 mod common;
 use common::*;
@@ -86,6 +88,8 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
             "--seconds",
             "14",
             "--delete",
+            // The offer goes out without candidates; they follow by PATCH through the edge.
+            "--trickle",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,6 +170,14 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
         "{report}"
     );
     assert_eq!(report["deleteStatus"], 200, "{report}");
+    let patches = report["patchStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !patches.is_empty() && patches.iter().all(|s| s == 204),
+        "trickled candidates taken: {report}"
+    );
     let last = report["samples"]
         .as_array()
         .and_then(|s| s.last())
@@ -189,16 +201,8 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     let first_end = ended.media_sequence + ended.segments.len() as u64;
     let again = Command::new(root().join("scripts/browser/node"))
         .arg(root().join("scripts/browser/whip.mjs"))
-        .args([
-            "--url",
-            &endpoint,
-            "--token",
-            KEY,
-            "--seconds",
-            "5",
-            "--delete",
-        ])
-        .stdout(Stdio::piped())
+        .args(["--url", &endpoint, "--token", KEY, "--seconds", "60"])
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let second = wait_for(
@@ -221,9 +225,139 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
         Some(first_end),
         "timeline continues after a discontinuity: {second:?}"
     );
-    let out = again.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
-    assert_eq!(report["status"], 201, "{report}");
+
+    // The API kicks the WHIP publisher: its session ends (peer connection torn down with the
+    // pipeline) as when a publisher leaves, and the session is gone.
+    let kicked = ureq::post(&format!("http://{origin}/api/v1/streams/wcam/kick"))
+        .call()
+        .expect("kick a WHIP publisher");
+    assert_eq!(kicked.status(), 202);
+    let body: serde_json::Value = serde_json::from_str(&kicked.into_string().unwrap()).unwrap();
+    assert_eq!(body["action"], "kick", "{body}");
+    assert!(
+        body["publisher"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{body}"
+    );
+    z.wait_sessions_over("wcam", 2);
+    wait_for(Duration::from_secs(10), "no WHIP session left", || {
+        (metric(origin, "zoomate_whip_sessions") == Some(0.0)).then_some(())
+    });
+    let mut again = again;
+    let _ = again.kill();
+    let _ = again.wait();
+}
+
+/// Key guessing over WHIP backs off like RTMP's, in the same table: after the free failures the
+/// address gets 429 with Retry-After before its key is even checked (the right key too), and an
+/// RTMP publish from that address is refused unchecked as well.
+#[test]
+fn a_whip_key_guesser_is_throttled_like_rtmp_in_the_same_table() {
+    require_tool("ffmpeg");
+    let z = Zoomate::start(
+        "origin",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nauth_failures_before_backoff = 1\nauth_backoff_initial_ms = 600000\n\
+             auth_backoff_max_ms = 600000\nauth_forget_after_ms = 600000\n\
+             [rtmp.stream_keys]\nwcam = \"{KEY}\"\n"
+        ),
+    );
+    let origin = z.origin.unwrap();
+    let endpoint = format!("http://{origin}/whip/wcam");
+    // One free failure, then the second starts the backoff.
+    assert_eq!(
+        post_offer(&endpoint, Some("wrong-key-1"), STATIC_OFFER).0,
+        401
+    );
+    assert_eq!(post_offer(&endpoint, None, STATIC_OFFER).0, 401);
+    let resp = ureq::post(&endpoint)
+        .set("Content-Type", "application/sdp")
+        .set("Authorization", &format!("Bearer {KEY}"))
+        .send_string(STATIC_OFFER);
+    let Err(ureq::Error::Status(429, resp)) = resp else {
+        panic!("expected 429, got {resp:?}");
+    };
+    let retry: u64 = resp
+        .header("Retry-After")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        resp.header("Access-Control-Expose-Headers")
+            .map(|v| v.contains("Retry-After")),
+        Some(true)
+    );
+    assert_eq!(
+        metric(origin, "zoomate_publish_throttled_total{protocol=\"whip\"}"),
+        Some(1.0)
+    );
+    // The same address over RTMP, with the right key: refused unchecked too.
+    let mut ff = ffmpeg_publish(
+        &format!("rtmp://{}/live/wcam?key={KEY}", z.rtmp.unwrap()),
+        "320x180",
+        3,
+        30,
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the RTMP publish throttled",
+        || {
+            (metric(origin, "zoomate_publish_throttled_total{protocol=\"rtmp\"}") == Some(1.0))
+                .then_some(())
+        },
+    );
+    let _ = ff.kill();
+    let _ = ff.wait();
+    assert_eq!(z.sessions_over("wcam"), 0);
+}
+
+/// Trickle ICE (RFC 9725 §4.3.1): a PATCH with the publisher's later candidates is taken (204);
+/// a stale If-Match gets 412, an ICE restart 422, a wrong type 415, a bad fragment 400.
+#[test]
+fn trickled_candidates_are_patched_into_a_whip_session() {
+    let z = Zoomate::start(
+        "origin",
+        &format!("{TEST_LADDER}\n[rtmp]\nenabled = false\n"),
+    );
+    let origin = z.origin.unwrap();
+    let created = ureq::post(&format!("http://{origin}/whip/tcam"))
+        .set("Content-Type", "application/sdp")
+        .send_string(STATIC_OFFER)
+        .expect("201 for a well-formed offer");
+    assert_eq!(created.status(), 201);
+    let location = created.header("Location").unwrap().to_string();
+    let etag = created.header("ETag").expect("ETag for PATCH").to_string();
+    let session = format!("http://{origin}{location}");
+    let patch = |content_type: &str, if_match: Option<&str>, body: &str| -> u16 {
+        let mut req = ureq::request("PATCH", &session).set("Content-Type", content_type);
+        if let Some(tag) = if_match {
+            req = req.set("If-Match", tag);
+        }
+        match req.send_string(body) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("PATCH {session}: {e}"),
+        }
+    };
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let fragment = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+        a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50999 typ host\r\na=end-of-candidates\r\n";
+    assert_eq!(patch(FRAG, Some(&etag), fragment), 204);
+    assert_eq!(patch(FRAG, None, fragment), 204, "If-Match is optional");
+    assert_eq!(patch(FRAG, Some("\"stale\""), fragment), 412);
+    assert_eq!(
+        patch(FRAG, Some(&etag), &fragment.replace("abcd", "newufrag")),
+        422
+    );
+    assert_eq!(patch("application/sdp", Some(&etag), fragment), 415);
+    assert_eq!(patch(FRAG, Some(&etag), "v=0\r\nhello\r\n"), 400);
+    assert_eq!(ureq::delete(&session).call().unwrap().status(), 200);
+    assert_eq!(
+        patch(FRAG, Some(&etag), fragment),
+        404,
+        "the session is gone"
+    );
 }
 
 fn root() -> std::path::PathBuf {

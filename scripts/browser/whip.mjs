@@ -5,7 +5,11 @@
 // connection state and the outbound RTP figures from getStats().
 //
 //   node scripts/browser/whip.mjs --url http://HOST:PORT/whip/NAME [--token KEY] --seconds N
-//                                 [--codec h264|vp8] [--delete]
+//                                 [--codec h264|vp8] [--delete] [--trickle]
+//
+// --trickle: the offer goes out before ICE gathering (no candidates in it); the candidates follow
+// in PATCH requests (application/trickle-ice-sdpfrag, RFC 9725 §4.3.1) with the answer's ETag
+// in If-Match; their statuses are in "patchStatuses".
 //
 // Exit codes: 0 = ran and printed the JSON (whether or not it published: the caller decides);
 //             1 = bad usage or harness error; 2 = Chromium could not be launched.
@@ -24,7 +28,7 @@ function usage(msg) {
   process.exit(1);
 }
 
-const opts = { url: null, token: null, seconds: null, codec: 'h264', del: false };
+const opts = { url: null, token: null, seconds: null, codec: 'h264', del: false, trickle: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const next = () => (i + 1 < argv.length ? argv[++i] : usage(`${argv[i]} needs a value`));
@@ -34,6 +38,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--seconds': opts.seconds = Number(next()); break;
     case '--codec': opts.codec = next(); break;
     case '--delete': opts.del = true; break;
+    case '--trickle': opts.trickle = true; break;
     default: usage(`unknown argument ${argv[i]}`);
   }
 }
@@ -71,8 +76,8 @@ try {
   const page = await browser.newPage();
   if (process.env.HARNESS_DEBUG) page.on('console', (m) => process.stderr.write(`page: ${m.text()}\n`));
   await page.goto(new URL('/healthz', opts.url).href);
-  result = await page.evaluate(async ({ url, token, seconds, codec, del }) => {
-    const out = { status: null, location: null, offer: null, error: null, connectionState: null, samples: [] };
+  result = await page.evaluate(async ({ url, token, seconds, codec, del, trickle }) => {
+    const out = { status: null, location: null, offer: null, error: null, connectionState: null, samples: [], patchStatuses: [] };
     const media = await navigator.mediaDevices.getUserMedia({
       video: { width: 640, height: 360, frameRate: 30 },
       audio: true,
@@ -86,9 +91,38 @@ try {
         if (wanted.length) tr.setCodecPreferences(wanted.concat(caps.filter((c) => !wanted.includes(c))));
       }
     }
+    // Trickle: candidates wait here until the session exists, then go out by PATCH, in order.
+    const pending = [];
+    let gatheringDone = false;
+    let session = null;
+    let patching = Promise.resolve();
+    const flush = () => {
+      if (!session || (!pending.length && !gatheringDone)) return;
+      const cands = pending.splice(0);
+      const end = gatheringDone;
+      gatheringDone = false;
+      const sdp = pc.localDescription.sdp;
+      let frag = `a=ice-ufrag:${/a=ice-ufrag:(\S+)/.exec(sdp)[1]}\r\na=ice-pwd:${/a=ice-pwd:(\S+)/.exec(sdp)[1]}\r\n`;
+      for (const mid of [...new Set(cands.map((c) => c.sdpMid))]) {
+        frag += `m=audio 9 RTP/AVP 0\r\na=mid:${mid}\r\n`;
+        for (const c of cands.filter((x) => x.sdpMid === mid)) frag += `a=${c.candidate}\r\n`;
+      }
+      if (end) frag += 'a=end-of-candidates\r\n';
+      const h = { 'Content-Type': 'application/trickle-ice-sdpfrag' };
+      if (session.etag) h['If-Match'] = session.etag;
+      if (token) h.Authorization = `Bearer ${token}`;
+      patching = patching.then(() => fetch(session.url, { method: 'PATCH', headers: h, body: frag })
+        .then((r) => out.patchStatuses.push(r.status), (e) => out.patchStatuses.push(String(e))));
+    };
+    if (trickle) {
+      pc.addEventListener('icecandidate', (e) => {
+        if (e.candidate && e.candidate.candidate) pending.push(e.candidate); else if (!e.candidate) gatheringDone = true;
+        flush();
+      });
+    }
     await pc.setLocalDescription(await pc.createOffer());
     // Non-trickle: the offer carries every candidate (bounded wait).
-    await new Promise((resolve) => {
+    if (!trickle) await new Promise((resolve) => {
       if (pc.iceGatheringState === 'complete') return resolve();
       const t = setTimeout(resolve, 3000);
       pc.addEventListener('icegatheringstatechange', () => {
@@ -110,6 +144,10 @@ try {
       return out;
     }
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    if (trickle && out.location) {
+      session = { url: new URL(out.location, url).href, etag: res.headers.get('ETag') };
+      flush();
+    }
     const start = performance.now();
     while (performance.now() - start < seconds * 1000) {
       await new Promise((r) => setTimeout(r, 1000));
@@ -125,6 +163,7 @@ try {
       out.samples.push(sample);
     }
     out.connectionState = pc.connectionState;
+    await patching;
     if (del && out.location) {
       const d = await fetch(new URL(out.location, url).href, { method: 'DELETE', headers });
       out.deleteStatus = d.status;

@@ -10,6 +10,7 @@
 use super::balancer::OriginSet;
 use crate::http::Body;
 use crate::http::headers;
+use crate::http::signalling::Signalling;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -26,8 +27,9 @@ const REQUEST_HEADERS: [header::HeaderName; 3] = [
     header::AUTHORIZATION,
     header::IF_MATCH,
 ];
-const RESPONSE_HEADERS: [header::HeaderName; 6] = [
+const RESPONSE_HEADERS: [header::HeaderName; 7] = [
     header::CONTENT_TYPE,
+    header::RETRY_AFTER,
     header::LOCATION,
     header::ETAG,
     header::ALLOW,
@@ -59,6 +61,11 @@ impl WhipRelay {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = req.uri().path().to_string();
+        let kind = if path.starts_with(crate::whep::WHEP_PREFIX) {
+            Signalling::Whep
+        } else {
+            Signalling::Whip
+        };
         let Some(stream) = path
             .strip_prefix(crate::layout::WHIP_PREFIX)
             .or_else(|| path.strip_prefix(crate::whep::WHEP_PREFIX))
@@ -66,19 +73,19 @@ impl WhipRelay {
             .filter(|s| crate::config::is_valid_name(s))
             .map(str::to_string)
         else {
-            return headers::text(StatusCode::NOT_FOUND, "no such WHIP resource");
+            return kind.text(StatusCode::NOT_FOUND, "no such WHIP resource");
         };
         let Some(origin) = origins.candidates(&stream).into_iter().next() else {
-            return headers::text(StatusCode::SERVICE_UNAVAILABLE, "no origin available");
+            return kind.text(StatusCode::SERVICE_UNAVAILABLE, "no origin available");
         };
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_RELAY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(_) => return headers::text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            Err(_) => return kind.text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
         };
         let uri: http::Uri = match format!("{}{}", origin.base_url, path).parse() {
             Ok(u) => u,
-            Err(_) => return headers::text(StatusCode::BAD_GATEWAY, "bad origin URL"),
+            Err(_) => return kind.text(StatusCode::BAD_GATEWAY, "bad origin URL"),
         };
         let mut out = Request::builder().method(parts.method).uri(uri);
         for name in REQUEST_HEADERS {
@@ -87,17 +94,17 @@ impl WhipRelay {
             }
         }
         let Ok(out) = out.body(Full::new(body)) else {
-            return headers::text(StatusCode::BAD_REQUEST, "bad request");
+            return kind.text(StatusCode::BAD_REQUEST, "bad request");
         };
         let _in_flight = origin.start_request();
         let resp = match tokio::time::timeout(self.timeout, self.client.request(out)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::warn!(origin = %origin.id, stream, error = %e, "WHIP relay failed");
-                return headers::text(StatusCode::BAD_GATEWAY, "origin unreachable");
+                return kind.text(StatusCode::BAD_GATEWAY, "origin unreachable");
             }
             Err(_) => {
-                return headers::text(StatusCode::GATEWAY_TIMEOUT, "origin did not answer in time");
+                return kind.text(StatusCode::GATEWAY_TIMEOUT, "origin did not answer in time");
             }
         };
         let (rparts, rbody) = resp.into_parts();
@@ -108,7 +115,7 @@ impl WhipRelay {
         .await
         {
             Ok(Ok(b)) => b.to_bytes(),
-            _ => return headers::text(StatusCode::BAD_GATEWAY, "origin's answer was cut short"),
+            _ => return kind.text(StatusCode::BAD_GATEWAY, "origin's answer was cut short"),
         };
         let mut r = Response::new(headers::full(body));
         *r.status_mut() = rparts.status;
@@ -118,11 +125,7 @@ impl WhipRelay {
                 h.insert(name, v.clone());
             }
         }
-        headers::add_cors(h);
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location, ETag, Link"),
-        );
+        kind.cors(h);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }

@@ -6,5 +6,6 @@ pub mod held;
 pub mod metrics;
 pub mod paths;
 pub mod server;
+pub mod signalling;
 pub mod slots;
 pub use server::{Body, ClientAddr, serve};

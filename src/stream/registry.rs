@@ -70,7 +70,7 @@ pub struct StreamInfo {
     pub name: String,
     pub state: StreamState,
     pub source: LiveSourceKind,
-    /// RTMP: the publisher's address.
+    /// RTMP, WHIP: the publisher's address (WHIP through the edge: the edge's).
     pub publisher: Option<std::net::SocketAddr>,
     /// When the current session started (none when offline).
     pub started_at: Option<SystemTime>,
@@ -114,6 +114,8 @@ struct RtpLabels {
 
 /// What a WebRTC publish needs from its signalling side.
 pub struct WebrtcPublish {
+    /// Who sent the offer (the HTTP peer; behind the edge's relay, the edge).
+    pub peer: std::net::SocketAddr,
     /// The offer sends Opus audio.
     pub has_audio: bool,
     pub latency_ms: u64,
@@ -296,7 +298,7 @@ impl StreamRegistry {
             .min_by(f64::total_cmp)
     }
 
-    /// Disconnects the stream's RTMP publisher; its stream then ends as when a publisher
+    /// Disconnects the stream's RTMP or WHIP publisher; its stream then ends as when a publisher
     /// leaves (open segments finished and listed, `StreamEnded`).
     pub fn kick(&self, name: &str) -> Result<std::net::SocketAddr, EndError> {
         let live = self.live_map();
@@ -481,9 +483,14 @@ impl StreamRegistry {
         if self.config.load().streams.iter().any(|s| s.name == stream) {
             return Err(PublishRefusal::Reserved);
         }
-        // No RTMP-style publisher to kick: an operator ends a WHIP stream with `end`.
+        // The API's kick fires the session's stop: the peer connection goes down with the
+        // pipeline, and the stream ends as when the publisher leaves.
+        let publisher = Publisher {
+            peer: publish.peer,
+            kick: publish.stop.clone(),
+        };
         let live = self
-            .try_go_live(stream, LiveSourceKind::Whip, None)
+            .try_go_live(stream, LiveSourceKind::Whip, Some(publisher))
             .ok_or(PublishRefusal::AlreadyLive)?;
         let template = if publish.has_audio {
             "source-webrtc"

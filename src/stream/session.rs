@@ -166,6 +166,8 @@ pub async fn run_session(
     mut input: Option<FlvReceiver>,
     shutdown: Shutdown,
 ) -> Result<(), SessionError> {
+    // However the session ends (a failed start too), its WHEP feed leaves the table.
+    let _feed_ended = ctx.whep_feed.clone().map(crate::whep::feed::EndOnDrop);
     // A pushed FLV stream may carry no audio at all; a ladder waiting for audio would stall.
     let mut prebuffer = Vec::new();
     if let Some(rx) = input.as_mut() {

@@ -4,9 +4,14 @@
 //!
 //! A viewer starts at the next keyframe (until then it would decode nothing). A viewer that
 //! cannot take a buffer (its pipeline going down) is dropped from the feed.
+//!
+//! Each session gets a fresh feed; when the session ends, its feed leaves [`WhepFeeds`]: the
+//! table holds the streams live now, not every name ever published.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+
+type FeedTable = Mutex<HashMap<String, Arc<WhepFeed>>>;
 
 /// One viewer's entrance.
 struct Viewer {
@@ -20,6 +25,9 @@ pub struct WhepFeed {
     viewers: Mutex<HashMap<u64, Viewer>>,
     /// Whether a session is producing (set while the ladder runs).
     live: std::sync::atomic::AtomicBool,
+    /// The table that lists this feed, and under which stream: the feed unlists itself when
+    /// its session ends.
+    listing: Option<(Weak<FeedTable>, String)>,
 }
 
 impl WhepFeed {
@@ -38,6 +46,24 @@ impl WhepFeed {
             for (_, v) in self.lock().drain() {
                 let _ = v.appsrc.end_of_stream();
             }
+            self.unlist();
+        }
+    }
+
+    /// Leaves the table, unless a newer session's feed has taken the stream's entry.
+    fn unlist(&self) {
+        let Some((table, stream)) = &self.listing else {
+            return;
+        };
+        let Some(table) = table.upgrade() else {
+            return;
+        };
+        let mut feeds = table.lock().unwrap_or_else(|p| p.into_inner());
+        if feeds
+            .get(stream)
+            .is_some_and(|f| std::ptr::eq(Arc::as_ptr(f), self))
+        {
+            feeds.remove(stream);
         }
     }
 
@@ -115,30 +141,101 @@ impl std::fmt::Debug for WhepFeed {
     }
 }
 
-/// Every stream's feed (the stream registry hands each session its stream's).
+/// Ends its feed when dropped ([`WhepFeed::set_live`] `false`: viewers get EOS, the feed
+/// leaves the table), so a session that fails before its pipeline runs unlists its feed too.
+pub struct EndOnDrop(pub Arc<WhepFeed>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.set_live(false);
+    }
+}
+
+/// The feed of every stream live now (the stream registry hands each session a new one).
 #[derive(Default)]
 pub struct WhepFeeds {
-    feeds: Mutex<HashMap<String, Arc<WhepFeed>>>,
+    feeds: Arc<FeedTable>,
 }
 
 impl WhepFeeds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<WhepFeed>>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new feed for a session of `stream`, listed until that session ends
+    /// ([`WhepFeed::set_live`] `false`). It replaces an earlier session's feed.
     pub fn feed(&self, stream: &str) -> Arc<WhepFeed> {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.entry(stream.to_string()).or_default().clone()
+        let feed = Arc::new(WhepFeed {
+            listing: Some((Arc::downgrade(&self.feeds), stream.to_string())),
+            ..WhepFeed::default()
+        });
+        self.lock().insert(stream.to_string(), feed.clone());
+        feed
     }
 
     /// The live feed of `stream`, if a session is producing it.
     pub fn live(&self, stream: &str) -> Option<Arc<WhepFeed>> {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.get(stream).filter(|f| f.is_live()).cloned()
+        self.lock().get(stream).filter(|f| f.is_live()).cloned()
     }
 
-    /// Viewers per stream (streams with none left out).
+    /// Streams listed now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Viewers per listed stream.
     pub fn viewer_counts(&self) -> Vec<(String, usize)> {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds
+        self.lock()
             .iter()
             .map(|(s, f)| (s.clone(), f.viewer_count()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_leaves_the_table_when_its_session_ends() {
+        let feeds = WhepFeeds::default();
+        for i in 0..100 {
+            let name = format!("cam{i}");
+            let feed = feeds.feed(&name);
+            assert!(feeds.live(&name).is_none(), "listed, not yet live");
+            feed.set_live(true);
+            assert!(feeds.live(&name).is_some());
+            feed.set_live(false);
+            assert!(feeds.live(&name).is_none());
+        }
+        assert!(feeds.is_empty(), "{} entries left", feeds.len());
+    }
+
+    #[test]
+    fn a_session_that_never_went_live_unlists_its_feed_too() {
+        let feeds = WhepFeeds::default();
+        {
+            let _ended = EndOnDrop(feeds.feed("cam"));
+            assert_eq!(feeds.len(), 1);
+        }
+        assert!(feeds.is_empty());
+    }
+
+    #[test]
+    fn an_old_session_ending_late_leaves_the_new_feed_listed() {
+        let feeds = WhepFeeds::default();
+        let old = feeds.feed("cam");
+        old.set_live(true);
+        let new = feeds.feed("cam");
+        new.set_live(true);
+        old.set_live(false);
+        assert_eq!(feeds.len(), 1);
+        assert!(feeds.live("cam").is_some_and(|f| Arc::ptr_eq(&f, &new)));
+        new.set_live(false);
+        assert!(feeds.is_empty());
     }
 }

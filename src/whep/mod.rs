@@ -12,17 +12,19 @@ pub mod viewer;
 
 use crate::config::Config;
 use crate::http::Body;
-use crate::http::headers;
+use crate::http::signalling::Signalling;
 use crate::ingest::whip::media::IceSettings;
 use bytes::Bytes;
 use feed::WhepFeeds;
 use gst::prelude::*;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+const WHEP: Signalling = Signalling::Whep;
 
 /// URL prefix of WHEP endpoints.
 pub const WHEP_PREFIX: &str = "/whep/";
@@ -74,25 +76,28 @@ impl WhepService {
     {
         let path = req.uri().path().to_string();
         let Some(rest) = path.strip_prefix(WHEP_PREFIX) else {
-            return text(StatusCode::NOT_FOUND, "no such WHEP resource");
+            return WHEP.text(StatusCode::NOT_FOUND, "no such WHEP resource");
         };
         let mut parts = rest.split('/');
         let stream = parts.next().unwrap_or("");
         let session = parts.next().filter(|s| !s.is_empty());
         if !crate::config::is_valid_name(stream) || parts.next().is_some() {
-            return text(StatusCode::NOT_FOUND, "no such WHEP resource");
+            return WHEP.text(StatusCode::NOT_FOUND, "no such WHEP resource");
         }
         match (req.method().clone(), session) {
-            (Method::OPTIONS, _) => preflight(),
+            (Method::OPTIONS, _) => WHEP.preflight(),
             (Method::POST, None) => self.play(stream.to_string(), req).await,
             (Method::DELETE, Some(id)) => self.end(stream, id),
-            (Method::PATCH, Some(_)) => text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "trickle ICE is not supported",
-            ),
-            _ => text(
-                StatusCode::METHOD_NOT_ALLOWED,
+            (Method::PATCH, Some(_)) => {
+                WHEP.method_not_allowed("trickle ICE is not supported", "DELETE, OPTIONS")
+            }
+            (_, None) => WHEP.method_not_allowed(
                 "POST an offer to /whep/{stream}; DELETE its Location",
+                "POST, OPTIONS",
+            ),
+            (_, Some(_)) => WHEP.method_not_allowed(
+                "POST an offer to /whep/{stream}; DELETE its Location",
+                "DELETE, PATCH, OPTIONS",
             ),
         }
     }
@@ -108,14 +113,14 @@ impl WhepService {
             .await
         {
             Ok(b) => b.to_bytes(),
-            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
+            Err(_) => return WHEP.text(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"),
         };
         let (offer, payload_type) = match viewer::check_offer(&body, w.max_offer_bytes) {
             Ok(ok) => ok,
-            Err(why) => return text(StatusCode::BAD_REQUEST, &why),
+            Err(why) => return WHEP.text(StatusCode::BAD_REQUEST, &why),
         };
         let Some(feed) = self.feeds.live(&stream) else {
-            return text(StatusCode::NOT_FOUND, "stream is not live");
+            return WHEP.text(StatusCode::NOT_FOUND, "stream is not live");
         };
         let id = crate::ingest::whip::signalling::new_session_id();
         let stop = self.shutdown.child_token();
@@ -123,7 +128,7 @@ impl WhepService {
             let mut viewers = self.lock();
             let on_stream = viewers.values().filter(|v| v.stream == stream).count();
             if viewers.len() >= w.max_viewers || on_stream >= w.max_viewers_per_stream {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "too many WHEP viewers");
+                return WHEP.text(StatusCode::SERVICE_UNAVAILABLE, "too many WHEP viewers");
             }
             viewers.insert(
                 id.clone(),
@@ -153,11 +158,11 @@ impl WhepService {
             Ok(Err(e)) => {
                 self.lock().remove(&id);
                 tracing::warn!(stream, error = %e, "WHEP negotiation failed");
-                return text(StatusCode::SERVICE_UNAVAILABLE, &e);
+                return WHEP.text(StatusCode::SERVICE_UNAVAILABLE, &e);
             }
             Err(_) => {
                 self.lock().remove(&id);
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "viewer start failed");
+                return WHEP.text(StatusCode::INTERNAL_SERVER_ERROR, "viewer start failed");
             }
         };
         // The viewer's life: until DELETE, its connection fails, the stream ends or shutdown.
@@ -174,19 +179,7 @@ impl WhepService {
             tracing::info!(stream = vstream, "WHEP viewer left");
         });
         tracing::info!(stream, "WHEP viewer answered");
-        let mut r = Response::new(headers::full(Bytes::from(answer)));
-        *r.status_mut() = StatusCode::CREATED;
-        let h = r.headers_mut();
-        cors(h);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/sdp"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(v) = HeaderValue::from_str(&format!("{WHEP_PREFIX}{stream}/{id}")) {
-            h.insert(header::LOCATION, v);
-        }
-        r
+        WHEP.created(answer, &format!("{WHEP_PREFIX}{stream}/{id}"))
     }
 
     fn end(&self, stream: &str, id: &str) -> Response<Body> {
@@ -200,42 +193,9 @@ impl WhepService {
         match entry {
             Some(stop) => {
                 stop.cancel();
-                text(StatusCode::OK, "session ended")
+                WHEP.text(StatusCode::OK, "session ended")
             }
-            None => text(StatusCode::NOT_FOUND, "no such WHEP session"),
+            None => WHEP.text(StatusCode::NOT_FOUND, "no such WHEP session"),
         }
     }
-}
-
-fn cors(h: &mut http::HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link"),
-    );
-}
-
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = headers::text(status, msg);
-    cors(r.headers_mut());
-    r
-}
-
-fn preflight() -> Response<Body> {
-    let mut r = Response::new(headers::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
-    );
-    r
 }

@@ -1,15 +1,21 @@
 //! Publish authorisation: is this stream name allowed, with this key, and (when
 //! `rtmp.auth_callback.url` is set) does the operator's service agree? [`Authorizer::authorize`]
-//! is the one decision every ingest calls (RTMP; WHIP takes the same path). The key check
+//! is the one decision every ingest calls (RTMP; WHIP takes the same path), behind one
+//! key-guessing throttle ([`super::throttle`]) for all of them. The key check
 //! ([`authorize_publish`]) is pure: the config and the request in, the bare stream name or a
 //! [`PublishRejection`] out; the callback ([`super::auth_callback`]) runs after it passes.
 //! Keys are compared in constant time, and no rejection carries the presented key (rejections
 //! are logged).
 
+use super::admission::AddressKey;
 use super::auth_callback::{AuthCallback, CallbackRequest, CallbackVerdict};
+use super::throttle::{KeyThrottle, ThrottlePolicy};
 use crate::config::RtmpConfig;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// Why a publish request was refused. Never carries the presented key.
@@ -59,19 +65,91 @@ pub struct PublishAttempt<'a> {
     pub client: IpAddr,
 }
 
-/// The publish-authorisation decision: the stream keys, then the callback.
+/// An ingest that asks the [`Authorizer`] (the `protocol` label of
+/// `zoomate_publish_throttled_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    Rtmp,
+    Whip,
+}
+
+impl Ingest {
+    pub const ALL: [Ingest; 2] = [Ingest::Rtmp, Ingest::Whip];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Ingest::Rtmp => "rtmp",
+            Ingest::Whip => "whip",
+        }
+    }
+}
+
+/// The publish-authorisation decision: the key-guessing throttle, the stream keys, then the
+/// callback.
 pub struct Authorizer {
     /// The listener's keys, replaced by a hot reload (read at each attempt).
     keys: super::StreamKeys,
     callback: Option<AuthCallback>,
+    /// Failed attempts per address, one table for every ingest: an address guessing keys over
+    /// RTMP waits over WHIP too.
+    throttle: Mutex<KeyThrottle>,
+    /// Attempts refused unchecked by the throttle, per [`Ingest::ALL`] index.
+    throttled: [AtomicU64; 2],
 }
 
 impl Authorizer {
     pub fn new(config: &RtmpConfig, keys: super::StreamKeys) -> Authorizer {
+        let ms = Duration::from_millis;
         Authorizer {
             keys,
             callback: AuthCallback::from_config(&config.auth_callback),
+            throttle: Mutex::new(KeyThrottle::new(ThrottlePolicy {
+                free_failures: config.auth_failures_before_backoff,
+                initial_backoff: ms(config.auth_backoff_initial_ms),
+                max_backoff: ms(config.auth_backoff_max_ms),
+                forget_after: ms(config.auth_forget_after_ms),
+                max_addresses: config.auth_max_addresses,
+            })),
+            throttled: Default::default(),
         }
+    }
+
+    fn throttle(&self) -> MutexGuard<'_, KeyThrottle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err(wait)` if `client` failed too often and must wait before an attempt is checked
+    /// (counted as throttled for `ingest`).
+    pub fn throttle_check(
+        &self,
+        ingest: Ingest,
+        client: IpAddr,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let r = self.throttle().check(AddressKey::from(client), now);
+        if r.is_err() {
+            let i = Ingest::ALL.iter().position(|x| *x == ingest).unwrap_or(0);
+            self.throttled[i].fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// A failed attempt that looks like guessing ([`PublishRejection::is_guess`]) from `client`.
+    pub fn throttle_failed(&self, client: IpAddr, now: Instant) {
+        self.throttle().failed(AddressKey::from(client), now);
+    }
+
+    /// A successful attempt from `client`: its failures are forgotten.
+    pub fn throttle_succeeded(&self, client: IpAddr) {
+        self.throttle().succeeded(AddressKey::from(client));
+    }
+
+    /// Attempts the throttle refused unchecked, per ingest (`zoomate_publish_throttled_total`).
+    pub fn throttled_counts(&self) -> [(Ingest, u64); 2] {
+        Ingest::ALL.map(|x| {
+            let i = Ingest::ALL.iter().position(|y| *y == x).unwrap_or(0);
+            (x, self.throttled[i].load(Ordering::Relaxed))
+        })
     }
 
     /// The bare stream name if `attempt` may publish. The key check of [`authorize_publish`]

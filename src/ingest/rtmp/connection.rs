@@ -482,9 +482,11 @@ impl Connection {
         if crate::config::is_valid_name(requested) {
             tracing::Span::current().record("stream", tracing::field::display(requested));
         }
-        let address = self.ticket.address();
         let now = std::time::Instant::now();
-        let throttled = self.shared.throttle().check(address, now);
+        let throttled =
+            self.shared
+                .authorizer
+                .throttle_check(super::Ingest::Rtmp, self.peer.ip(), now);
         if let Err(wait) = throttled {
             let reason = format!(
                 "publish refused unchecked: too many failed attempts from this address; retry in {} ms",
@@ -512,7 +514,7 @@ impl Connection {
             Ok(name) => name,
             Err(rejection) => {
                 if rejection.is_guess() {
-                    self.shared.throttle().failed(address, now);
+                    self.shared.authorizer.throttle_failed(self.peer.ip(), now);
                 }
                 let reason = format!("publish rejected: {rejection}");
                 return self
@@ -526,7 +528,7 @@ impl Connection {
                     .await;
             }
         };
-        self.shared.throttle().succeeded(address);
+        self.shared.authorizer.throttle_succeeded(self.peer.ip());
         if let Err(refusal) = self.ticket.start_publishing() {
             let reason = format!("publish rejected: {refusal} (rtmp.max_connections)");
             return self

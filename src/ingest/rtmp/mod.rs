@@ -11,7 +11,8 @@
 //!   count in `zoomate_rtmp_rejected_total{reason}`.
 //! - **slots**: per address, handshakes and publishers are counted apart, so stalled
 //!   handshakes cannot keep publishers out ([`admission`]).
-//! - **key guessing**: failed publishes back an address off exponentially ([`throttle`]).
+//! - **key guessing**: failed publishes back an address off exponentially ([`throttle`]; one
+//!   table in the [`Authorizer`], shared with WHIP).
 //!
 //! The files, one job each:
 //! - this one: the listener and its accept loop, what connections share;
@@ -36,7 +37,9 @@ mod queue;
 mod throttle;
 
 pub use admission::{AddressKey, Admission, AdmissionLimits, Refusal, Ticket};
-pub use auth::{Authorizer, PublishAttempt, PublishRejection, authorize_publish, check_stream_key};
+pub use auth::{
+    Authorizer, Ingest, PublishAttempt, PublishRejection, authorize_publish, check_stream_key,
+};
 pub use budget::{ByteBudget, Charge};
 pub use chunk_guard::{ChunkGuard, GuardError, Scan};
 pub use connection::metadata_script_body;
@@ -50,7 +53,7 @@ use crate::http::metrics::Registry;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
@@ -116,13 +119,11 @@ struct Shared {
     publisher_bytes: Arc<PublisherBytes>,
     ingest_budget: Arc<ByteBudget>,
     admission: Arc<Admission>,
-    throttle: Mutex<KeyThrottle>,
     authorizer: Arc<Authorizer>,
 }
 
 impl Shared {
     fn new(config: &RtmpConfig) -> Shared {
-        let ms = Duration::from_millis;
         let stream_keys = StreamKeys::new(config.stream_keys.clone());
         Shared {
             authorizer: Arc::new(Authorizer::new(config, stream_keys.clone())),
@@ -135,19 +136,8 @@ impl Shared {
                 handshakes: config.max_handshakes,
                 publishers: config.max_connections,
             }),
-            throttle: Mutex::new(KeyThrottle::new(ThrottlePolicy {
-                free_failures: config.auth_failures_before_backoff,
-                initial_backoff: ms(config.auth_backoff_initial_ms),
-                max_backoff: ms(config.auth_backoff_max_ms),
-                forget_after: ms(config.auth_forget_after_ms),
-                max_addresses: config.auth_max_addresses,
-            })),
             config: config.clone(),
         }
-    }
-
-    fn throttle(&self) -> MutexGuard<'_, KeyThrottle> {
-        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -3,36 +3,56 @@
 //! `POST /whip/{stream}` with an SDP offer (`Content-Type: application/sdp`, `Authorization:
 //! Bearer KEY` where `[rtmp.stream_keys]` has keys: the same check as RTMP's) → `201 Created`
 //! with the answer and `Location: /whip/{stream}/{session}`; `DELETE` on that location ends the
-//! session; `PATCH` (trickle ICE) is answered 405, as §4.3.1 allows for a server that answers
-//! with every candidate. Each session is a publish session of the stream registry with the
-//! `source-webrtc` template, so the ladder, timeline and continuity rules are RTMP's: a second
-//! publisher to a live stream gets 409, a reconnecting one continues the media sequence after a
-//! discontinuity.
+//! session; `PATCH` with an `application/trickle-ice-sdpfrag` body brings trickled candidates
+//! (our answer holds all of ours, so we send none). Each session is a publish session of the
+//! stream registry with the `source-webrtc` template, so the ladder, timeline and continuity
+//! rules are RTMP's: a second publisher to a live stream gets 409, a reconnecting one continues
+//! the media sequence after a discontinuity, the API's kick ends the session. Key guessing
+//! backs off per address in RTMP's table ([`crate::ingest::rtmp::Authorizer`]): a throttled
+//! address gets 429 with `Retry-After`, unchecked. The HTTP answers (CORS, preflight, 201) are
+//! [`crate::http::signalling`]'s, shared with WHEP.
 //!
 //! - [`signalling`]: pure: paths, bearer token, offer checks, session ids, candidate filter;
+//! - [`trickle`]: pure: trickle-ICE fragments (`PATCH`);
 //! - [`media`]: webrtcbin negotiation and the depayload/decode chains (GStreamer).
 
 pub mod media;
 pub mod signalling;
+pub mod trickle;
 
 use crate::config::Config;
 use crate::http::Body;
-use crate::http::headers;
+use crate::http::signalling::Signalling;
+use crate::ingest::rtmp::Ingest;
 use crate::stream::{StreamRegistry, WebrtcPublish};
 use bytes::Bytes;
 use gst::prelude::*;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use signalling::{OfferError, WhipPath};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+const WHIP: Signalling = Signalling::Whip;
 
 /// A live WHIP session, as its DELETE finds it.
 struct SessionEntry {
     stream: String,
     stop: crate::Shutdown,
+    /// The offer's ICE username fragment (a PATCH with another one asks for an ICE restart).
+    ice_ufrag: Option<String>,
+    /// The offer's media sections' mids, in order (trickled candidates name theirs).
+    mids: Vec<String>,
+    /// The session's `webrtcbin`, once negotiated (trickled candidates go to it).
+    webrtc: Arc<OnceLock<gst::Element>>,
+}
+
+/// The session's entity tag (RFC 9725 §4.3.1): it would change with an ICE restart, which we
+/// do not do.
+fn etag(session: &str) -> String {
+    format!("\"{session}\"")
 }
 
 /// The WHIP endpoint of one origin: its sessions, bounded by `webrtc.max_sessions`.
@@ -75,35 +95,20 @@ impl WhipService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Some(path) = signalling::parse_path(req.uri().path()) else {
-            return whip_text(StatusCode::NOT_FOUND, "no such WHIP resource");
+            return WHIP.text(StatusCode::NOT_FOUND, "no such WHIP resource");
         };
         match (req.method().clone(), path) {
-            (Method::OPTIONS, _) => preflight(),
+            (Method::OPTIONS, _) => WHIP.preflight(),
             (Method::POST, WhipPath::Endpoint { stream }) => self.publish(stream, req).await,
             (Method::DELETE, WhipPath::Session { stream, session }) => self.end(&stream, &session),
-            (Method::PATCH, WhipPath::Session { .. }) => {
-                // §4.3.1: no trickle; every candidate is in the answer.
-                let mut r = whip_text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "trickle ICE is not supported",
-                );
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
-                r
+            (Method::PATCH, WhipPath::Session { stream, session }) => {
+                self.trickle(&stream, &session, req).await
             }
             (_, WhipPath::Endpoint { .. }) => {
-                let mut r = whip_text(StatusCode::METHOD_NOT_ALLOWED, "POST an SDP offer");
-                r.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-                r
+                WHIP.method_not_allowed("POST an SDP offer", "POST, OPTIONS")
             }
             (_, WhipPath::Session { .. }) => {
-                let mut r = whip_text(StatusCode::METHOD_NOT_ALLOWED, "DELETE ends the session");
-                r.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("DELETE, PATCH, OPTIONS"),
-                );
-                r
+                WHIP.method_not_allowed("DELETE ends the session", "DELETE, PATCH, OPTIONS")
             }
         }
     }
@@ -114,50 +119,60 @@ impl WhipService {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let w = &self.config.webrtc;
-        let is_sdp = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/sdp")
-            })
-            .unwrap_or(false);
-        if !is_sdp {
-            return whip_text(
+        if !has_content_type(req.headers(), "application/sdp") {
+            return WHIP.text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Content-Type must be application/sdp",
             );
         }
         let token = signalling::bearer_token(req.headers()).map(str::to_string);
         // Behind the edge's relay this is the edge's address (the callback is told it).
-        let client = req
+        let peer = req
             .extensions()
             .get::<crate::http::ClientAddr>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+            .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+        let client = peer.ip();
+        // Key guessing: the same per-address backoff as RTMP, one table for both. An address
+        // that must wait is not checked at all (429; RFC 9725 §4.2 leaves the status open,
+        // RFC 6585 gives 429 and Retry-After).
+        let now = std::time::Instant::now();
+        if let Err(wait) = self.authorizer.throttle_check(Ingest::Whip, client, now) {
+            tracing::warn!(
+                stream,
+                wait_ms = wait.as_millis() as u64,
+                "WHIP publish refused unchecked: too many failed attempts from this address"
+            );
+            return WHIP.too_many_requests(
+                wait,
+                "too many failed publish attempts from this address; retry later",
+            );
+        }
         if let Err(why) = self
             .authorizer
             .authorize_key("whip", &stream, token.as_deref(), client)
             .await
         {
+            if why.is_guess() {
+                self.authorizer.throttle_failed(client, now);
+            }
             tracing::warn!(stream, reason = %why, "WHIP publish refused");
             if let crate::ingest::rtmp::PublishRejection::CallbackUnavailable(_) = why {
-                return whip_text(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
+                return WHIP.text(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
             }
-            let mut r = whip_text(StatusCode::UNAUTHORIZED, &why.to_string());
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = WHIP.text(StatusCode::UNAUTHORIZED, &why.to_string());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
             return r;
         }
+        self.authorizer.throttle_succeeded(client);
         // The body, bounded before it is read whole.
         let limited = http_body_util::Limited::new(req.into_body(), w.max_offer_bytes);
         let body = match limited.collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return whip_text(
+                return WHIP.text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &OfferError::TooLarge(w.max_offer_bytes).to_string(),
                 );
@@ -165,13 +180,15 @@ impl WhipService {
         };
         let (offer, summary) = match signalling::check_offer(&body, w.max_offer_bytes) {
             Ok(ok) => ok,
-            Err(e) => return whip_text(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
         };
+        let (ice_ufrag, mids) = trickle::offer_ice(&offer);
+        let webrtc_slot: Arc<OnceLock<gst::Element>> = Arc::default();
         let id = signalling::new_session_id();
         let stop = {
             let mut sessions = self.lock();
             if sessions.len() >= w.max_sessions {
-                return whip_text(StatusCode::SERVICE_UNAVAILABLE, "too many WHIP sessions");
+                return WHIP.text(StatusCode::SERVICE_UNAVAILABLE, "too many WHIP sessions");
             }
             let stop = self.registry.session_stop();
             sessions.insert(
@@ -179,6 +196,9 @@ impl WhipService {
                 SessionEntry {
                     stream: stream.clone(),
                     stop: stop.clone(),
+                    ice_ufrag,
+                    mids,
+                    webrtc: webrtc_slot.clone(),
                 },
             );
             stop
@@ -212,6 +232,9 @@ impl WhipService {
                     });
                 }
                 let negotiated = result.is_ok();
+                if negotiated && let Some(webrtc) = pipeline.by_name("webrtc") {
+                    let _ = webrtc_slot.set(webrtc);
+                }
                 let _ = answer_tx.send(result);
                 if negotiated {
                     let stop = hook_stop;
@@ -232,6 +255,7 @@ impl WhipService {
         let me = self.clone();
         let ended_id = id.clone();
         let publish = WebrtcPublish {
+            peer,
             has_audio: summary.audio,
             latency_ms: w.jitter_latency_ms,
             silence_timeout_ms: w.silence_timeout_ms,
@@ -245,7 +269,7 @@ impl WhipService {
             self.lock().remove(&id);
             stop.cancel();
             tracing::info!(stream, reason = %refusal, "WHIP publish refused");
-            return whip_text(refusal.status(), &refusal.to_string());
+            return WHIP.text(refusal.status(), &refusal.to_string());
         }
         // The pipeline starts, then negotiation: both bounded.
         let answer =
@@ -258,30 +282,100 @@ impl WhipService {
                         media::NegotiationError::OfferRefused(_) => StatusCode::BAD_REQUEST,
                         _ => StatusCode::SERVICE_UNAVAILABLE,
                     };
-                    return whip_text(status, &e.to_string());
+                    return WHIP.text(status, &e.to_string());
                 }
                 _ => {
                     stop.cancel();
                     tracing::warn!(stream, "WHIP session did not start in time");
-                    return whip_text(
+                    return WHIP.text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the session did not start in time",
                     );
                 }
             };
         tracing::info!(stream, codecs = ?summary.video, audio = summary.audio, "WHIP publisher answered");
-        let mut r = Response::new(headers::full(Bytes::from(answer)));
-        *r.status_mut() = StatusCode::CREATED;
-        let h = r.headers_mut();
-        cors(h);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/sdp"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(v) = HeaderValue::from_str(&crate::layout::whip_session_path(&stream, &id)) {
-            h.insert(header::LOCATION, v);
+        let mut r = WHIP.created(answer, &crate::layout::whip_session_path(&stream, &id));
+        if let Ok(v) = http::HeaderValue::from_str(&etag(&id)) {
+            r.headers_mut().insert(header::ETAG, v);
         }
+        r
+    }
+
+    /// Trickle ICE (RFC 9725 §4.3.1): the publisher's later candidates, to the session's
+    /// `webrtcbin`. 204; 412 for a stale `If-Match`, 422 for an ICE restart (not supported).
+    async fn trickle<B>(&self, stream: &str, session: &str, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if !has_content_type(req.headers(), "application/trickle-ice-sdpfrag") {
+            return WHIP.text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/trickle-ice-sdpfrag",
+            );
+        }
+        let found = {
+            let sessions = self.lock();
+            sessions
+                .get(session)
+                .filter(|e| e.stream == stream)
+                .map(|e| (e.ice_ufrag.clone(), e.mids.clone(), e.webrtc.clone()))
+        };
+        let Some((ice_ufrag, mids, webrtc)) = found else {
+            return WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session");
+        };
+        if let Some(tag) = req.headers().get(header::IF_MATCH)
+            && tag.as_bytes() != b"*"
+            && tag.as_bytes() != etag(session).as_bytes()
+        {
+            return WHIP.text(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match does not match the session's ETag",
+            );
+        }
+        let max = self.config.webrtc.max_offer_bytes;
+        let body = match http_body_util::Limited::new(req.into_body(), max)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return WHIP.text(StatusCode::PAYLOAD_TOO_LARGE, "fragment too large");
+            }
+        };
+        let fragment = match trickle::parse_fragment(&body) {
+            Ok(f) => f,
+            Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+        if trickle::is_ice_restart(&fragment, ice_ufrag.as_deref()) {
+            // §4.3.2: trickle supported, ICE restart not: 422.
+            return WHIP.text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ICE restarts are not supported; publish again",
+            );
+        }
+        let mut candidates = Vec::with_capacity(fragment.candidates.len());
+        for c in fragment.candidates {
+            let Some(index) = trickle::mline_index(&mids, c.mid.as_deref()) else {
+                return WHIP.text(StatusCode::BAD_REQUEST, "candidate for an unknown mid");
+            };
+            candidates.push((index, c.candidate));
+        }
+        let Some(webrtc) = webrtc.get().cloned() else {
+            return WHIP.text(StatusCode::CONFLICT, "the session is not negotiated yet");
+        };
+        let added = candidates.len();
+        // webrtcbin's signal takes its lock: off the tokio workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            for (index, candidate) in candidates {
+                webrtc.emit_by_name::<()>("add-ice-candidate", &[&index, &candidate]);
+            }
+        })
+        .await;
+        tracing::debug!(stream, added, "trickled ICE candidates added");
+        let mut r = Response::new(crate::http::headers::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        WHIP.cors(r.headers_mut());
         r
     }
 
@@ -297,48 +391,18 @@ impl WhipService {
             Some(e) => {
                 tracing::info!(stream, "WHIP session ended by its publisher (DELETE)");
                 e.stop.cancel();
-                whip_text(StatusCode::OK, "session ended")
+                WHIP.text(StatusCode::OK, "session ended")
             }
-            None => whip_text(StatusCode::NOT_FOUND, "no such WHIP session"),
+            None => WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session"),
         }
     }
 }
 
-/// CORS for browser publishers on other origins (RFC 9725 §4.1: Location must be readable).
-fn cors(h: &mut http::HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
-    );
-}
-
-fn whip_text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = headers::text(status, msg);
-    cors(r.headers_mut());
-    r
-}
-
-fn preflight() -> Response<Body> {
-    let mut r = Response::new(headers::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    r
+/// Whether the request's `Content-Type` is `media_type` (parameters ignored).
+fn has_content_type(headers: &http::HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
 }
