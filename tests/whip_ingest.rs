@@ -312,6 +312,81 @@ fn a_whip_key_guesser_is_throttled_like_rtmp_in_the_same_table() {
     assert_eq!(z.sessions_over("wcam"), 0);
 }
 
+/// One WHIP POST from `src` to `dst`, raw HTTP/1.1 (to choose the source address); the status.
+fn post_offer_from(
+    src: std::net::IpAddr,
+    dst: std::net::SocketAddr,
+    stream: &str,
+    token: &str,
+    forwarded_for: Option<&str>,
+) -> u16 {
+    use std::io::{Read, Write};
+    let mut sock = common::rtmp::connect_from(src, dst);
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let forwarded = forwarded_for
+        .map(|a| format!("X-Forwarded-For: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /whip/{stream} HTTP/1.1\r\nHost: {dst}\r\nContent-Type: application/sdp\r\n\
+         Authorization: Bearer {token}\r\n{forwarded}Content-Length: {}\r\nConnection: close\r\n\r\n{STATIC_OFFER}",
+        STATIC_OFFER.len()
+    );
+    sock.write_all(req.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = sock.read_to_end(&mut answer);
+    let head = String::from_utf8_lossy(&answer);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"))
+}
+
+/// Behind the edge's relay the origin counts failures against the publisher, not the edge:
+/// a guesser at one address is throttled while another publisher through the same edge is
+/// admitted. A client that is not a trusted relay cannot choose the address it is counted
+/// against with `X-Forwarded-For`.
+#[test]
+fn the_throttle_counts_the_publisher_behind_the_edge_not_the_edge() {
+    let z = Zoomate::start(
+        "run",
+        &format!(
+            "{TEST_LADDER}\n[rtmp]\nauth_failures_before_backoff = 1\nauth_backoff_initial_ms = 600000\n\
+             auth_backoff_max_ms = 600000\nauth_forget_after_ms = 600000\n\
+             [rtmp.stream_keys]\ncam1 = \"{KEY}\"\ncam2 = \"{KEY}\"\ncam3 = \"{KEY}\"\n"
+        ),
+    );
+    let (edge, origin) = (z.edge.unwrap(), z.origin.unwrap());
+    let guesser = common::rtmp::loopback(2);
+    assert_eq!(post_offer_from(guesser, edge, "cam1", "wrong-1", None), 401);
+    assert_eq!(post_offer_from(guesser, edge, "cam1", "wrong-2", None), 401);
+    assert_eq!(post_offer_from(guesser, edge, "cam1", KEY, None), 429);
+    // Another publisher through the same edge: admitted (without the relay naming it, the
+    // origin would see the edge's address and refuse it unchecked).
+    assert_eq!(
+        post_offer_from(common::rtmp::loopback(3), edge, "cam2", KEY, None),
+        201
+    );
+    // Straight to the origin from an address that is no relay: its X-Forwarded-For is ignored,
+    // so the failures count against it, and 127.0.0.5 (named in the header) stays clean.
+    let spoofer = common::rtmp::loopback(4);
+    for wrong in ["wrong-3", "wrong-4"] {
+        assert_eq!(
+            post_offer_from(spoofer, origin, "cam3", wrong, Some("127.0.0.5")),
+            401
+        );
+    }
+    assert_eq!(post_offer_from(spoofer, origin, "cam3", KEY, None), 429);
+    assert_eq!(
+        post_offer_from(common::rtmp::loopback(5), edge, "cam3", KEY, None),
+        201
+    );
+    assert_eq!(
+        metric(origin, "zoomate_publish_throttled_total{protocol=\"whip\"}"),
+        Some(2.0)
+    );
+}
+
 /// Trickle ICE (RFC 9725 §4.3.1): a PATCH with the publisher's later candidates is taken (204);
 /// a stale If-Match gets 412, an ICE restart 422, a wrong type 415, a bad fragment 400.
 #[test]

@@ -5,6 +5,9 @@ use super::{ConfigError, check_range};
 use serde::Deserialize;
 use std::net::IpAddr;
 
+/// Entries `webrtc.trusted_relays` may list (edges, not clients).
+pub const MAX_TRUSTED_RELAYS: usize = 64;
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebrtcConfig {
@@ -31,6 +34,10 @@ pub struct WebrtcConfig {
     pub ice_port_max: u16,
     /// Only host candidates on this address are offered to peers ("" = every interface's).
     pub ice_address: String,
+    /// Addresses whose `X-Forwarded-For` names the publisher: zoomate edges relaying WHIP
+    /// (`zoomate run` relays over loopback). From anyone else the header is ignored, so a
+    /// client cannot pick the address its failed attempts are counted against.
+    pub trusted_relays: Vec<String>,
     /// `stun://host:port`, or "" for none (none is needed on one host or a LAN).
     pub stun_server: String,
     /// `turn://user:password@host:port` (or `turns://`), or "" for none. Holds a password:
@@ -45,7 +52,30 @@ impl WebrtcConfig {
         self.ice_address.parse().ok()
     }
 
+    /// Whether `peer` is a relay whose `X-Forwarded-For` is believed.
+    pub fn is_trusted_relay(&self, peer: IpAddr) -> bool {
+        self.trusted_relays.iter().any(|r| {
+            r.parse::<IpAddr>()
+                .is_ok_and(|ip| ip == peer.to_canonical())
+        })
+    }
+
     pub(super) fn validate(&self, errors: &mut Vec<ConfigError>) {
+        check_range(
+            errors,
+            "webrtc.trusted_relays",
+            self.trusted_relays.len(),
+            0..=MAX_TRUSTED_RELAYS,
+        );
+        for relay in &self.trusted_relays {
+            if relay.parse::<IpAddr>().is_err() {
+                errors.push(ConfigError::invalid(
+                    "webrtc.trusted_relays",
+                    relay,
+                    "must be a list of IP addresses (the edges that relay WHIP)",
+                ));
+            }
+        }
         check_range(errors, "webrtc.max_sessions", self.max_sessions, 1..=256);
         check_range(errors, "webrtc.max_viewers", self.max_viewers, 1..=10_000);
         check_range(
@@ -158,6 +188,8 @@ mod tests {
             e.contains("webrtc.turn_server") && !e.contains("secret"),
             "{e}"
         );
+        let e = error("[webrtc]\ntrusted_relays = [\"edge-1\"]\n");
+        assert!(e.contains("webrtc.trusted_relays = \"edge-1\""), "{e}");
         let e = error("[webrtc]\nmax_sessions = 0\n");
         assert!(e.contains("webrtc.max_sessions = \"0\""), "{e}");
         assert!(Config::parse("[webrtc]\nice_port_min = 40000\nice_port_max = 40100\nice_address = \"127.0.0.1\"\n").unwrap().validate().is_ok());

@@ -93,6 +93,15 @@ impl WhipRelay {
                 out = out.header(name, v);
             }
         }
+        // The origin counts failed publishes per address (and tells the auth callback the
+        // address): it is told the publisher's, or every publisher behind this edge would share
+        // one budget. The origin believes this only from its `webrtc.trusted_relays`.
+        if let Some(client) = parts.extensions.get::<crate::http::ClientAddr>() {
+            out = out.header(
+                crate::http::signalling::FORWARDED_FOR,
+                client.0.ip().to_canonical().to_string(),
+            );
+        }
         let Ok(out) = out.body(Full::new(body)) else {
             return kind.text(StatusCode::BAD_REQUEST, "bad request");
         };

@@ -114,10 +114,53 @@ impl Signalling {
     }
 }
 
+/// The header the edge's relay names the publisher in. One address, set by the relay (any
+/// such header from the publisher is not relayed), so no list to walk.
+pub const FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+
+/// The address a signalling request is from: the TCP peer, unless the peer is a trusted relay
+/// (a zoomate edge) that named the client in [`FORWARDED_FOR`]. A relay's header that is not
+/// exactly one IP address is ignored (the relay is then the client).
+pub fn client_address(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    is_trusted_relay: impl Fn(std::net::IpAddr) -> bool,
+) -> std::net::IpAddr {
+    if !is_trusted_relay(peer) {
+        return peer;
+    }
+    headers
+        .get(&FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_trusted_relay_names_the_client() {
+        let relay: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.7".parse().unwrap();
+        let trusted = |ip: IpAddr| ip == relay;
+        let mut h = HeaderMap::new();
+        h.insert(FORWARDED_FOR, HeaderValue::from_static("198.51.100.9"));
+        assert_eq!(
+            client_address(relay, &h, trusted),
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(stranger, &h, trusted), stranger);
+        h.insert(
+            FORWARDED_FOR,
+            HeaderValue::from_static("198.51.100.9, 10.0.0.1"),
+        );
+        assert_eq!(client_address(relay, &h, trusted), relay);
+        assert_eq!(client_address(relay, &HeaderMap::new(), trusted), relay);
+    }
 
     #[test]
     fn whip_and_whep_differ_only_in_their_headers() {

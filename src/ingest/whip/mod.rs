@@ -126,12 +126,19 @@ impl WhipService {
             );
         }
         let token = signalling::bearer_token(req.headers()).map(str::to_string);
-        // Behind the edge's relay this is the edge's address (the callback is told it).
-        let peer = req
+        let tcp_peer = req
             .extensions()
             .get::<crate::http::ClientAddr>()
             .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        let client = peer.ip();
+        // Behind the edge's relay, the publisher the edge names (a trusted relay only).
+        let client = crate::http::signalling::client_address(tcp_peer.ip(), req.headers(), |ip| {
+            w.is_trusted_relay(ip)
+        });
+        let peer = if client == tcp_peer.ip() {
+            tcp_peer
+        } else {
+            std::net::SocketAddr::new(client, 0)
+        };
         // Key guessing: the same per-address backoff as RTMP, one table for both. An address
         // that must wait is not checked at all (429; RFC 9725 §4.2 leaves the status open,
         // RFC 6585 gives 429 and Retry-After).
