@@ -298,6 +298,9 @@ fn every_documented_route_answers_as_the_spec_says_with_auth_off_and_on() {
     assert_eq!(list.len(), 1, "{origins}");
     assert_eq!(list[0]["usable"], true);
     assert_eq!(list[0]["base_url"], format!("http://{origin}"));
+    // Besides the edge's own view of its load (in_flight), what the origin's heartbeat says.
+    assert!(list[0]["load_streams"].as_u64() >= Some(1), "{origins}");
+    assert!(list[0]["load_encoder_speed"].as_f64() >= Some(0.0), "{origins}");
     let cache = rec.call(origin, "GET", "/api/v1/cache", None).json();
     assert!(cache["hits"].as_u64() >= Some(1), "{cache}");
     assert!(cache["hit_ratio"].as_f64() > Some(0.0), "{cache}");

@@ -74,11 +74,12 @@ async fn believe_deliveries(
                 http_base_url,
                 streams,
                 interval_ms,
-                ..
+                load_streams,
+                load_encoder_speed,
             } => {
-                edge.upstream
-                    .origins
-                    .heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+                let origins = &edge.upstream.origins;
+                origins.heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+                origins.record_load(&origin_id, load_streams, load_encoder_speed);
             }
             BusEvent::SegmentReady {
                 stream,
