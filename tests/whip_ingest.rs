@@ -225,7 +225,3 @@ fn chromium_publishes_over_whip_through_the_edge_and_the_ladder_appears() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
     assert_eq!(report["status"], 201, "{report}");
 }
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
