@@ -312,7 +312,7 @@ fn play(player: &str, url: &str, seconds: u32, low_latency: bool) -> Value {
 }
 
 /// The embedded default (`config/demo.toml`: the `demo` test pattern, the default ladder,
-/// CMAF + LL-HLS) through the edge: hls.js in low-latency mode for 60 s, then dash.js.
+/// CMAF + LL-HLS) through the edge: hls.js in low-latency mode for 45 s (30 latency samples at least), then dash.js.
 #[test]
 fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
     let demo = std::fs::read_to_string(root().join("config/demo.toml")).unwrap();
@@ -324,7 +324,7 @@ fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
         || (get(edge, "/live/demo/master.m3u8").status == 200).then_some(()),
     );
     let url = format!("http://{edge}/live/demo/master.m3u8");
-    let hls = play("hls", &url, 60, true);
+    let hls = play("hls", &url, 45, true);
     assert_eq!(hls["played"], true, "hls.js played: {hls}");
     assert_eq!(
         hls["fatal"].as_array().unwrap().len(),
