@@ -20,12 +20,13 @@ build: deps
 run: build
 	./target/release/zoomate run
 
-# Unit tests (pure code) first: fast feedback; then the integration tests, which drive the real
-# binary with ffmpeg, GStreamer, HTTP, ZeroMQ and nginx.
+# Built once; unit tests (pure code) first: fast feedback; then the integration tests, which
+# drive the real binary with ffmpeg, GStreamer, HTTP, ZeroMQ and nginx: two binaries at a time,
+# slowest first (scripts/run-integration-tests says why; `cargo test --tests` runs one at a time).
 test: test-deps
 	$(CARGO) build --locked --all-targets
 	$(CARGO) test --locked --lib
-	$(CARGO) test --locked --tests -- --test-threads=3
+	CARGO="$(CARGO)" ./scripts/run-integration-tests
 
 unit:
 	$(CARGO) test --lib

@@ -14,7 +14,7 @@ use zoomate::bus::engine::KeyPair;
 use zoomate::bus::proxy::{ProxyCurve, ProxyOptions};
 use zoomate::bus::publisher::BusPublisher;
 use zoomate::bus::subscriber::{BusSubscriber, SubscribeTarget, TargetCurve};
-use zoomate::config::{BusConfig, SecretKeyText};
+use zoomate::config::{BusConfig, Secret};
 
 fn segment(n: u64, sent_us: u64) -> BusEvent {
     BusEvent::SegmentReady {
@@ -70,7 +70,7 @@ fn run(curve: bool) {
         // --- latency ---
         let mut cfg = BusConfig { publish_endpoint: "tcp://127.0.0.1:0".into(), queue_capacity: 100_000, ..BusConfig::default() };
         if curve {
-            cfg.curve_secret_key = Some(SecretKeyText(origin_keys.secret.to_z85()));
+            cfg.curve_secret_key = Some(Secret::new(origin_keys.secret.to_z85()));
             cfg.curve_accept_keys = vec![edge_keys.public.to_z85()];
         }
         let publisher = BusPublisher::start(&cfg, shutdown.clone()).await.expect("publisher");
@@ -111,7 +111,7 @@ fn run(curve: bool) {
         let (front, back) = ready_rx.await.expect("proxy ready");
         let mut cfg = BusConfig { publish_endpoint: front, publish_connect: true, queue_capacity: 100_000, ..BusConfig::default() };
         if curve {
-            cfg.curve_secret_key = Some(SecretKeyText(origin_keys.secret.to_z85()));
+            cfg.curve_secret_key = Some(Secret::new(origin_keys.secret.to_z85()));
             cfg.publish_server_key = Some(proxy_keys.public.to_z85());
         }
         let publisher = BusPublisher::start(&cfg, shutdown.clone()).await.expect("publisher");

@@ -164,7 +164,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
         };
         // The publisher outlives `shutdown`: `wait` stops it after the sessions drained.
         let publisher_stop = Shutdown::new();
-        let (announce, publisher) =
+        let (announce, publisher, heartbeat) =
             bus_announcer(&config, &mut addrs, publisher_stop.clone()).await?;
         let config = Arc::new(config.clone());
         // Before any session writes: what a crash left in the store goes now.
@@ -205,6 +205,7 @@ pub async fn start(plan: Plan, roles: Roles, shutdown: Shutdown) -> Result<Runni
                 &config,
                 reg.clone(),
                 publisher.clone(),
+                &heartbeat,
                 publisher_stop.clone(),
             );
             publisher_handle = Some(PublisherHandle {
@@ -399,46 +400,84 @@ pub fn silent_announcer() -> Announce {
     Arc::new(|_: BusEvent| {})
 }
 
+/// What makes this origin's heartbeat (set once the stream registry exists).
+type MakeHeartbeat = Arc<dyn Fn() -> BusEvent + Send + Sync>;
+
+/// The announcer's side of the heartbeat: each stream session's first announcement is
+/// preceded by a heartbeat (see [`crate::bus::heartbeat`]).
+#[derive(Clone, Default)]
+struct HeartbeatHook {
+    make: Arc<std::sync::OnceLock<MakeHeartbeat>>,
+    first: Arc<crate::bus::heartbeat::FirstAnnouncements>,
+}
+
 /// The origin's announcer: the bus publisher when the bus is enabled, else nothing.
 async fn bus_announcer(
     config: &Config,
     addrs: &mut BoundAddrs,
     shutdown: Shutdown,
-) -> Result<(Announce, Option<Arc<crate::bus::publisher::BusPublisher>>), AppError> {
+) -> Result<
+    (
+        Announce,
+        Option<Arc<crate::bus::publisher::BusPublisher>>,
+        HeartbeatHook,
+    ),
+    AppError,
+> {
+    let hook = HeartbeatHook::default();
     if !config.bus.enabled {
-        return Ok((silent_announcer(), None));
+        return Ok((silent_announcer(), None, hook));
     }
     let publisher = crate::bus::publisher::BusPublisher::start(&config.bus, shutdown)
         .await
         .map_err(|e| AppError::Bus(e.to_string()))?;
     addrs.bus = Some(publisher.local_endpoint());
     let publisher = Arc::new(publisher);
-    let p = publisher.clone();
-    Ok((Arc::new(move |ev: BusEvent| p.publish(ev)), Some(publisher)))
+    let (p, h) = (publisher.clone(), hook.clone());
+    let announce = move |ev: BusEvent| {
+        if h.first.is_first(&ev)
+            && let Some(make) = h.make.get()
+        {
+            p.publish(make());
+        }
+        p.publish(ev)
+    };
+    Ok((Arc::new(announce), Some(publisher), hook))
 }
 
-/// Heartbeats: which streams this origin serves and how loaded it is, every interval.
+/// Heartbeats: which streams this origin serves and how loaded it is, every interval (the
+/// first at once) and before each stream session's first announcement (`hook`).
 fn spawn_heartbeat(
     config: &Config,
     registry: Arc<StreamRegistry>,
     publisher: Arc<crate::bus::publisher::BusPublisher>,
+    hook: &HeartbeatHook,
     shutdown: Shutdown,
 ) {
     let origin_id = config.origin.id.clone();
     let base_url = config.origin.public_url.clone();
     let interval_ms = config.bus.heartbeat_interval_ms;
+    let make: MakeHeartbeat = Arc::new(move || {
+        let streams = registry.live_streams();
+        BusEvent::OriginHeartbeat {
+            origin_id: origin_id.clone(),
+            http_base_url: base_url.clone(),
+            load_streams: streams.len() as u32,
+            streams,
+            load_encoder_speed: registry.slowest_encode_speed().unwrap_or(0.0) as f32,
+            interval_ms: interval_ms as u32,
+        }
+    });
+    let _ = hook.make.set(make.clone());
+    let first = hook.first.clone();
     publisher.spawn_heartbeat(
         std::time::Duration::from_millis(interval_ms),
         move || {
-            let streams = registry.live_streams();
-            BusEvent::OriginHeartbeat {
-                origin_id: origin_id.clone(),
-                http_base_url: base_url.clone(),
-                load_streams: streams.len() as u32,
-                streams,
-                load_encoder_speed: registry.slowest_encode_speed().unwrap_or(0.0) as f32,
-                interval_ms: interval_ms as u32,
+            let beat = make();
+            if let BusEvent::OriginHeartbeat { streams, .. } = &beat {
+                first.retain(streams);
             }
+            beat
         },
         shutdown,
     );

@@ -198,7 +198,7 @@ fn sign_url(
             .edge
             .signed_urls
             .secret
-            .map(|s| s.0)
+            .map(|s| s.expose().to_string())
             .context("no secret: pass --secret-file or set edge.signed_urls.secret")?,
     };
     let signer = Signer::new(secret.as_bytes())

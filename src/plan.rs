@@ -145,7 +145,7 @@ pub fn resolve_source(sc: &StreamConfig, index: usize) -> Result<StreamSource, C
                 ));
             }
             if let Some(p) = &sc.passphrase
-                && let Err(why) = crate::ingest::srt::check_passphrase(p)
+                && let Err(why) = crate::ingest::srt::check_passphrase(p.expose())
             {
                 // The passphrase itself is a secret: never echoed.
                 return Err(ConfigError::invalid(key("passphrase"), "(hidden)", why));

@@ -16,9 +16,8 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +25,6 @@ use std::time::Duration;
 const TOKEN: &str = "api-test-token-0123456789";
 const CAM1_KEY: &str = "cam1-secret-key-abc";
 const CAM2_KEY: &str = "cam2-secret-key-def";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A small ladder: two renditions of 1 s segments.
 const LADDER: &str = r#"
@@ -70,33 +65,16 @@ impl Answer {
 
 /// Calls the API with a real HTTP client.
 fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Answer {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let mut req = agent.request(method, &format!("http://{addr}{path}"));
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
         .collect();
-    let mut body = String::new();
-    resp.into_reader()
-        .take(16 << 20)
-        .read_to_string(&mut body)
-        .expect("read body");
+    let r = request(addr, method, path, &headers);
     Answer {
-        status,
-        headers,
-        body,
+        body: r.text(),
+        status: r.status,
+        headers: r.headers,
     }
 }
 
@@ -298,6 +276,12 @@ fn every_documented_route_answers_as_the_spec_says_with_auth_off_and_on() {
     assert_eq!(list.len(), 1, "{origins}");
     assert_eq!(list[0]["usable"], true);
     assert_eq!(list[0]["base_url"], format!("http://{origin}"));
+    // Besides the edge's own view of its load (in_flight), what the origin's heartbeat says.
+    assert!(list[0]["load_streams"].as_u64() >= Some(1), "{origins}");
+    assert!(
+        list[0]["load_encoder_speed"].as_f64() >= Some(0.0),
+        "{origins}"
+    );
     let cache = rec.call(origin, "GET", "/api/v1/cache", None).json();
     assert!(cache["hits"].as_u64() >= Some(1), "{cache}");
     assert!(cache["hit_ratio"].as_f64() > Some(0.0), "{cache}");

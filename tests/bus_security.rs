@@ -278,7 +278,7 @@ fn hb(origin: &str) -> BusEvent {
 fn curve_publisher_config(server: &KeyPair, accepted: &[&KeyPair]) -> BusConfig {
     BusConfig {
         publish_endpoint: "tcp://127.0.0.1:0".into(),
-        curve_secret_key: Some(zoomate::config::SecretKeyText(server.secret.to_z85())),
+        curve_secret_key: Some(zoomate::config::Secret::new(server.secret.to_z85())),
         curve_accept_keys: accepted.iter().map(|k| k.public.to_z85()).collect(),
         ..BusConfig::default()
     }

@@ -13,16 +13,6 @@ use std::time::Duration;
 
 const ONE_RENDITION: &str = "[ladder]\nsegment_duration_ms = 1000\nformat = \"ts\"\n[[ladder.renditions]]\nname = \"180p\"\nwidth = 320\nheight = 180\nvideo_bitrate_kbps = 200\n";
 
-fn python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "test peer missing: {} does not exist; run scripts/setup-test-venv (make test does)",
-        python.display()
-    );
-    python
-}
-
 /// The rogue peer, killed on drop.
 struct Rogue {
     child: Child,
@@ -38,7 +28,7 @@ impl Drop for Rogue {
 }
 
 fn rogue(stream: &str, rendition: &str, real_id: &str, real_url: &str) -> Rogue {
-    let mut child = Command::new(python())
+    let mut child = Command::new(venv_python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rogue_bus.py"))
         .args([stream, rendition, real_id, real_url])
         .stdout(Stdio::piped())

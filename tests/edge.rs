@@ -36,16 +36,6 @@ fn edge(origins: &[&Zoomate], extra: &str) -> Zoomate {
     )
 }
 
-fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    get(addr, "/metrics")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_playlist(addr: std::net::SocketAddr, min_segments: usize) -> MediaPlaylistView {
     wait_for(Duration::from_secs(40), "playlist through the edge", || {
         let r = get(addr, "/live/live/180p/index.m3u8");
@@ -63,12 +53,12 @@ fn player_follows_through_the_edge_and_survives_an_origin_crash() {
     let edge_addr = e.edge.unwrap();
     wait_playlist(edge_addr, 2);
     // Which origin is the edge using for `live`? Kill that one, hard.
-    let used_a = metric(a.origin.unwrap(), "zoomate_origin_segment_requests_total")
+    let used_a = metric_value(a.origin.unwrap(), "zoomate_origin_segment_requests_total")
         + get(a.origin.unwrap(), "/metrics")
             .text()
             .matches("kind=\"playlist\"")
             .count() as u64;
-    let used_b = metric(b.origin.unwrap(), "zoomate_origin_segment_requests_total")
+    let used_b = metric_value(b.origin.unwrap(), "zoomate_origin_segment_requests_total")
         + get(b.origin.unwrap(), "/metrics")
             .text()
             .matches("kind=\"playlist\"")
@@ -139,7 +129,7 @@ fn two_hundred_concurrent_misses_make_exactly_one_origin_fetch() {
     let edge_addr = e.edge.unwrap();
     let view = wait_playlist(edge_addr, 3);
     let uri = format!("/live/live/180p/{}", view.segments.last().unwrap().1);
-    let before = metric(o.origin.unwrap(), "zoomate_origin_segment_requests_total");
+    let before = metric_value(o.origin.unwrap(), "zoomate_origin_segment_requests_total");
     let barrier = Arc::new(Barrier::new(200));
     let threads: Vec<_> = (0..200)
         .map(|_| {
@@ -156,7 +146,7 @@ fn two_hundred_concurrent_misses_make_exactly_one_origin_fetch() {
         })
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let after = metric(o.origin.unwrap(), "zoomate_origin_segment_requests_total");
+    let after = metric_value(o.origin.unwrap(), "zoomate_origin_segment_requests_total");
     assert!(
         results
             .iter()
@@ -168,7 +158,7 @@ fn two_hundred_concurrent_misses_make_exactly_one_origin_fetch() {
         1,
         "origin fetches for one new segment under a 200-request stampede"
     );
-    assert!(metric(edge_addr, "zoomate_edge_coalesced_waiters_total") >= 1);
+    assert!(metric_value(edge_addr, "zoomate_edge_coalesced_waiters_total") >= 1);
     // The next request is a hit.
     assert_eq!(get(edge_addr, &uri).header("x-cache"), Some("HIT"));
 }
@@ -198,7 +188,7 @@ fn a_segment_announcement_refreshes_the_playlist_without_waiting_for_the_ttl() {
         },
     );
     assert!(fresher > newest_before);
-    assert!(metric(edge_addr, "zoomate_edge_playlist_refreshes_total") >= 1);
+    assert!(metric_value(edge_addr, "zoomate_edge_playlist_refreshes_total") >= 1);
     // And the announced segment was prefetched: the first viewer request is a hit.
     let v = parse_media_playlist(&get(edge_addr, "/live/live/180p/index.m3u8").text());
     let newest = &v.segments.last().unwrap().1;
@@ -341,10 +331,10 @@ fn learned_origins_are_capped_and_forgotten_when_their_heartbeats_stop() {
             let m = get(edge_addr, "/metrics").text();
             let (a, b) = (listed(&m, "learn-a"), listed(&m, "learn-b"));
             // Refused by the announcement check's cap (or, behind it, the origin set's).
-            let refused = metric(
+            let refused = metric_value(
                 edge_addr,
                 "zoomate_edge_bus_rejected_total{reason=\"too_many_origins\"}",
-            ) + metric(edge_addr, "zoomate_edge_origins_rejected_total");
+            ) + metric_value(edge_addr, "zoomate_edge_origins_rejected_total");
             (a != b && refused > 0).then_some(if a { 0 } else { 1 })
         },
     );

@@ -7,23 +7,12 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The third-party parser's view of a playlist (`scripts/ll_playlist_summary.py`).
 fn m3u8_summary(addr: SocketAddr, path: &str) -> Value {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup-test-venv (make test does)",
-        python.display()
-    );
-    let out = Command::new(python)
+    let out = Command::new(venv_python())
         .arg(root().join("scripts/ll_playlist_summary.py"))
         .arg(format!("http://{addr}{path}"))
         .output()
@@ -34,16 +23,6 @@ fn m3u8_summary(addr: SocketAddr, path: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("summary JSON")
-}
-
-fn metric(addr: SocketAddr, line_prefix: &str) -> u64 {
-    get(addr, "/metrics")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(line_prefix) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// (msn, part) of a part URI `{msn}.{part}.{session tag}.m4s`.
@@ -246,8 +225,8 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
         ahead / parts_per_segment,
         (ahead % parts_per_segment) as u32,
     );
-    let fetches_before = metric(edge, "zoomate_edge_origin_fetches_total");
-    let woken_before = metric(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}");
+    let fetches_before = metric_value(edge, "zoomate_edge_origin_fetches_total");
+    let woken_before = metric_value(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}");
     let query = format!("{pl}?_HLS_msn={tm}&_HLS_part={tp}");
     let want = format!("URI=\"{tm}.{tp}.");
     let started = Instant::now();
@@ -271,8 +250,9 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
             .take(5)
             .collect::<Vec<_>>()
     );
-    let fetches = metric(edge, "zoomate_edge_origin_fetches_total") - fetches_before;
-    let woken = metric(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}") - woken_before;
+    let fetches = metric_value(edge, "zoomate_edge_origin_fetches_total") - fetches_before;
+    let woken =
+        metric_value(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}") - woken_before;
     eprintln!(
         "500 held requests: spawned in {spawned:?}, {woken} woken by the bus, {fetches} origin fetch(es)"
     );
@@ -298,8 +278,8 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     };
     assert!(field("segments") >= 6 && field("parts") >= 20, "{figures}");
     // The server's share of latency is measured per part and per segment.
-    assert!(metric(origin, "zoomate_origin_part_ready_delay_seconds_count") >= 20);
-    assert!(metric(origin, "zoomate_origin_segment_ready_delay_seconds_count") >= 6);
+    assert!(metric_value(origin, "zoomate_origin_part_ready_delay_seconds_count") >= 20);
+    assert!(metric_value(origin, "zoomate_origin_segment_ready_delay_seconds_count") >= 6);
     let text = get(origin, pl).text();
     let (msn, part) = hint(&text);
     for addr in [origin, edge] {
@@ -314,43 +294,25 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
         assert_eq!(r.header("cache-control"), Some("no-store"));
     }
     assert!(
-        metric(
+        metric_value(
             origin,
             "zoomate_origin_held_requests_total{outcome=\"timeout\"}"
         ) >= 1
     );
 }
 
-/// Runs the browser harness; its JSON report.
+/// Runs the browser harness, sampling every second; its JSON report.
 fn play(player: &str, url: &str, seconds: u32, low_latency: bool) -> Value {
-    let node = root().join("scripts/browser/node");
-    assert!(node.exists(), "{} missing", node.display());
-    let mut cmd = Command::new(node);
-    cmd.arg(root().join("scripts/browser/play.mjs"))
-        .args([
-            "--player",
-            player,
-            "--url",
-            url,
-            "--seconds",
-            &seconds.to_string(),
-        ])
-        .args(["--sample-ms", "1000"]);
-    if low_latency {
-        cmd.arg("--low-latency");
-    }
-    let out = cmd.output().expect("run scripts/browser/play.mjs");
-    assert!(
-        out.status.success(),
-        "browser harness failed ({}): {} (run scripts/setup-browser; make test does)",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("harness JSON")
+    let extra: &[&str] = if low_latency {
+        &["--sample-ms", "1000", "--low-latency"]
+    } else {
+        &["--sample-ms", "1000"]
+    };
+    play_in_browser(player, url, seconds, extra)
 }
 
 /// The embedded default (`config/demo.toml`: the `demo` test pattern, the default ladder,
-/// CMAF + LL-HLS) through the edge: hls.js in low-latency mode for 60 s, then dash.js.
+/// CMAF + LL-HLS) through the edge: hls.js in low-latency mode for 45 s (30 latency samples at least), then dash.js.
 #[test]
 fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
     let demo = std::fs::read_to_string(root().join("config/demo.toml")).unwrap();
@@ -362,7 +324,7 @@ fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
         || (get(edge, "/live/demo/master.m3u8").status == 200).then_some(()),
     );
     let url = format!("http://{edge}/live/demo/master.m3u8");
-    let hls = play("hls", &url, 60, true);
+    let hls = play("hls", &url, 45, true);
     assert_eq!(hls["played"], true, "hls.js played: {hls}");
     assert_eq!(
         hls["fatal"].as_array().unwrap().len(),
@@ -385,7 +347,7 @@ fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
         "hls.js low-latency through the edge: latency p50 {} ms, p90 {} ms, {} stalls",
         hls["latencyP50Ms"], hls["latencyP90Ms"], hls["stalls"]
     );
-    let held = metric(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}");
+    let held = metric_value(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}");
     assert!(
         held > 0,
         "the player's blocking reloads were held at the edge and woken"

@@ -44,13 +44,7 @@ struct Sample {
 
 /// Parses a whole `/metrics` body with the official parser (which raises on anything invalid).
 fn parse_with_prometheus_client(body: &str) -> Vec<Sample> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "test peer missing: {} does not exist; run scripts/setup-test-venv (make test does)",
-        python.display()
-    );
-    let mut child = Command::new(&python)
+    let mut child = Command::new(venv_python())
         .args(["-c", PARSE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

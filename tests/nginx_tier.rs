@@ -16,10 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The test pattern, CMAF + LL-HLS with the default 2 s segments, one small rendition.
 const LIVE: &str = r#"
 [rtmp]
@@ -132,28 +128,14 @@ impl Drop for Nginx {
     }
 }
 
-/// Runs the browser harness; its JSON report.
+/// Runs the browser harness (hls.js, low latency); its JSON report.
 fn play(url: &str, seconds: u32) -> Value {
-    let node = root().join("scripts/browser/node");
-    assert!(
-        node.exists(),
-        "{} missing: run scripts/setup-browser (make test does)",
-        node.display()
-    );
-    let out = Command::new(node)
-        .arg(root().join("scripts/browser/play.mjs"))
-        .args(["--player", "hls", "--url", url, "--seconds"])
-        .arg(seconds.to_string())
-        .args(["--sample-ms", "1000", "--low-latency"])
-        .output()
-        .expect("run scripts/browser/play.mjs");
-    assert!(
-        out.status.success(),
-        "browser harness failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("harness JSON")
+    play_in_browser(
+        "hls",
+        url,
+        seconds,
+        &["--sample-ms", "1000", "--low-latency"],
+    )
 }
 
 /// The media sequence number of the last full segment a playlist lists.

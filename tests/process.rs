@@ -115,6 +115,25 @@ fn embedded_demo_stream_plays_and_sigterm_closes_it_cleanly() {
         assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
         assert_eq!(streams[0]["codec_type"], kind, "{streams}");
     }
+    // The edge heard the origin before any of the stream's announcements: none refused as
+    // from an unknown origin (the origin heartbeats before a stream's first announcement).
+    let edge: std::net::SocketAddr = v["addrs"]["edge_http"].as_str().unwrap().parse().unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the demo master at the edge",
+        || (get(edge, "/live/demo/master.m3u8").status == 200).then_some(()),
+    );
+    let heard = metric(edge, "zoomate_edge_bus_messages_total").unwrap_or(0.0);
+    assert!(heard > 0.0, "the edge heard the bus");
+    let unknown = metric(
+        edge,
+        "zoomate_edge_bus_rejected_total{reason=\"unknown_origin\"}",
+    );
+    assert!(
+        unknown.unwrap_or(0.0) == 0.0,
+        "{unknown:?} announcements refused as from an unknown origin; log:\n{}",
+        log()
+    );
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

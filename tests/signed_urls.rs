@@ -12,10 +12,6 @@ use std::time::Duration;
 
 const SECRET: &str = "test-secret-0123456789-abcdefghij-klmnop";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `zoomate sign-url` for `path`, `ttl` seconds, with `secret`.
 fn sign(dir: &Path, secret: &str, path: &str, ttl: u64) -> String {
     let file = dir.join(format!("secret-{}", secret.len()));
@@ -47,31 +43,7 @@ fn rejected(edge: std::net::SocketAddr, reason: &str) -> u64 {
 }
 
 fn play(player: &str, url: &str, seconds: u32) -> Value {
-    let node = root().join("scripts/browser/node");
-    assert!(
-        node.exists(),
-        "{} missing (run scripts/setup-browser; make test does)",
-        node.display()
-    );
-    let out = Command::new(node)
-        .arg(root().join("scripts/browser/play.mjs"))
-        .args([
-            "--player",
-            player,
-            "--url",
-            url,
-            "--seconds",
-            &seconds.to_string(),
-        ])
-        .output()
-        .expect("run scripts/browser/play.mjs");
-    assert!(
-        out.status.success(),
-        "browser harness failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("harness JSON")
+    play_in_browser(player, url, seconds, &[])
 }
 
 #[test]

@@ -434,7 +434,3 @@ fn trickled_candidates_are_patched_into_a_whip_session() {
         "the session is gone"
     );
 }
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}

@@ -95,6 +95,11 @@ pub struct Origin {
     pub in_flight: u64,
     pub streams: Vec<String>,
     pub heartbeat_age_seconds: Option<f64>,
+    /// Live pipelines the origin announced in its last heartbeat (bus `loadStreams`).
+    pub load_streams: Option<u32>,
+    /// Its slowest encoder's speed as a fraction of real time, from its last heartbeat (bus
+    /// `loadEncoderSpeed`; 0 when idle).
+    pub load_encoder_speed: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]

@@ -17,6 +17,11 @@ pub fn origins(edge: &EdgeView) -> dto::OriginList {
                 in_flight: o.in_flight as u64,
                 streams: o.streams,
                 heartbeat_age_seconds: o.heartbeat_age.map(|d| d.as_millis() as f64 / 1000.0),
+                load_streams: o.announced_load.map(|(streams, _)| streams),
+                // f32 on the bus: three decimals, not f32's noise in f64 digits.
+                load_encoder_speed: o
+                    .announced_load
+                    .map(|(_, speed)| (f64::from(speed) * 1000.0).round() / 1000.0),
             })
             .collect(),
     }

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod engine;
 pub mod event;
+pub mod heartbeat;
 pub mod proxy;
 pub mod publisher;
 pub mod subscriber;

@@ -123,7 +123,7 @@ impl From<BusConnect> for SubscribeTarget {
                 let client = c
                     .client_secret_key
                     .as_ref()
-                    .map(|s| CurveKey::from_z85(&s.0).and_then(KeyPair::from_secret))
+                    .map(|s| CurveKey::from_z85(s.expose()).and_then(KeyPair::from_secret))
                     .transpose();
                 match (CurveKey::from_z85(text), client) {
                     (Ok(server_key), Ok(client)) => TargetCurve::On { server_key, client },

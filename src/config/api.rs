@@ -1,8 +1,7 @@
 //! `[api]`: the operators' HTTP API under `/api/v1/` and the web console (owned by the api
 //! module).
 
-use super::ConfigError;
-use super::bus::REDACTED;
+use super::{ConfigError, REDACTED, Secret};
 use serde::{Deserialize, Serialize};
 
 /// Shortest accepted `api.token`: a guessable token is worse than none, because it looks safe.
@@ -12,11 +11,11 @@ pub const MIN_API_TOKEN_CHARS: usize = 16;
 /// logs and the API's own config view; compared in constant time.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
-pub struct ApiToken(String);
+pub struct ApiToken(Secret);
 
 impl ApiToken {
     pub fn new(token: impl Into<String>) -> ApiToken {
-        ApiToken(token.into())
+        ApiToken(Secret::new(token))
     }
 
     pub fn is_set(&self) -> bool {
@@ -27,17 +26,13 @@ impl ApiToken {
     /// no token is set).
     pub fn matches(&self, presented: &[u8]) -> bool {
         use subtle::ConstantTimeEq;
-        self.is_set() && bool::from(self.0.as_bytes().ct_eq(presented))
+        self.is_set() && bool::from(self.0.expose().as_bytes().ct_eq(presented))
     }
 }
 
 impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_set() {
-            "\"<secret>\""
-        } else {
-            "\"\""
-        })
+        self.0.fmt(f)
     }
 }
 
@@ -73,7 +68,7 @@ impl Default for ApiConfig {
 
 impl ApiConfig {
     pub(super) fn validate(&self, errors: &mut Vec<ConfigError>) {
-        let t = &self.token.0;
+        let t = self.token.0.expose();
         if self.token.is_set() {
             // The value is a secret: name the key, never echo it.
             if t.chars().count() < MIN_API_TOKEN_CHARS {

@@ -1,33 +1,12 @@
 //! `[bus]`: the ZeroMQ segment bus (owned by the bus module).
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
 use crate::bus::engine::{self, CurveKey, KeyPair};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// Smallest and largest accepted `bus.max_message_bytes`.
 pub const MAX_MESSAGE_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=64 * 1024 * 1024;
-
-/// A secret key as written in config: kept out of `Debug` output and logs.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct SecretKeyText(pub String);
-
-/// Serialised (the API's read-only config) as a placeholder, never the key.
-impl serde::Serialize for SecretKeyText {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
-    }
-}
-
-/// What a secret is shown as wherever config is shown (the API's `GET /api/v1/config`).
-pub const REDACTED: &str = "<redacted>";
-
-impl std::fmt::Debug for SecretKeyText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<secret>\"")
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +27,7 @@ pub struct BusConfig {
     pub max_message_bytes: u64,
     /// This node's CURVE secret key (Z85, 40 characters; `zoomate bus keygen`). Turns CURVE on
     /// for every socket this node binds, and is the identity it connects with.
-    pub curve_secret_key: Option<SecretKeyText>,
+    pub curve_secret_key: Option<Secret>,
     /// Public keys (Z85) of the clients allowed on this node's bound bus sockets (the edges
     /// subscribing to an origin). Anyone else is refused in the handshake.
     pub curve_accept_keys: Vec<String>,
@@ -202,7 +181,7 @@ impl BusConfig {
         let Some(secret) = &self.curve_secret_key else {
             return Ok(None);
         };
-        let secret = parse_key("bus.curve_secret_key", &secret.0, true)?;
+        let secret = parse_key("bus.curve_secret_key", secret.expose(), true)?;
         KeyPair::from_secret(secret)
             .map(Some)
             .map_err(|e| ConfigError::invalid("bus.curve_secret_key", "<secret>", e.to_string()))
@@ -271,34 +250,4 @@ impl BusConfig {
         }
         Ok(())
     }
-}
-
-/// Serialises a secret that may be unset: `None` as null, any value as [`REDACTED`].
-pub(super) fn redact_option<S: serde::Serializer>(
-    value: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => s.serialize_str(REDACTED),
-        None => s.serialize_none(),
-    }
-}
-
-/// Serialises a secret where "" means unset: "" as is, any value as [`REDACTED`].
-pub(super) fn redact_nonempty<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(if value.is_empty() { "" } else { REDACTED })
-}
-
-/// Serialises a map of secrets (stream keys) with every value replaced by [`REDACTED`]: the
-/// names are configuration, the values are not shown.
-pub(super) fn redact_values<S: serde::Serializer>(
-    map: &std::collections::BTreeMap<String, String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(Some(map.len()))?;
-    for k in map.keys() {
-        m.serialize_entry(k, REDACTED)?;
-    }
-    m.end()
 }

@@ -1,7 +1,7 @@
 //! `[edge]`: the caching, stream-aware proxy (owned by the edge module).
 
-use super::bus::{SecretKeyText, insecure, parse_key};
-use super::{ConfigError, HttpLimits};
+use super::bus::{insecure, parse_key};
+use super::{ConfigError, HttpLimits, Secret};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -18,7 +18,7 @@ pub struct BusConnect {
     pub server_key: Option<String>,
     /// The key this edge authenticates with. Not read from `[edge]`: `app` copies
     /// `[bus] curve_secret_key` here; `None` with a `server_key` means an ephemeral key.
-    pub client_secret_key: Option<SecretKeyText>,
+    pub client_secret_key: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -144,7 +144,7 @@ pub struct SignedUrlsConfig {
     /// The HMAC key, at least 32 bytes (`openssl rand -base64 48`); also
     /// `ZOOMATE_EDGE_SIGNED_URL_SECRET`. With a secret, signed URLs (`/t/{expires}/{token}/…`)
     /// are accepted; without one they are not recognised (404).
-    pub secret: Option<SecretKeyText>,
+    pub secret: Option<Secret>,
     /// Refuse (403) media requests without a valid token. Needs `secret`.
     pub required: bool,
 }
@@ -154,7 +154,7 @@ impl SignedUrlsConfig {
     pub fn signer(&self) -> Option<crate::edge::signed_url::Signer> {
         self.secret
             .as_ref()
-            .and_then(|s| crate::edge::signed_url::Signer::new(s.0.as_bytes()))
+            .and_then(|s| crate::edge::signed_url::Signer::new(s.expose().as_bytes()))
     }
 }
 
@@ -292,9 +292,9 @@ impl EdgeConfig {
         let min = crate::edge::signed_url::MIN_SECRET_BYTES;
         match &self.signed_urls.secret {
             // The value is a secret: named, never shown.
-            Some(s) if s.0.len() < min => errors.push(ConfigError::invalid(
+            Some(s) if s.len() < min => errors.push(ConfigError::invalid(
                 "edge.signed_urls.secret",
-                format!("<{} bytes>", s.0.len()),
+                format!("<{} bytes>", s.len()),
                 format!("must be at least {min} bytes (e.g. `openssl rand -base64 48`)"),
             )),
             None if self.signed_urls.required => errors.push(ConfigError::invalid(

@@ -33,7 +33,7 @@ pub fn apply_env_overrides(
             "RTMP_LISTEN" => config.rtmp.listen = addr(&value)?,
             "EDGE_LISTEN" => config.edge.listen = addr(&value)?,
             "EDGE_SIGNED_URL_SECRET" => {
-                config.edge.signed_urls.secret = Some(super::SecretKeyText(value))
+                config.edge.signed_urls.secret = Some(super::Secret::new(value))
             }
             "STORE_DIR" => config.store.dir = value.into(),
             "VOD_DIR" => config.vod.dir = value.into(),

@@ -13,15 +13,17 @@ mod api;
 mod bus;
 mod edge;
 mod env;
+mod secret;
 mod stream;
 mod validate;
 mod webrtc;
 pub use webrtc::WebrtcConfig;
 
 pub use api::{ApiConfig, ApiToken, MIN_API_TOKEN_CHARS};
-pub use bus::{BusConfig, BusProxyConfig, REDACTED, SecretKeyText, parse_keys as bus_keys};
+pub use bus::{BusConfig, BusProxyConfig, parse_keys as bus_keys};
 pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
+pub use secret::{REDACTED, Secret};
 pub use stream::{
     DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, DEFAULT_SRT_LATENCY_MS, RtpOptions,
     SourceKind, SrtOptions, StreamConfig, StreamSource,
@@ -93,7 +95,7 @@ fn field_error(e: &toml::de::Error, user: &toml::Table) -> ConfigError {
     // a secret.
     let (value, message) = match (&key, value) {
         (Some(k), Some(_)) if is_secret_key(k) => (
-            Some(bus::REDACTED.to_string()),
+            Some(REDACTED.to_string()),
             message.split('`').step_by(2).collect::<Vec<_>>().join("…"),
         ),
         (_, v) => (v, message),
@@ -324,8 +326,7 @@ pub struct RtmpConfig {
     pub auth_max_addresses: usize,
     /// Stream name → key. When non-empty, only these streams may publish and each must present
     /// its key as `?key=SECRET` on the stream name (`rtmp://host/live/NAME?key=SECRET`).
-    #[serde(serialize_with = "bus::redact_values")]
-    pub stream_keys: BTreeMap<String, String>,
+    pub stream_keys: BTreeMap<String, Secret>,
     /// Stream name → segment format (`ts` | `cmaf`) for published streams, overriding
     /// `ladder.format`.
     pub stream_formats: BTreeMap<String, SegmentFormat>,
@@ -334,7 +335,7 @@ pub struct RtmpConfig {
 
 /// `[rtmp.auth_callback]`: ask an HTTP service before each publish (nginx-rtmp `on_publish`).
 /// 2xx allows; any other answer, a timeout or an unreachable service denies (fail closed).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthCallbackConfig {
     /// `http://HOST:PORT/PATH` to POST to; empty = no callback.
@@ -346,6 +347,45 @@ pub struct AuthCallbackConfig {
     pub cache_ttl_ms: u64,
     /// Answers cached at most.
     pub cache_max_entries: u64,
+}
+
+/// The URL may carry a credential (`http://user:password@host/…`, `…?token=…`): `Debug` shows
+/// only its scheme, host, port and path.
+impl std::fmt::Debug for AuthCallbackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCallbackConfig")
+            .field("url", &url_without_credentials(&self.url))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("cache_ttl_ms", &self.cache_ttl_ms)
+            .field("cache_max_entries", &self.cache_max_entries)
+            .finish()
+    }
+}
+
+/// `url` with any user info and query replaced by [`REDACTED`] (an unparsable one entirely).
+fn url_without_credentials(url: &str) -> String {
+    if url.is_empty() {
+        return String::new();
+    }
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return REDACTED.to_string();
+    };
+    let scheme = uri
+        .scheme_str()
+        .map(|s| format!("{s}://"))
+        .unwrap_or_default();
+    let userinfo = match uri.authority() {
+        Some(a) if a.as_str().contains('@') => format!("{REDACTED}@"),
+        _ => String::new(),
+    };
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let query = if uri.query().is_some() {
+        format!("?{REDACTED}")
+    } else {
+        String::new()
+    };
+    format!("{scheme}{userinfo}{host}{port}{}{query}", uri.path())
 }
 
 impl Default for RtmpConfig {
@@ -570,6 +610,54 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config with every secret set, each a distinct marker.
+    const EVERY_SECRET: &str = r#"
+[rtmp.stream_keys]
+cam1 = "secret-stream-key-1"
+[rtmp.auth_callback]
+url = "http://cb-user:secret-callback-password@127.0.0.1:9000/on_publish?token=secret-callback-token"
+[webrtc]
+turn_server = "turn://user:secret-turn-password@127.0.0.1:3478"
+[api]
+token = "secret-api-token-0123"
+[bus]
+curve_secret_key = "secret-curve-key-text"
+[edge.signed_urls]
+secret = "secret-signed-url-key-0123456789abcdef"
+[[streams]]
+name = "srt"
+source = "srt"
+listen = "127.0.0.1:9000"
+passphrase = "secret-srt-passphrase"
+"#;
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let mut c = Config::parse(EVERY_SECRET).expect("parses");
+        // Not read from config: `app` copies `bus.curve_secret_key` into each bus_connect entry.
+        let mut entry = BusConnect::plain("tcp://127.0.0.1:5556");
+        entry.client_secret_key = c.bus.curve_secret_key.clone();
+        c.edge.bus_connect.push(entry);
+        // The resolved source (what a session gets) carries the SRT passphrase too.
+        let source = crate::plan::resolve_source(&c.streams[0], 0).expect("resolves");
+        let shown = format!("{c:?}\n{c:#?}\n{source:?}");
+        // Every secret above starts with the marker; the rest of the config is shown.
+        assert!(
+            !shown.contains("secret-"),
+            "a secret shown in Debug: {shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(shown.contains("cam1"), "{shown}");
+        assert!(shown.contains("127.0.0.1:9000/on_publish"), "{shown}");
+        // GET /api/v1/config's view stays redacted (the callback URL is shown there as before).
+        let json = serde_json::to_string(&c).unwrap();
+        let without_callback = json.replace(
+            "http://cb-user:secret-callback-password@127.0.0.1:9000/on_publish?token=secret-callback-token",
+            "",
+        );
+        assert!(!without_callback.contains("secret-"), "{json}");
+    }
 
     #[test]
     fn errors_never_quote_a_secret() {

@@ -1,7 +1,7 @@
 //! `[[streams]]`: streams that exist without an RTMP publisher (test pattern, RTP, SRT), and the
 //! typed source each resolves to (see [`crate::plan`]).
 
-use super::SegmentFormat;
+use super::{Secret, SegmentFormat};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub struct SrtOptions {
     /// SRT's receiver latency (its retransmission window), milliseconds.
     pub latency_ms: u64,
     /// AES passphrase a caller must use (10..=79 characters); `None`: unencrypted.
-    pub passphrase: Option<String>,
+    pub passphrase: Option<Secret>,
 }
 
 /// `latency_ms` of an SRT source that does not set it (libsrt's own default is 120).
@@ -109,8 +109,7 @@ pub struct StreamConfig {
     pub latency_ms: Option<u64>,
     /// srt: passphrase the caller must encrypt with (10..=79 characters; default none).
     /// Redacted in the API's config view.
-    #[serde(serialize_with = "super::bus::redact_option")]
-    pub passphrase: Option<String>,
+    pub passphrase: Option<Secret>,
     /// Segment format of this stream; default `ladder.format`.
     pub format: Option<SegmentFormat>,
 }

@@ -1,7 +1,7 @@
 //! `[webrtc]`: WHIP ingest (browsers, OBS) through GStreamer's `webrtcbin`: how many publishers,
 //! how long negotiation may take, and where ICE may listen.
 
-use super::{ConfigError, check_range};
+use super::{ConfigError, Secret, check_range};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -42,8 +42,7 @@ pub struct WebrtcConfig {
     pub stun_server: String,
     /// `turn://user:password@host:port` (or `turns://`), or "" for none. Holds a password:
     /// redacted in the API's config view.
-    #[serde(serialize_with = "super::bus::redact_nonempty")]
-    pub turn_server: String,
+    pub turn_server: Secret,
 }
 
 impl WebrtcConfig {
@@ -131,10 +130,14 @@ impl WebrtcConfig {
             ));
         }
         for (key, value, schemes) in [
-            ("webrtc.stun_server", &self.stun_server, &["stun://"][..]),
+            (
+                "webrtc.stun_server",
+                self.stun_server.as_str(),
+                &["stun://"][..],
+            ),
             (
                 "webrtc.turn_server",
-                &self.turn_server,
+                self.turn_server.expose(),
                 &["turn://", "turns://"][..],
             ),
         ] {
@@ -146,7 +149,7 @@ impl WebrtcConfig {
                 let shown = if key.ends_with("turn_server") {
                     "(hidden)"
                 } else {
-                    value.as_str()
+                    value
                 };
                 errors.push(ConfigError::invalid(
                     key,

@@ -19,6 +19,10 @@ pub struct OriginState {
     /// Last heartbeat (ms since epoch) and its promised interval; 0 = never (static).
     pub last_heartbeat_ms: AtomicI64,
     pub heartbeat_interval_ms: AtomicU64,
+    /// The load its last heartbeat announced (bus schema `loadStreams`, `loadEncoderSpeed` as
+    /// `f32` bits); shown by the API, not used for selection.
+    pub load_streams: AtomicU32,
+    pub load_encoder_speed_bits: AtomicU32,
 }
 
 impl Default for OriginState {
@@ -30,6 +34,8 @@ impl Default for OriginState {
             in_flight: AtomicUsize::new(0),
             last_heartbeat_ms: AtomicI64::new(0),
             heartbeat_interval_ms: AtomicU64::new(0),
+            load_streams: AtomicU32::new(0),
+            load_encoder_speed_bits: AtomicU32::new(0),
         }
     }
 }
@@ -79,6 +85,17 @@ impl Origin {
     /// Requests to this origin in flight now.
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// What its last heartbeat announced: (live pipelines, slowest encoder speed); `None`
+    /// when it never sent one (a static origin not on the bus).
+    pub fn announced_load(&self) -> Option<(u32, f32)> {
+        (self.state.last_heartbeat_ms.load(Ordering::Relaxed) > 0).then(|| {
+            (
+                self.state.load_streams.load(Ordering::Relaxed),
+                f32::from_bits(self.state.load_encoder_speed_bits.load(Ordering::Relaxed)),
+            )
+        })
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -282,6 +299,16 @@ impl OriginSet {
             HeartbeatOutcome::Rejected
         } else {
             HeartbeatOutcome::Rebuilt
+        }
+    }
+
+    /// Records the load origin `id` announced in the heartbeat just applied.
+    pub fn record_load(&self, id: &str, streams: u32, encoder_speed: f32) {
+        if let Some(o) = self.snapshot().iter().find(|o| o.id == id) {
+            o.state.load_streams.store(streams, Ordering::Relaxed);
+            o.state
+                .load_encoder_speed_bits
+                .store(encoder_speed.to_bits(), Ordering::Relaxed);
         }
     }
 

@@ -7,6 +7,7 @@ use super::{Edge, fetch_into_cache, route, trust, unix_now_ms};
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::EdgeConfig;
+use crate::http::base_url::{BaseUrl, OriginPattern};
 use crate::layout;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -23,17 +24,37 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
     let mut options =
         crate::bus::subscriber::SubscriberOptions::with_capacity(edge.config.bus_queue_capacity);
     options.idle_reconnect = Some(BUS_IDLE_RECONNECT);
-    let (sub, mut rx) = crate::bus::subscriber::BusSubscriber::spawn_deliveries(
+    let (sub, rx) = crate::bus::subscriber::BusSubscriber::spawn_deliveries(
         edge.config.bus_connect.clone(),
         vec![],
         options,
         shutdown.clone(),
     );
     let _ = edge.bus_stats.set(sub);
-    let mut judge = trust::Judge::new(trust_policy(&edge.config));
+    believe_deliveries(edge, rx, shutdown).await;
+}
+
+/// Judges each delivery, then acts on the believed ones; the allow-list follows the edge's
+/// (a hot reload of `edge.origins` replaces it between two deliveries).
+async fn believe_deliveries(
+    edge: Arc<Edge>,
+    mut rx: tokio::sync::mpsc::Receiver<crate::bus::Delivery>,
+    shutdown: Shutdown,
+) {
+    let mut allow = edge.allow.subscribe();
+    let mut judge = trust::Judge::new(trust_policy(
+        &edge.config,
+        allow.borrow_and_update().clone(),
+    ));
     loop {
         let delivery = tokio::select! {
+            // A reload is applied before the deliveries that follow it.
+            biased;
             _ = shutdown.cancelled() => return,
+            Ok(()) = allow.changed() => {
+                judge.set_allow(allow.borrow_and_update().clone());
+                continue;
+            }
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
         // Bus messages carry no send time: announce → cached is measured from here.
@@ -53,11 +74,12 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
                 http_base_url,
                 streams,
                 interval_ms,
-                ..
+                load_streams,
+                load_encoder_speed,
             } => {
-                edge.upstream
-                    .origins
-                    .heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+                let origins = &edge.upstream.origins;
+                origins.heartbeat(&origin_id, &http_base_url, &streams, interval_ms);
+                origins.record_load(&origin_id, load_streams, load_encoder_speed);
             }
             BusEvent::SegmentReady {
                 stream,
@@ -120,19 +142,15 @@ pub(super) async fn bus_listener(edge: Arc<Edge>, shutdown: Shutdown) {
 /// The allow-list: every configured origin (for `zoomate run`, its own), plus the operator's
 /// `edge.origin_allow` patterns. Validated at config time; an entry that does not parse here
 /// cannot occur, and is skipped rather than allowing anything.
-fn trust_policy(config: &EdgeConfig) -> trust::TrustPolicy {
-    use crate::http::base_url::{BaseUrl, OriginPattern};
-    let allow = config
-        .origins
+pub(super) fn allow_list(origins: &[String], patterns: &[String]) -> Vec<OriginPattern> {
+    origins
         .iter()
         .filter_map(|o| BaseUrl::parse(o).ok().map(|u| OriginPattern::exact(&u)))
-        .chain(
-            config
-                .origin_allow
-                .iter()
-                .filter_map(|p| OriginPattern::parse(p).ok()),
-        )
-        .collect();
+        .chain(patterns.iter().filter_map(|p| OriginPattern::parse(p).ok()))
+        .collect()
+}
+
+fn trust_policy(config: &EdgeConfig, allow: Vec<OriginPattern>) -> trust::TrustPolicy {
     trust::TrustPolicy {
         allow,
         max_origins: config.max_learned_origins,
@@ -233,5 +251,82 @@ pub(super) async fn health_checker(edge: Arc<Edge>, shutdown: Shutdown) {
                 origin.record_failure(edge.config.health_fall)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Delivery;
+
+    fn heartbeat(id: &str, base_url: &str) -> Delivery {
+        let event = BusEvent::OriginHeartbeat {
+            origin_id: id.into(),
+            http_base_url: base_url.into(),
+            streams: vec!["demo".into()],
+            load_streams: 1,
+            load_encoder_speed: 1.0,
+            interval_ms: 1000,
+        };
+        Delivery {
+            endpoint: Arc::from("tcp://127.0.0.1:5556"),
+            server_key: None,
+            topic: event.topic(),
+            event,
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The bug: the judge kept the allow-list it started with, so after `edge.origins` changed
+    /// on reload a new origin's heartbeats were refused (`not_allowed`, and then all its
+    /// announcements `unknown_origin`) and a removed one's still believed.
+    #[tokio::test]
+    async fn a_reload_of_edge_origins_replaces_the_bus_allow_list() {
+        let (old, new) = ("http://127.0.0.1:18001", "http://127.0.0.1:18002");
+        let config = crate::config::Config::parse(&format!(
+            "[edge]\nlisten = \"127.0.0.1:0\"\norigins = [\"{old}\"]\n"
+        ))
+        .unwrap();
+        let server = super::super::EdgeServer::bind(&config).await.unwrap();
+        let reload = server.reload_handle(vec![]);
+        let edge = server.edge.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let shutdown = Shutdown::new();
+        let listener = tokio::spawn(believe_deliveries(edge.clone(), rx, shutdown.clone()));
+        let learned = |id: &str| {
+            edge.upstream
+                .origins
+                .snapshot()
+                .iter()
+                .any(|o| o.id == id && o.streams.contains("demo"))
+        };
+        let not_allowed = || edge.metrics.bus_rejected_count("not_allowed");
+
+        tx.send(heartbeat("a", old)).await.unwrap();
+        until("the configured origin's heartbeat", || learned("a")).await;
+        tx.send(heartbeat("b", new)).await.unwrap();
+        until("the unlisted origin refused", || not_allowed() == 1).await;
+
+        reload.set_static_origins(&[new.to_string()]);
+        tx.send(heartbeat("b", new)).await.unwrap();
+        until("the newly configured origin's heartbeat believed", || {
+            learned("b")
+        })
+        .await;
+        tx.send(heartbeat("a", old)).await.unwrap();
+        until("the removed origin refused", || not_allowed() == 2).await;
+
+        shutdown.cancel();
+        listener.await.unwrap();
     }
 }

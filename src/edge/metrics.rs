@@ -221,6 +221,16 @@ impl EdgeMetrics {
             .inc();
     }
 
+    /// `zoomate_edge_bus_rejected_total{reason}` now.
+    #[cfg(test)]
+    pub(super) fn bus_rejected_count(&self, reason: &str) -> u64 {
+        self.bus_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .get()
+    }
+
     /// A media request refused for its token (`missing`, `malformed`, `expired`,
     /// `bad_signature`).
     pub fn signed_url_rejected(&self, why: crate::edge::signed_url::TokenError) {

@@ -78,6 +78,9 @@ struct Edge {
     whip: Option<whip_relay::WhipRelay>,
     /// Signed playback URLs: the signer when a secret is configured.
     signer: Option<signed_url::Signer>,
+    /// The base URLs origin heartbeats may name: set at bind, replaced by a hot reload of
+    /// `edge.origins`, read by the bus listener's judge when it changes.
+    allow: tokio::sync::watch::Sender<Vec<crate::http::base_url::OriginPattern>>,
 }
 
 /// A bound, not yet running edge.
@@ -140,6 +143,10 @@ impl EdgeServer {
                 api: OnceLock::new(),
                 loopback,
                 signer: ec.signed_urls.signer(),
+                allow: tokio::sync::watch::Sender::new(discovery::allow_list(
+                    &ec.origins,
+                    &ec.origin_allow,
+                )),
                 config: ec,
                 whip: config.webrtc.enabled.then(|| {
                     whip_relay::WhipRelay::new(
@@ -208,11 +215,15 @@ pub struct EdgeReloadHandle {
 }
 
 impl EdgeReloadHandle {
-    /// `edge.origins` (plus the app's own): requests from now on pick among them.
+    /// `edge.origins` (plus the app's own): requests from now on pick among them, and the bus
+    /// listener believes heartbeats from them (the allow-list is built from the same list).
     pub fn set_static_origins(&self, configured: &[String]) {
         let mut all = configured.to_vec();
         all.extend(self.own_origins.iter().cloned());
         self.edge.upstream.origins.replace_static(&all);
+        self.edge
+            .allow
+            .send_replace(discovery::allow_list(&all, &self.edge.config.origin_allow));
     }
 
     /// `edge.cache_bytes` (see [`EdgeCache::set_capacity`]).

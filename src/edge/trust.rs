@@ -113,7 +113,7 @@ impl Rejection {
 /// What the judge is told at start.
 #[derive(Debug, Clone)]
 pub struct TrustPolicy {
-    /// Base URLs heartbeats may name.
+    /// Base URLs heartbeats may name (replaced on a hot reload: [`Judge::set_allow`]).
     pub allow: Vec<OriginPattern>,
     /// Origins learned from heartbeats at once.
     pub max_origins: usize,
@@ -125,6 +125,8 @@ pub struct TrustPolicy {
 #[derive(Debug)]
 struct Learned {
     endpoint: Arc<str>,
+    /// The base URL its last heartbeat named (checked again when the allow-list changes).
+    base_url: BaseUrl,
     last_heartbeat_ms: i64,
 }
 
@@ -288,6 +290,15 @@ impl Judge {
         }
     }
 
+    /// Hot reload (`edge.origins` changed): heartbeats are judged against `allow` from now on,
+    /// and an origin learned under the old list whose base URL `allow` no longer matches is
+    /// forgotten at once, so its announcements stop being believed (not only after expiry).
+    pub fn set_allow(&mut self, allow: Vec<OriginPattern>) {
+        self.origins
+            .retain(|_, o| allow.iter().any(|p| p.matches(&o.base_url)));
+        self.policy.allow = allow;
+    }
+
     /// Origins learned and not expired (for tests and metrics).
     pub fn learned_origins(&self) -> usize {
         self.origins.len()
@@ -323,6 +334,7 @@ impl Judge {
             Some(o) if o.endpoint != *endpoint => Err(Rejection::Identity),
             Some(o) => {
                 o.last_heartbeat_ms = now_ms;
+                o.base_url = url;
                 Ok(())
             }
             None if learned >= self.policy.max_origins => Err(Rejection::TooManyOrigins),
@@ -331,6 +343,7 @@ impl Judge {
                     origin_id.to_string(),
                     Learned {
                         endpoint: endpoint.clone(),
+                        base_url: url,
                         last_heartbeat_ms: now_ms,
                     },
                 );
@@ -426,6 +439,44 @@ mod tests {
 
     fn check(j: &mut Judge, ep: &Arc<str>, ev: &BusEvent, now: i64) -> Result<(), Rejection> {
         j.judge(ep, &ev.topic(), ev, now)
+    }
+
+    #[test]
+    fn a_new_allow_list_applies_to_heartbeats_and_to_origins_already_learned() {
+        let mut j = judge();
+        let ep: Arc<str> = Arc::from("tcp://127.0.0.1:5556");
+        let (kept, dropped, added) = (
+            "http://10.0.0.1:8081",
+            "http://127.0.0.1:8081",
+            "http://127.0.0.1:8082",
+        );
+        assert_eq!(check(&mut j, &ep, &hb("kept", kept), T0), Ok(()));
+        assert_eq!(check(&mut j, &ep, &hb("dropped", dropped), T0), Ok(()));
+        assert_eq!(
+            check(&mut j, &ep, &hb("added", added), T0),
+            Err(Rejection::NotAllowed)
+        );
+        j.set_allow(vec![
+            OriginPattern::parse(added).unwrap(),
+            OriginPattern::parse("http://10.0.0.*:*").unwrap(),
+        ]);
+        assert_eq!(
+            j.learned_origins(),
+            1,
+            "the origin no longer allowed is forgotten"
+        );
+        let uri = |seq| format!("/live/demo/720p/{seq}.ts");
+        assert_eq!(
+            check(&mut j, &ep, &seg(1, &uri(1), "dropped"), T0),
+            Err(Rejection::UnknownOrigin)
+        );
+        assert_eq!(
+            check(&mut j, &ep, &hb("dropped", dropped), T0),
+            Err(Rejection::NotAllowed)
+        );
+        assert_eq!(check(&mut j, &ep, &seg(1, &uri(1), "kept"), T0), Ok(()));
+        assert_eq!(check(&mut j, &ep, &hb("added", added), T0), Ok(()));
+        assert_eq!(check(&mut j, &ep, &seg(2, &uri(2), "added"), T0), Ok(()));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct OriginStatus {
     pub streams: Vec<String>,
     /// Since its last heartbeat (none for a static origin that never sent one).
     pub heartbeat_age: Option<Duration>,
+    /// The load its last heartbeat announced: live pipelines and the slowest encoder's speed
+    /// (fraction of real time); none without a heartbeat.
+    pub announced_load: Option<(u32, f32)>,
 }
 
 /// One cached object.
@@ -75,6 +78,7 @@ impl EdgeView {
                     streams: o.streams.iter().cloned().collect(),
                     heartbeat_age: (last > 0)
                         .then(|| Duration::from_millis(now_ms.saturating_sub(last).max(0) as u64)),
+                    announced_load: o.announced_load(),
                 }
             })
             .collect()

@@ -71,7 +71,7 @@ pub fn caller_may_publish(stream: &str, stream_id: Option<&str>) -> bool {
 /// What [`prepare_listener`] sets on a session's `srtsrc`.
 #[derive(Clone)]
 pub struct SrtListener {
-    pub passphrase: Option<String>,
+    pub passphrase: Option<crate::config::Secret>,
 }
 
 impl std::fmt::Debug for SrtListener {
@@ -95,7 +95,7 @@ pub fn prepare_listener(pipeline: &gst::Pipeline, stream: &str, listener: &SrtLi
         return;
     };
     if let Some(p) = &listener.passphrase {
-        srtsrc.set_property("passphrase", p);
+        srtsrc.set_property("passphrase", p.expose());
     }
     if srtsrc.find_property("authentication").is_some() {
         srtsrc.set_property("authentication", true);

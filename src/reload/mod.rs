@@ -10,7 +10,8 @@
 //! - `log.level` — the tracing filter's reload handle;
 //! - `ladder` — the stream registry's config (an `ArcSwap`), read when a session starts;
 //! - `rtmp.stream_keys` — the RTMP listener's [`StreamKeys`], read at each publish request;
-//! - `edge.origins` — the edge's origin set (rebuilt, keeping the state of the ones that stay);
+//! - `edge.origins` — the edge's origin set (rebuilt, keeping the state of the ones that stay)
+//!   and the bus allow-list its heartbeats are judged against;
 //! - `edge.cache_bytes` — the edge cache, rebuilt at the new size (moka cannot resize);
 //! - the API's copy of the config, so `GET /api/v1/config` shows what runs.
 

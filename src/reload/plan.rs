@@ -192,7 +192,7 @@ mod tests {
         );
         // Applied: the live keys. Kept as running: everything that needs a restart.
         assert_eq!(p.next.log.level, "debug");
-        assert_eq!(p.next.rtmp.stream_keys["cam"], "bbbbbbbb");
+        assert_eq!(p.next.rtmp.stream_keys["cam"].expose(), "bbbbbbbb");
         assert_eq!(p.next.ladder.audio_bitrate_kbps, 96);
         assert_eq!(p.next.ladder.segment_duration_ms, 2000);
         assert_eq!(p.next.rtmp.max_connections, running.rtmp.max_connections);

@@ -324,19 +324,67 @@ impl Response {
     }
 }
 
-/// GET with extra headers, via a real HTTP client (ureq).
-pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+/// The repository root (scripts, config, the test venv and browser harness live there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test venv's Python (`scripts/setup-test-venv`); fails loudly when it is missing.
+pub fn venv_python() -> PathBuf {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "test peer missing: {} does not exist; run scripts/setup-test-venv (make test does)",
+        python.display()
+    );
+    python
+}
+
+/// Runs the browser harness (`scripts/browser/play.mjs`, Chromium) with `player` on `url` for
+/// `seconds`, plus `extra` arguments; its JSON report.
+pub fn play_in_browser(player: &str, url: &str, seconds: u32, extra: &[&str]) -> serde_json::Value {
+    let node = root().join("scripts/browser/node");
+    assert!(
+        node.exists(),
+        "{} missing (run scripts/setup-browser; make test does)",
+        node.display()
+    );
+    let out = Command::new(node)
+        .arg(root().join("scripts/browser/play.mjs"))
+        .args([
+            "--player",
+            player,
+            "--url",
+            url,
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args(extra)
+        .output()
+        .expect("run scripts/browser/play.mjs");
+    assert!(
+        out.status.success(),
+        "browser harness failed ({}): {} (run scripts/setup-browser; make test does)",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("harness JSON")
+}
+
+/// One request (`method`, extra headers, no body) via a real HTTP client (ureq); any status
+/// is an answer.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
-    let mut req = agent.get(&format!("http://{addr}{path}"));
+    let mut req = agent.request(method, &format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.set(k, v);
     }
     let resp = match req.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("GET {path}: {e}"),
+        Err(e) => panic!("{method} {path}: {e}"),
     };
     let status = resp.status();
     let headers = resp
@@ -354,6 +402,11 @@ pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Respo
         headers,
         body,
     }
+}
+
+/// GET with extra headers, via a real HTTP client (ureq).
+pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    request(addr, "GET", path, headers)
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Response {

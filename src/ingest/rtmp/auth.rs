@@ -10,7 +10,7 @@
 use super::admission::AddressKey;
 use super::auth_callback::{AuthCallback, CallbackRequest, CallbackVerdict};
 use super::throttle::{KeyThrottle, ThrottlePolicy};
-use crate::config::RtmpConfig;
+use crate::config::{RtmpConfig, Secret};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,7 +235,7 @@ fn query_param<'a>(query: &'a str, param: &str) -> Option<&'a str> {
 /// there: `rtmp://host/live?key=SECRET/cam`). The key in the publish name wins. Keys are
 /// compared in constant time.
 pub fn authorize_publish(
-    stream_keys: &BTreeMap<String, String>,
+    stream_keys: &BTreeMap<String, Secret>,
     app_query: &str,
     publish_name: &str,
 ) -> Result<String, PublishRejection> {
@@ -252,7 +252,7 @@ pub fn authorize_publish(
 /// keys configured publishing is open; otherwise `name` must be listed and `presented` must be
 /// its key, compared in constant time. `name` must already be a valid stream name.
 pub fn check_stream_key(
-    stream_keys: &std::collections::BTreeMap<String, String>,
+    stream_keys: &BTreeMap<String, Secret>,
     name: &str,
     presented: Option<&str>,
 ) -> Result<(), PublishRejection> {
@@ -262,7 +262,10 @@ pub fn check_stream_key(
     // Look the name up first: an unlisted stream is refused whatever key it presents.
     let expected = stream_keys.get(name).ok_or(PublishRejection::NotAllowed)?;
     let presented = presented.ok_or(PublishRejection::MissingKey)?;
-    let matches: bool = presented.as_bytes().ct_eq(expected.as_bytes()).into();
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose().as_bytes())
+        .into();
     if !matches {
         return Err(PublishRejection::WrongKey);
     }

@@ -48,7 +48,7 @@ pub use queue::{FlvChunk, FlvReceiver, FlvSender, Held, QueueError, flv_queue};
 pub use throttle::{KeyThrottle, ThrottlePolicy};
 
 use crate::Shutdown;
-use crate::config::RtmpConfig;
+use crate::config::{RtmpConfig, Secret};
 use crate::http::metrics::Registry;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -92,20 +92,20 @@ pub struct Publisher {
 /// checked against the keys current when it asks; publishers already live are not affected.
 /// No `Debug`: the values are secrets.
 #[derive(Clone, Default)]
-pub struct StreamKeys(Arc<ArcSwap<BTreeMap<String, String>>>);
+pub struct StreamKeys(Arc<ArcSwap<BTreeMap<String, Secret>>>);
 
 impl StreamKeys {
-    pub fn new(keys: BTreeMap<String, String>) -> StreamKeys {
+    pub fn new(keys: BTreeMap<String, Secret>) -> StreamKeys {
         StreamKeys(Arc::new(ArcSwap::from_pointee(keys)))
     }
 
     /// The keys now.
-    pub fn current(&self) -> Arc<BTreeMap<String, String>> {
+    pub fn current(&self) -> Arc<BTreeMap<String, Secret>> {
         self.0.load_full()
     }
 
     /// From the next publish request on, `keys` decide.
-    pub fn replace(&self, keys: BTreeMap<String, String>) {
+    pub fn replace(&self, keys: BTreeMap<String, Secret>) {
         self.0.store(Arc::new(keys));
     }
 }
