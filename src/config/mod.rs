@@ -24,7 +24,7 @@ pub use edge::{BalancePolicy, BusConnect, EdgeConfig};
 pub use env::apply_env_overrides;
 pub use stream::{
     DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, DEFAULT_SRT_LATENCY_MS, RtpOptions,
-    SourceKind, SrtOptions, StreamConfig, StreamSource,
+    SourceKind, SrtOptions, StreamConfig, StreamSource, StreamTiming,
 };
 pub use validate::is_valid_name;
 pub(crate) use validate::{check_range, validate_limits};
@@ -513,6 +513,16 @@ impl Config {
     pub fn part_duration_for(&self, stream: &str) -> Option<u64> {
         (self.hls.low_latency && self.format_for(stream) == SegmentFormat::Cmaf)
             .then_some(self.hls.part_duration_ms)
+    }
+
+    /// Where live stream `stream`'s timeline comes from: its `[[streams]] timing` (RTMP
+    /// streams: always the session's own).
+    pub fn timing_for(&self, stream: &str) -> StreamTiming {
+        self.streams
+            .iter()
+            .find(|s| s.name == stream)
+            .map(|s| s.timing)
+            .unwrap_or_default()
     }
 
     pub fn format_for(&self, stream: &str) -> SegmentFormat {

@@ -192,6 +192,7 @@ pub async fn run_session(
             .part_duration_for(&ctx.stream)
             .map(|_| ctx.config.hls.keyframe_interval_ms),
         wall_clock_timestamps: true,
+        timing: ctx.config.timing_for(&ctx.stream),
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
         rtp_guard: ctx.network.as_ref().and_then(|n| n.rtp_counters.clone()),
@@ -520,6 +521,7 @@ async fn handle_event(
             source_height,
             anchor_wall_ms,
             separate_audio,
+            first_sequence,
         } => {
             tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"), format = st.format.as_str(),
                 renditions = %renditions.iter().map(|r| format!("{}@{}kbps", r.name, r.video_bitrate_kbps)).collect::<Vec<_>>().join(","), "ladder planned");
@@ -528,7 +530,16 @@ async fn handle_event(
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
             let (first_sequence, orphans) = {
                 let mut t = lock(&ctx.timeline);
-                let first = t.begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+                let fps = ctx.config.ladder.frame_rate;
+                let first = match first_sequence {
+                    Some(sequence) => {
+                        let tag = crate::transcode::wallclock::part_tag(
+                            ctx.config.part_duration_for(&ctx.stream),
+                        );
+                        t.begin_session_at(&renditions, fps, audio, sequence, &tag)
+                    }
+                    None => t.begin_session(&renditions, fps, audio),
+                };
                 (first, t.take_orphaned_parts())
             };
             // Parts of the last session's unfinished segments: listed no more, deleted later

@@ -40,7 +40,8 @@ pub struct StreamTimeline {
     low_latency: Option<LowLatency>,
     /// The current session's part tag ([`crate::layout::part_file`]).
     part_tag: String,
-    /// (rendition, part URI) of unfinished segments dropped when a session began.
+    /// (rendition, URI) of unfinished segments' parts dropped when a session began (and, for
+    /// wall-clock sessions, of every earlier segment: [`StreamTimeline::begin_session_at`]).
     orphaned_parts: Vec<(String, String)>,
 }
 
@@ -201,6 +202,54 @@ impl StreamTimeline {
         }
         self.current = planned.iter().map(|p| p.name.clone()).collect();
         start
+    }
+
+    /// Starts a wall-clock session ([`crate::transcode::wallclock`]): its first segment is
+    /// `sequence` (its start time / the segment duration) and its parts are tagged `part_tag`,
+    /// the same on every origin fed the same source. Sequence numbers are time, so segments of
+    /// earlier sessions (this process's or restored from disk) cannot stay listed before the
+    /// new ones without a hole in the numbering: they leave the playlists (their files are
+    /// returned by [`Self::take_orphaned_parts`] for deletion), which start afresh at
+    /// `sequence` with discontinuity sequence 0 and no discontinuity, as every other origin of
+    /// the stream says. Returns `sequence`.
+    pub fn begin_session_at(
+        &mut self,
+        planned: &[PlannedRendition],
+        frame_rate: u32,
+        audio_bitrate_kbps: Option<u32>,
+        sequence: u64,
+        part_tag: &str,
+    ) -> u64 {
+        let names: Vec<String> = self.renditions.keys().cloned().collect();
+        for name in names {
+            let mut fresh = self.new_playlist();
+            fresh.resume_from(sequence, 0);
+            let Some(r) = self.renditions.get_mut(&name) else {
+                continue;
+            };
+            let mut gone = r.playlist.discard_open_parts();
+            for s in r.playlist.segments() {
+                gone.push(s.uri.clone());
+                gone.extend(s.parts.iter().map(|p| p.uri.clone()));
+                if let Some(init) = &s.init_uri
+                    && !gone.contains(init)
+                {
+                    gone.push(init.clone());
+                }
+            }
+            self.orphaned_parts
+                .extend(gone.into_iter().map(|uri| (name.clone(), uri)));
+            r.playlist = fresh;
+        }
+        self.begin_session(planned, frame_rate, audio_bitrate_kbps);
+        self.part_tag = part_tag.to_string();
+        for r in self.renditions.values_mut() {
+            // New renditions too (they start level with the others, here at `sequence`).
+            r.playlist.resume_from(sequence, 0);
+            r.playlist.set_part_tag(part_tag);
+            r.discontinuity_pending = false;
+        }
+        sequence
     }
 
     pub fn set_video_codec(&mut self, rendition: &str, codec: String) {
