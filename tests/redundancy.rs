@@ -27,11 +27,12 @@ fn root() -> PathBuf {
 /// One small rendition (two origins, a sender, an edge and Chromium share two cores), CMAF with
 /// LL-HLS; 1.6 s segments start on a whole number of AAC frames, so a session may start at any
 /// segment boundary.
-fn origin_toml(id: &str, port: u16) -> String {
+fn origin_toml(id: &str, port: u16, http: &str) -> String {
     format!(
         r#"
 [origin]
 id = "{id}"
+http_listen = "{http}"
 [ladder]
 segment_duration_ms = {SEGMENT_MS}
 frame_rate = 30
@@ -160,9 +161,21 @@ fn first_tfdt(b: &[u8]) -> u64 {
         }
         out
     }
-    let moof = boxes(b).into_iter().find(|(k, _)| k == b"moof").expect("moof").1;
-    let traf = boxes(moof).into_iter().find(|(k, _)| k == b"traf").expect("traf").1;
-    let tfdt = boxes(traf).into_iter().find(|(k, _)| k == b"tfdt").expect("tfdt").1;
+    let moof = boxes(b)
+        .into_iter()
+        .find(|(k, _)| k == b"moof")
+        .expect("moof")
+        .1;
+    let traf = boxes(moof)
+        .into_iter()
+        .find(|(k, _)| k == b"traf")
+        .expect("traf")
+        .1;
+    let tfdt = boxes(traf)
+        .into_iter()
+        .find(|(k, _)| k == b"tfdt")
+        .expect("tfdt")
+        .1;
     if tfdt[0] == 1 {
         u64::from_be_bytes(tfdt[4..12].try_into().unwrap())
     } else {
@@ -194,15 +207,111 @@ fn common_segments(a: SocketAddr, b: SocketAddr, rendition: &str, n: usize) -> (
 
 fn run_player(url: &str, seconds: u32) -> Child {
     let node = root().join("scripts/browser/node");
-    assert!(node.exists(), "{} missing (run scripts/setup-browser)", node.display());
+    assert!(
+        node.exists(),
+        "{} missing (run scripts/setup-browser)",
+        node.display()
+    );
     Command::new(node)
         .arg(root().join("scripts/browser/play.mjs"))
-        .args(["--player", "hls", "--url", url, "--seconds", &seconds.to_string()])
+        .args([
+            "--player",
+            "hls",
+            "--url",
+            url,
+            "--seconds",
+            &seconds.to_string(),
+        ])
         .args(["--sample-ms", "250", "--low-latency"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run scripts/browser/play.mjs")
+}
+
+/// Asserts that both origins list the same segments under the same names: for every media
+/// sequence number both list, the same URI, EXTINF, PDT and parts, and segments whose first
+/// `tfdt` is the same; no discontinuity, the same discontinuity sequence.
+fn assert_same_names(oa: SocketAddr, ob: SocketAddr, n: usize) {
+    for rendition in ["180p", "audio"] {
+        let (la, lb) = common_segments(oa, ob, rendition, n);
+        assert_eq!(
+            la.discontinuity_sequence, lb.discontinuity_sequence,
+            "{rendition}"
+        );
+        assert_eq!(
+            (la.discontinuities, lb.discontinuities),
+            (0, 0),
+            "{rendition}"
+        );
+        let common: Vec<u64> = la
+            .segments
+            .keys()
+            .copied()
+            .filter(|k| lb.segments.contains_key(k))
+            .collect();
+        let mut parts_compared = 0;
+        for msn in &common {
+            let (sa, sb) = (&la.segments[msn], &lb.segments[msn]);
+            assert_eq!(
+                (&sa.0, &sa.1, &sa.2),
+                (&sb.0, &sb.1, &sb.2),
+                "{rendition} segment {msn}: URI, EXTINF, PDT"
+            );
+            // Parts are listed for the newest segments only (RFC 8216bis 4.4.4.9), so for
+            // how many depends on when each playlist was read.
+            if !sa.3.is_empty() && !sb.3.is_empty() {
+                assert_eq!(sa.3, sb.3, "{rendition} segment {msn}: part names");
+                parts_compared += 1;
+            }
+            let body = |o: SocketAddr| get(o, &format!("/live/cam/{rendition}/{}", sa.0)).body;
+            assert_eq!(
+                first_tfdt(&body(oa)),
+                first_tfdt(&body(ob)),
+                "{rendition} segment {msn}: tfdt"
+            );
+        }
+        assert!(
+            parts_compared > 0,
+            "{rendition}: parts of a segment compared"
+        );
+        // The sequence number is the segment's start on the wall clock.
+        let newest = *common.last().unwrap();
+        let start_s = EPOCH_UNIX_S + newest as f64 * SEGMENT_MS as f64 / 1000.0;
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (now_s - start_s).abs() < 60.0,
+            "{rendition}: segment {newest} starts at unix {start_s}, now {now_s}"
+        );
+    }
+}
+
+/// Kills (SIGKILL) the origin the edge is fetching segments from (the other sees health
+/// checks only); returns its index.
+fn kill_the_origin_in_use(origins: &mut [Zoomate; 2]) -> usize {
+    let addrs = [origins[0].origin.unwrap(), origins[1].origin.unwrap()];
+    let before = addrs.map(segment_requests);
+    let victim = wait_for(
+        Duration::from_secs(10),
+        "segment fetches by the edge",
+        || {
+            let grown = [0, 1].map(|i| segment_requests(addrs[i]) - before[i]);
+            (0..2).find(|&i| grown[i] >= 3 && grown[i] > grown[1 - i])
+        },
+    );
+    origins[victim].child.kill().unwrap();
+    let _ = origins[victim].child.wait();
+    let survivor = addrs[1 - victim];
+    let survivor_before = segment_requests(survivor);
+    wait_for(
+        Duration::from_secs(10),
+        "the survivor serving the edge",
+        || (segment_requests(survivor) > survivor_before + 2).then_some(()),
+    );
+    victim
 }
 
 fn segment_requests(origin: SocketAddr) -> u64 {
@@ -212,60 +321,37 @@ fn segment_requests(origin: SocketAddr) -> u64 {
 #[test]
 fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_them() {
     let started = Instant::now();
-    let (port_a, port_b) = (free_udp_port(), free_udp_port());
-    let mut origins = [
-        Zoomate::start("origin", &origin_toml("origin-a", port_a)),
-        Zoomate::start("origin", &origin_toml("origin-b", port_b)),
-    ];
-    let (oa, ob) = (origins[0].origin.unwrap(), origins[1].origin.unwrap());
-    let _sender = Sender::start(&[port_a, port_b]);
+    let ports = [free_udp_port(), free_udp_port()];
+    let ids = ["origin-a", "origin-b"];
+    let start = |i: usize| Zoomate::start("origin", &origin_toml(ids[i], ports[i], "127.0.0.1:0"));
+    let mut origins = [start(0), start(1)];
+    let addrs = [origins[0].origin.unwrap(), origins[1].origin.unwrap()];
+    let _sender = Sender::start(&ports);
 
     // The same names for the same media on both origins.
-    for rendition in ["180p", "audio"] {
-        let (la, lb) = common_segments(oa, ob, rendition, 3);
-        assert_eq!(la.discontinuity_sequence, lb.discontinuity_sequence, "{rendition}");
-        assert_eq!((la.discontinuities, lb.discontinuities), (0, 0), "{rendition}");
-        let common: Vec<u64> = la
-            .segments
-            .keys()
-            .copied()
-            .filter(|k| lb.segments.contains_key(k))
-            .collect();
-        for msn in &common {
-            let (sa, sb) = (&la.segments[msn], &lb.segments[msn]);
-            assert_eq!(sa, sb, "{rendition} segment {msn}: URI, EXTINF, PDT and parts");
-            assert!(!sa.3.is_empty(), "{rendition} {msn} lists its parts");
-            let body = |o: SocketAddr| get(o, &format!("/live/cam/{rendition}/{}", sa.0)).body;
-            assert_eq!(
-                first_tfdt(&body(oa)),
-                first_tfdt(&body(ob)),
-                "{rendition} segment {msn}: tfdt"
-            );
-        }
-        // The sequence number is the segment's start on the wall clock.
-        let newest = *common.last().unwrap();
-        let start_s = EPOCH_UNIX_S + newest as f64 * SEGMENT_MS as f64 / 1000.0;
-        let now_s = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
-        assert!(
-            (now_s - start_s).abs() < 60.0,
-            "{rendition}: segment {newest} starts at unix {start_s}, now {now_s}"
-        );
-    }
-    eprintln!("origins agree after {:.1} s", started.elapsed().as_secs_f64());
+    assert_same_names(addrs[0], addrs[1], 3);
+    eprintln!(
+        "origins agree after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
-    // An edge in front of both; hls.js plays through it while the origin it uses is killed.
+    // An edge in front of both; hls.js plays through it while the origin it uses is killed,
+    // restarted, and then the other one killed.
     let edge_z = Zoomate::start(
         "edge",
         &format!(
-            "[edge]\norigins = [\"http://{oa}\", \"http://{ob}\"]\nhealth_check_interval_ms = 500\norigin_timeout_ms = 2000\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n"
+            "[edge]\norigins = [\"http://{}\", \"http://{}\"]\nhealth_check_interval_ms = 500\norigin_timeout_ms = 2000\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+            addrs[0], addrs[1]
         ),
     );
     let edge = edge_z.edge.unwrap();
     let url = format!("http://{edge}/live/cam/master.m3u8");
-    wait_for(Duration::from_secs(20), "the master playlist at the edge", || {
-        (get(edge, "/live/cam/master.m3u8").status == 200).then_some(())
-    });
-    let mut player = run_player(&url, 22);
+    wait_for(
+        Duration::from_secs(20),
+        "the master playlist at the edge",
+        || (get(edge, "/live/cam/master.m3u8").status == 200).then_some(()),
+    );
+    let mut player = run_player(&url, 28);
     let mut stderr = BufReader::new(player.stderr.take().unwrap());
     let mut line = String::new();
     let mut harness_log = String::new();
@@ -278,25 +364,40 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
             break;
         }
     }
+    let playing_at = Instant::now();
     std::thread::spawn(move || {
+        // Keep draining: the harness must never block on a full pipe.
         let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        while stderr.read_line(&mut rest).unwrap_or(0) > 0 {
+            rest.clear();
+        }
     });
-    // The origin the edge fetches from (the other sees health checks only) is killed.
-    let addrs = [oa, ob];
-    let before = addrs.map(segment_requests);
-    let victim = wait_for(Duration::from_secs(10), "segment fetches by the edge", || {
-        let grown = [0, 1].map(|i| segment_requests(addrs[i]) - before[i]);
-        (0..2).find(|&i| grown[i] >= 2 && grown[i] > grown[1 - i])
-    });
-    let survivor = addrs[1 - victim];
-    origins[victim].child.kill().unwrap();
-    let _ = origins[victim].child.wait();
-    let killed_at = Instant::now();
-    let survivor_before = segment_requests(survivor);
-    wait_for(Duration::from_secs(10), "the survivor serving the edge", || {
-        (segment_requests(survivor) > survivor_before + 2).then_some(())
-    });
+    let first = kill_the_origin_in_use(&mut origins);
+    let first_kill_s = playing_at.elapsed().as_secs_f64();
+
+    // The killed origin comes back on the same ports and store (its restored playlists give
+    // way to the wall clock's numbering), agrees with the other again, and is back in rotation.
+    let dir = std::mem::replace(&mut origins[first].dir, tempfile::tempdir().unwrap());
+    origins[first] = Zoomate::start_in(
+        dir,
+        "origin",
+        &origin_toml(ids[first], ports[first], &addrs[first].to_string()),
+    );
+    assert_same_names(addrs[0], addrs[1], 2);
+    let up = format!(
+        "zoomate_edge_origin_up{{origin=\"http://{}\"}}",
+        addrs[first]
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted origin back in rotation",
+        || (metric(edge, &up) == Some(1.0)).then_some(()),
+    );
+    let second = kill_the_origin_in_use(&mut origins);
+    let second_kill_s = playing_at.elapsed().as_secs_f64();
+    // Consistent hashing brings the stream back to the restarted origin once it is healthy
+    // and lists it, so the second victim may be either.
+
     let out = player.wait_with_output().unwrap();
     assert!(out.status.success(), "play.mjs: {}", out.status);
     let hls: Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
@@ -310,27 +411,35 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
         "longest stall {longest_stall} ms (> one {SEGMENT_MS} ms segment): {hls}"
     );
     let failovers = metric_value(edge, "zoomate_edge_origin_failovers_total");
-    let log = edge_z.log();
+    let log = strip_ansi(&edge_z.log());
     let failover_ms: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("served after failing over"))
-        .filter_map(|l| l.split("failover_ms=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("failover_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect();
-    assert!(failovers > 0 || !failover_ms.is_empty() || log.contains("origin ejected"),
-        "the edge noticed the dead origin: {log}");
-    let errors: Vec<&Value> = hls["errors"].as_array().unwrap().iter().collect();
+    let errors: Vec<&str> = hls["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"].as_str().unwrap_or(""))
+        .collect();
     eprintln!(
-        "redundancy: killed origin {} {:.1} s into playback; hls.js: {} fatal, {} non-fatal errors {:?}, {} stalls, longest stall {} ms; edge: {} failovers, failover ms {:?}; test wall {:.1} s (kill +{:.1} s)",
-        ["A", "B"][victim],
-        hls["startupMs"].as_f64().unwrap_or(0.0) / 1000.0,
+        "redundancy: killed origin {} at +{first_kill_s:.1} s of playback, restarted it, killed {} at +{second_kill_s:.1} s; \
+         hls.js: {} fatal, {} non-fatal errors {errors:?}, {} stalls, longest stall {longest_stall} ms, {} s played; \
+         edge: {failovers} failovers, failover ms {failover_ms:?}; test wall {:.1} s",
+        ["A", "B"][first],
+        ["A", "B"][second],
         fatal.len(),
         errors.len(),
-        errors.iter().map(|e| e["details"].as_str().unwrap_or("")).collect::<Vec<_>>(),
         hls["stalls"],
-        longest_stall,
-        failovers,
-        failover_ms,
+        hls["currentTimeAdvanced"],
         started.elapsed().as_secs_f64(),
-        killed_at.elapsed().as_secs_f64(),
     );
 }

@@ -152,11 +152,27 @@ impl VideoGate {
     }
 }
 
-/// Audio: buffers before the boundary are dropped, the rest shifted by one constant.
+/// Audio drifting this far from the source's timestamps is re-anchored.
+const AUDIO_RESYNC_NS: i64 = 40_000_000;
+
+/// `t_ns` rounded to the nearest AAC frame of the epoch's grid (1024 samples at 48 kHz).
+pub fn snap_aac_ns(t_ns: u64) -> u64 {
+    let slot = (t_ns as u128 * 48_000 + 512 * 1_000_000_000) / (1024 * 1_000_000_000);
+    (slot * 1024 * 1_000_000_000 / 48_000) as u64
+}
+
+/// Audio: buffers before the boundary are dropped; the rest are stamped by their sample count
+/// from the boundary, so the AAC encoder's frames (and cmafmux's audio fragment boundaries)
+/// fall on the same instants on every origin. The source's own timestamps only catch drift:
+/// more than [`AUDIO_RESYNC_NS`] away, the count restarts at the nearest AAC frame of the
+/// epoch's grid.
 #[derive(Debug, Clone)]
 pub struct AudioGate {
     start_ns: u64,
+    /// Source running time → wall time, fixed by the first buffer let through.
     shift_ns: Option<i64>,
+    base_ns: u64,
+    samples: u64,
 }
 
 impl AudioGate {
@@ -164,13 +180,16 @@ impl AudioGate {
         AudioGate {
             start_ns,
             shift_ns: None,
+            base_ns: start_ns,
+            samples: 0,
         }
     }
 
-    /// The running time to give a buffer of `duration_ns` at source running time `rt` whose
-    /// wall time is `wall_ns`; `None`: drop it. The first buffer let through maps its source
-    /// time onto the start, and every later one moves by the same amount (continuity).
-    pub fn admit(&mut self, rt: u64, wall_ns: u64, duration_ns: u64) -> Option<u64> {
+    /// The running time to give a buffer of `samples` at `rate` Hz, at source running time
+    /// `rt` whose wall time is `wall_ns`; `None`: drop it.
+    pub fn admit(&mut self, rt: u64, wall_ns: u64, samples: u64, rate: u64) -> Option<u64> {
+        let rate = rate.max(1);
+        let duration_ns = samples * 1_000_000_000 / rate;
         let shift = match self.shift_ns {
             Some(s) => s,
             None => {
@@ -182,8 +201,15 @@ impl AudioGate {
                 s
             }
         };
-        let t = rt as i64 + shift;
-        (t >= self.start_ns as i64).then_some(t as u64)
+        let source_ns = (rt as i64 + shift).max(0) as u64;
+        let mut out = self.base_ns + (self.samples as u128 * 1_000_000_000 / rate as u128) as u64;
+        if (source_ns as i64 - out as i64).abs() > AUDIO_RESYNC_NS {
+            self.base_ns = snap_aac_ns(source_ns).max(self.start_ns);
+            self.samples = 0;
+            out = self.base_ns;
+        }
+        self.samples += samples;
+        Some(out)
     }
 }
 
@@ -197,7 +223,10 @@ pub fn now_running_ns() -> u64 {
 }
 
 /// A buffer's running time under the pad's current segment.
-fn running_time(pad: &gst::Pad, pts: gst::ClockTime) -> Option<(gst::FormattedSegment<gst::ClockTime>, u64)> {
+fn running_time(
+    pad: &gst::Pad,
+    pts: gst::ClockTime,
+) -> Option<(gst::FormattedSegment<gst::ClockTime>, u64)> {
     let ev = pad.sticky_event::<gst::event::Segment>(0)?;
     let seg = ev.segment().downcast_ref::<gst::ClockTime>()?.clone();
     let rt = seg.to_running_time(pts)?;
@@ -216,7 +245,12 @@ fn restamp(buffer: &mut gst::Buffer, seg: &gst::FormattedSegment<gst::ClockTime>
 }
 
 /// Installs the video gate on the raw video pad feeding the ladder.
-pub fn gate_video(pad: &gst::Pad, grid: Grid, first_boundary_ns: u64, offset: std::sync::Arc<WallOffset>) {
+pub fn gate_video(
+    pad: &gst::Pad,
+    grid: Grid,
+    first_boundary_ns: u64,
+    offset: std::sync::Arc<WallOffset>,
+) {
     // Probes are `Fn` (a pad may call them from any thread): the gate's state behind a lock
     // only this pad's streaming thread takes.
     let gate = std::sync::Mutex::new(VideoGate::new(grid, first_boundary_ns));
@@ -237,7 +271,9 @@ pub fn gate_video(pad: &gst::Pad, grid: Grid, first_boundary_ns: u64, offset: st
             if !restamp(buffer, &seg, out) {
                 return gst::PadProbeReturn::Drop;
             }
-            buffer.make_mut().set_duration(gst::ClockTime::from_nseconds(frame_ns));
+            buffer
+                .make_mut()
+                .set_duration(gst::ClockTime::from_nseconds(frame_ns));
         }
         gst::PadProbeReturn::Ok
     });
@@ -247,15 +283,24 @@ pub fn gate_video(pad: &gst::Pad, grid: Grid, first_boundary_ns: u64, offset: st
 pub fn gate_audio(pad: &gst::Pad, start_ns: u64, offset: std::sync::Arc<WallOffset>) {
     let gate = std::sync::Mutex::new(AudioGate::new(start_ns));
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let Some((pts, duration)) = info.buffer().and_then(|b| Some((b.pts()?, b.duration()))) else {
+        let Some((pts, duration)) = info.buffer().and_then(|b| Some((b.pts()?, b.duration()?)))
+        else {
             return gst::PadProbeReturn::Drop;
         };
-        let Some((seg, rt)) = running_time(pad, pts) else {
+        let rate = pad
+            .current_caps()
+            .and_then(|c| c.structure(0)?.get::<i32>("rate").ok())
+            .filter(|r| *r > 0)
+            .map(|r| r as u64);
+        let (Some(rate), Some((seg, rt))) = (rate, running_time(pad, pts)) else {
             return gst::PadProbeReturn::Drop;
         };
-        let dur = duration.map(|d| d.nseconds()).unwrap_or(0);
+        let samples = (duration.nseconds() as u128 * rate as u128 + 500_000_000) / 1_000_000_000;
         let wall = offset.wall_ns(rt);
-        let admitted = gate.lock().unwrap_or_else(|p| p.into_inner()).admit(rt, wall, dur);
+        let admitted =
+            gate.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(rt, wall, samples as u64, rate);
         let Some(out) = admitted else {
             return gst::PadProbeReturn::Drop;
         };
@@ -316,18 +361,35 @@ mod tests {
     }
 
     #[test]
-    fn audio_is_shifted_once_to_the_boundary_and_stays_continuous() {
+    fn audio_is_stamped_by_sample_count_from_the_boundary_and_resynced_on_drift() {
         let mut gate = AudioGate::new(16_000_000_000);
-        let d = 21_333_333;
-        // Source time 1 s behind the wall clock.
+        // Source time 1 s behind the wall clock; 1024-sample buffers at 48 kHz.
         let k = 1_000_000_000;
-        assert_eq!(gate.admit(15_970_000_000 - k, 15_970_000_000, d), None);
-        assert_eq!(gate.admit(15_991_000_000 - k, 15_991_000_000, d), Some(16_000_000_000));
-        // Later buffers keep the source's spacing, whatever their arrival jitter.
+        let d = 21_333_333;
         assert_eq!(
-            gate.admit(15_991_000_000 - k + d, 15_991_000_000 + d + 7_000_000, d),
+            gate.admit(15_970_000_000 - k, 15_970_000_000, 1024, 48_000),
+            None
+        );
+        assert_eq!(
+            gate.admit(15_991_000_000 - k, 15_991_000_000, 1024, 48_000),
+            Some(16_000_000_000)
+        );
+        // Jitter in the source's timestamps does not move the count.
+        assert_eq!(
+            gate.admit(15_991_000_000 - k + d + 3_000_000, 0, 1024, 48_000),
             Some(16_000_000_000 + d)
         );
+        // 8 s of samples later, 375 AAC frames exactly.
+        let mut g = AudioGate::new(16_000_000_000);
+        g.admit(16_000_000_000 - k, 16_000_000_000, 8 * 48_000, 48_000);
+        assert_eq!(
+            g.admit(24_000_000_000 - k, 0, 1024, 48_000),
+            Some(24_000_000_000)
+        );
+        // A source 100 ms ahead of the count: re-anchored on the epoch's AAC grid.
+        let out = g.admit(24_121_333_333 - k, 0, 1024, 48_000).unwrap();
+        assert_eq!(out, snap_aac_ns(24_121_333_333));
+        assert_eq!(snap_aac_ns(out), out);
     }
 
     #[test]
@@ -335,7 +397,10 @@ mod tests {
         assert_eq!(next_offset(None, 500), 500);
         assert_eq!(next_offset(Some(500), 520), 500);
         assert_eq!(next_offset(Some(500), 480), 480);
-        assert_eq!(next_offset(Some(500), 500 + OFFSET_RESET_NS + 1), 500 + OFFSET_RESET_NS + 1);
+        assert_eq!(
+            next_offset(Some(500), 500 + OFFSET_RESET_NS + 1),
+            500 + OFFSET_RESET_NS + 1
+        );
     }
 
     #[test]
