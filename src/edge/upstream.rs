@@ -7,7 +7,9 @@
 //! same object under the same name. A body that is too slow or too large is not retried
 //! ([`AttemptError::retry_safe`]), as nginx's `proxy_next_upstream` does not: the origin is
 //! alive and answering, and a retry would double the load of a struggling tier for one object.
-//! A 404 is an answer, not a failure.
+//! A 404 is an answer, not a failure, but another origin is asked too; so is an LL-HLS
+//! blocking request an origin refused at once with 503 (it does not have the stream live)
+//! rather than after holding it.
 //!
 //! A body is only ever accepted whole: its length must be what the origin declared
 //! (`Content-Length`, or chunked framing through to the last chunk). A response with neither
@@ -177,12 +179,14 @@ impl Upstream {
         let mut not_found = false;
         // When the first attempt failed: the failover time is from there to a success.
         let mut first_failure: Option<std::time::Instant> = None;
+        let mut refused_hold = false;
         for (attempt, origin) in candidates.into_iter().take(MAX_ORIGIN_ATTEMPTS).enumerate() {
             if attempt > 0 {
                 self.failovers.inc();
             }
             self.fetches.inc();
             let _in_flight = origin.start_request();
+            let attempt_started = std::time::Instant::now();
             match self.fetch_one(&origin, path, attempt_kind).await {
                 Ok(Some(f)) => {
                     origin.record_success(self.rise);
@@ -195,7 +199,14 @@ impl Upstream {
                 }
                 Err(AttemptError::Status(503)) if attempt_kind.held.is_some() => {
                     origin.record_success(self.rise);
-                    return Err(FetchError::HoldTimeout);
+                    // A 503 well before the hold ran out is an origin that would not hold (it
+                    // does not have the stream live: a restarted redundant origin): another
+                    // origin may. One that held and timed out has answered.
+                    let hold = attempt_kind.held.unwrap_or_default();
+                    if attempt_started.elapsed() >= hold / 2 {
+                        return Err(FetchError::HoldTimeout);
+                    }
+                    refused_hold = true;
                 }
                 Err(AttemptError::Status(status)) if (400..500).contains(&status) => {
                     origin.record_success(self.rise);
@@ -218,7 +229,9 @@ impl Upstream {
                 }
             }
         }
-        if not_found {
+        if refused_hold {
+            Err(FetchError::HoldTimeout)
+        } else if not_found {
             Err(FetchError::NotFound)
         } else {
             Err(FetchError::Unavailable(last_error))
