@@ -26,8 +26,14 @@
 //!   time. A restarted origin starts at the *next* boundary, later than anything it published,
 //!   so no name is ever reused for other bytes.
 //! - **Audio.** The first raw audio buffer at (or within half a buffer of) the boundary is
-//!   stamped at the boundary and every later one shifted by the same amount (continuity kept;
-//!   A/V offset at most half a buffer, ~10 ms). The AAC encoder counts samples from there.
+//!   stamped at the boundary, and every later one by its sample count from there, so the AAC
+//!   encoder's frames and cmafmux's audio fragment boundaries fall on the same instants on
+//!   every origin (1 ns apart at worst: sample counts from different starts; milliseconds are
+//!   rounded to the nearest). The source's timestamps only catch drift (re-anchored on the
+//!   epoch's AAC frame grid past 40 ms). A/V offset: at most half a buffer, ~10 ms.
+//! - **Init segments** are named after the ladder, not the session
+//!   ([`crate::layout::wallclock_init_segment`]): the bytes are the same on every origin but
+//!   for the `mvhd` creation time, which fmp4mux sets to the wall clock.
 //!
 //! Pure arithmetic here ([`Grid`], [`VideoGate`], [`AudioGate`]), unit-tested; the pad probes
 //! that apply it are at the bottom.
