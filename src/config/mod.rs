@@ -703,6 +703,27 @@ mod tests {
     }
 
     #[test]
+    fn stream_timing_is_parsed_and_checked_against_the_frame_rate() {
+        let stream = "[[streams]]\nname = \"cam\"\nsource = \"test-pattern\"\n";
+        let c = Config::parse(&format!("{stream}timing = \"wallclock\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.timing_for("cam"), StreamTiming::Wallclock);
+        assert_eq!(c.timing_for("other"), StreamTiming::Session);
+        let e = Config::parse(&format!("{stream}timing = \"ntp\"\n")).unwrap_err();
+        assert!(e.to_string().contains("ntp"), "{e}");
+        // 1.05 s is not a whole number of frames at 30 fps: boundaries would fall between frames.
+        let c = Config::parse(&format!(
+            "[ladder]\nsegment_duration_ms = 1050\n[hls]\nkeyframe_interval_ms = 1050\npart_duration_ms = 350\n{stream}timing = \"wallclock\"\n"
+        ))
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("streams[0].timing") && e.contains("segment_duration_ms (1050)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn odd_rendition_height_is_rejected() {
         let c = Config::parse(
             "[ladder]\nrenditions = [{ name = \"a\", width = 640, height = 361, video_bitrate_kbps = 800 }]\n",

@@ -340,7 +340,7 @@ impl Config {
                 // Wall-clock boundaries must fall on frames, or two origins could cut at
                 // different frames of the same instant.
                 let fps = l.frame_rate as u64;
-                if (l.segment_duration_ms * fps) % 1000 != 0 {
+                if !(l.segment_duration_ms * fps).is_multiple_of(1000) {
                     errors.push(ConfigError::invalid(
                         format!("streams[{i}].timing"),
                         "wallclock",
@@ -351,7 +351,7 @@ impl Config {
                     ));
                 }
                 if self.part_duration_for(&s.name).is_some()
-                    && (self.hls.part_duration_ms * fps) % 1000 != 0
+                    && !(self.hls.part_duration_ms * fps).is_multiple_of(1000)
                 {
                     errors.push(ConfigError::invalid(
                         format!("streams[{i}].timing"),
