@@ -119,6 +119,14 @@ pub fn session_init_segment(first_sequence: u64) -> String {
     format!("init-{first_sequence}.mp4")
 }
 
+/// A wall-clock stream's init segment: `init-{ladder key}.mp4`, where the key hashes what the
+/// init segment is made from (the planned ladder, source size, encoder settings). Origins fed
+/// the same source make the same bytes (but for the `mvhd` creation time) under the same name,
+/// so a player that moves between them, or between sessions of one, loads it once.
+pub fn wallclock_init_segment(ladder_key: u64) -> String {
+    format!("init-{ladder_key:016x}.mp4")
+}
+
 /// A rendition's media playlist relative to its stream (as the multivariant playlist lists it).
 pub fn rendition_playlist(rendition: &str) -> String {
     format!("{rendition}/{MEDIA_PLAYLIST}")

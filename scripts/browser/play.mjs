@@ -347,6 +347,9 @@ const result = {
   levelLoads: 0,
   startupMs: null,
   stalls: 0,
+  // The longest span after playback began in which currentTime did not move (from the
+  // samples, so resolution --sample-ms) or a 'waiting' lasted until 'playing', milliseconds.
+  longestStallMs: 0,
   video: null,
   codecs: null,
   cors: { blocked: [], missingHeader: [] },
@@ -359,6 +362,9 @@ const SAMPLE_LIMIT = 5000; // samples and latency values (40 minutes at 500 ms)
 let firstStarted = null; // first sample with currentTime > 0
 let lastSample = null;
 let pageLoadedAt = Date.now(); // reset when the harness page starts loading
+let lastProgress = null; // { wallMs, currentTime } of the last sample that moved forward
+let waitingSince = null; // Date.now() of a 'waiting' after startup, until 'playing'
+const noteStall = (ms) => { if (ms > result.longestStallMs) result.longestStallMs = Math.round(ms); };
 
 // dash.js raises its 'error' event for recoverable trouble too (16 time sync, 17/27 one
 // fragment or segment download); these codes end playback: manifest loading/parsing (10, 11,
@@ -370,6 +376,12 @@ function onPageEvent(kind, data) {
     case 'sample':
       if (result.samples.length < SAMPLE_LIMIT) result.samples.push(data);
       if (data.currentTime > 0 && firstStarted === null) firstStarted = data;
+      if (firstStarted !== null) {
+        if (lastProgress === null || data.currentTime > lastProgress.currentTime + 0.001) {
+          if (lastProgress !== null) noteStall(data.wallMs - lastProgress.wallMs - opts.sampleMs);
+          lastProgress = { wallMs: data.wallMs, currentTime: data.currentTime };
+        }
+      }
       lastSample = data;
       if (Number.isFinite(data.latencyMs) && result.latencyMs.length < SAMPLE_LIMIT) result.latencyMs.push(data.latencyMs);
       break;
@@ -401,9 +413,20 @@ function onPageEvent(kind, data) {
       result.lastLevel = data;
       break;
     case 'videoEvent':
-      if (data.event === 'playing' && result.startupMs === null) result.startupMs = Date.now() - pageLoadedAt;
+      if (data.event === 'playing' && result.startupMs === null) {
+        result.startupMs = Date.now() - pageLoadedAt;
+        // Callers that act on the stream mid-play (kill an origin) wait for this line.
+        process.stderr.write('play.mjs: playing\n');
+      }
+      if (data.event === 'playing' && waitingSince !== null) {
+        noteStall(Date.now() - waitingSince);
+        waitingSince = null;
+      }
       // a 'waiting' before the first 'playing' is startup, not a stall
-      if (data.event === 'waiting' && result.startupMs !== null) result.stalls++;
+      if (data.event === 'waiting' && result.startupMs !== null) {
+        result.stalls++;
+        if (waitingSince === null) waitingSince = Date.now();
+      }
       break;
     case 'codecs':
       result.codecs = data;
@@ -439,6 +462,8 @@ function finish() {
       droppedFrames: lastSample.droppedFrames,
     };
   }
+  if (waitingSince !== null) noteStall(Date.now() - waitingSince);
+  if (lastProgress !== null && lastSample) noteStall(lastSample.wallMs - lastProgress.wallMs);
   result.latencyP50Ms = percentile(result.latencyMs, 50);
   result.latencyP90Ms = percentile(result.latencyMs, 90);
   const corsProblem = result.cors.blocked.length || result.cors.missingHeader.length;

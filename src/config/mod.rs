@@ -26,7 +26,7 @@ pub use env::apply_env_overrides;
 pub use secret::{REDACTED, Secret};
 pub use stream::{
     DEFAULT_JITTER_LATENCY_MS, DEFAULT_SILENCE_TIMEOUT_MS, DEFAULT_SRT_LATENCY_MS, RtpOptions,
-    SourceKind, SrtOptions, StreamConfig, StreamSource,
+    SourceKind, SrtOptions, StreamConfig, StreamSource, StreamTiming,
 };
 pub use validate::is_valid_name;
 pub(crate) use validate::{check_range, validate_limits};
@@ -555,6 +555,16 @@ impl Config {
             .then_some(self.hls.part_duration_ms)
     }
 
+    /// Where live stream `stream`'s timeline comes from: its `[[streams]] timing` (RTMP
+    /// streams: always the session's own).
+    pub fn timing_for(&self, stream: &str) -> StreamTiming {
+        self.streams
+            .iter()
+            .find(|s| s.name == stream)
+            .map(|s| s.timing)
+            .unwrap_or_default()
+    }
+
     pub fn format_for(&self, stream: &str) -> SegmentFormat {
         self.streams
             .iter()
@@ -776,6 +786,27 @@ passphrase = "secret-srt-passphrase"
         let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("ladder.segment_duration_ms") && e.contains("50"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn stream_timing_is_parsed_and_checked_against_the_frame_rate() {
+        let stream = "[[streams]]\nname = \"cam\"\nsource = \"test-pattern\"\n";
+        let c = Config::parse(&format!("{stream}timing = \"wallclock\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.timing_for("cam"), StreamTiming::Wallclock);
+        assert_eq!(c.timing_for("other"), StreamTiming::Session);
+        let e = Config::parse(&format!("{stream}timing = \"ntp\"\n")).unwrap_err();
+        assert!(e.to_string().contains("ntp"), "{e}");
+        // 1.05 s is not a whole number of frames at 30 fps: boundaries would fall between frames.
+        let c = Config::parse(&format!(
+            "[ladder]\nsegment_duration_ms = 1050\n[hls]\nkeyframe_interval_ms = 1050\npart_duration_ms = 350\n{stream}timing = \"wallclock\"\n"
+        ))
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("streams[0].timing") && e.contains("segment_duration_ms (1050)"),
             "{e}"
         );
     }

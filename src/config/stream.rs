@@ -112,4 +112,21 @@ pub struct StreamConfig {
     pub passphrase: Option<Secret>,
     /// Segment format of this stream; default `ladder.format`.
     pub format: Option<SegmentFormat>,
+    /// `session` (default): each session's timeline starts where the stream's last one ended.
+    /// `wallclock`: segment boundaries, media sequence numbers, part names, `tfdt` and
+    /// PROGRAM-DATE-TIME all come from the wall clock, so two origins fed the same source
+    /// publish the same names for the same media (origin redundancy, see README).
+    #[serde(default)]
+    pub timing: StreamTiming,
+}
+
+/// Where a live stream's timeline comes from (`[[streams]] timing`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamTiming {
+    /// The origin's own session: sequence numbers continue from the stream's last session.
+    #[default]
+    Session,
+    /// The wall clock (unix time): deterministic across origins (see [`crate::transcode::wallclock`]).
+    Wallclock,
 }

@@ -336,6 +336,33 @@ impl Config {
                     "duplicate stream name",
                 ));
             }
+            if s.timing == super::StreamTiming::Wallclock {
+                // Wall-clock boundaries must fall on frames, or two origins could cut at
+                // different frames of the same instant.
+                let fps = l.frame_rate as u64;
+                if !(l.segment_duration_ms * fps).is_multiple_of(1000) {
+                    errors.push(ConfigError::invalid(
+                        format!("streams[{i}].timing"),
+                        "wallclock",
+                        format!(
+                            "needs ladder.segment_duration_ms ({}) to be a whole number of frames at ladder.frame_rate {fps}",
+                            l.segment_duration_ms
+                        ),
+                    ));
+                }
+                if self.part_duration_for(&s.name).is_some()
+                    && !(self.hls.part_duration_ms * fps).is_multiple_of(1000)
+                {
+                    errors.push(ConfigError::invalid(
+                        format!("streams[{i}].timing"),
+                        "wallclock",
+                        format!(
+                            "needs hls.part_duration_ms ({}) to be a whole number of frames at ladder.frame_rate {fps}",
+                            self.hls.part_duration_ms
+                        ),
+                    ));
+                }
+            }
         }
         errors.extend(self.bus.validate().err());
         errors.extend(self.edge.validate(self.bus.allow_insecure_network).err());

@@ -1,9 +1,15 @@
 //! Fetching from origins: one GET, tried on the balancer's candidates in order. A failure
 //! before a usable response (connect error, no headers in time, a 5xx status) is retried on the
-//! next origin and counted against the one that failed (passive ejection); a failure while the
-//! body arrives is not retried ([`AttemptError::retry_safe`]), as nginx's `proxy_next_upstream`
-//! does not: by then the origin has answered, and a retry would double the load of a struggling
-//! tier for one object. A 404 is an answer, not a failure.
+//! next origin and counted against the one that failed (passive ejection). So is a body cut
+//! short (the connection ended before the declared length: an origin killed mid-response),
+//! because the edge holds the whole body before it answers, so the viewer sees nothing of the
+//! failed attempt, and with redundant origins (`timing = "wallclock"`) the next origin has the
+//! same object under the same name. A body that is too slow or too large is not retried
+//! ([`AttemptError::retry_safe`]), as nginx's `proxy_next_upstream` does not: the origin is
+//! alive and answering, and a retry would double the load of a struggling tier for one object.
+//! A 404 is an answer, not a failure, but another origin is asked too; so is an LL-HLS
+//! blocking request an origin refused at once with 503 (it does not have the stream live)
+//! rather than after holding it.
 //!
 //! A body is only ever accepted whole: its length must be what the origin declared
 //! (`Content-Length`, or chunked framing through to the last chunk). A response with neither
@@ -46,9 +52,12 @@ pub enum AttemptError {
     /// The origin answered with an error status (5xx, or another non-2xx but 404).
     #[error("status {0}")]
     Status(u16),
-    /// Headers arrived, the body did not (complete, in time, or within the size limit).
+    /// Headers arrived, the body did not (in time, within the size limit, or framed).
     #[error("body: {0}")]
     Body(String),
+    /// Headers arrived, then the connection ended before the body's declared end.
+    #[error("body cut short: {0}")]
+    BodyCut(String),
 }
 
 /// How an origin's response says where its body ends.
@@ -98,7 +107,8 @@ impl Framing {
 }
 
 impl AttemptError {
-    /// Whether another origin may be tried: only while no usable response has begun.
+    /// Whether another origin may be tried: before a response, or after the connection broke
+    /// mid-body; not when a live origin was too slow or sent too much.
     pub fn retry_safe(&self) -> bool {
         !matches!(self, AttemptError::Body(_))
     }
@@ -167,20 +177,36 @@ impl Upstream {
         }
         let mut last_error = String::new();
         let mut not_found = false;
+        // When the first attempt failed: the failover time is from there to a success.
+        let mut first_failure: Option<std::time::Instant> = None;
+        let mut refused_hold = false;
         for (attempt, origin) in candidates.into_iter().take(MAX_ORIGIN_ATTEMPTS).enumerate() {
             if attempt > 0 {
                 self.failovers.inc();
             }
             self.fetches.inc();
             let _in_flight = origin.start_request();
+            let attempt_started = std::time::Instant::now();
             match self.fetch_one(&origin, path, attempt_kind).await {
                 Ok(Some(f)) => {
                     origin.record_success(self.rise);
+                    if let Some(at) = first_failure {
+                        tracing::info!(origin = %origin.id, path,
+                            failover_ms = at.elapsed().as_millis() as u64,
+                            "served after failing over");
+                    }
                     return Ok(f);
                 }
                 Err(AttemptError::Status(503)) if attempt_kind.held.is_some() => {
                     origin.record_success(self.rise);
-                    return Err(FetchError::HoldTimeout);
+                    // A 503 well before the hold ran out is an origin that would not hold (it
+                    // does not have the stream live: a restarted redundant origin): another
+                    // origin may. One that held and timed out has answered.
+                    let hold = attempt_kind.held.unwrap_or_default();
+                    if attempt_started.elapsed() >= hold / 2 {
+                        return Err(FetchError::HoldTimeout);
+                    }
+                    refused_hold = true;
                 }
                 Err(AttemptError::Status(status)) if (400..500).contains(&status) => {
                     origin.record_success(self.rise);
@@ -193,6 +219,7 @@ impl Upstream {
                 }
                 Err(e) => {
                     origin.record_failure(self.fall);
+                    first_failure.get_or_insert_with(std::time::Instant::now);
                     if !e.retry_safe() {
                         tracing::warn!(origin = %origin.id, path, error = %e, "origin failed mid-response; not retried");
                         return Err(FetchError::Unavailable(format!("{}: {e}", origin.id)));
@@ -202,7 +229,9 @@ impl Upstream {
                 }
             }
         }
-        if not_found {
+        if refused_hold {
+            Err(FetchError::HoldTimeout)
+        } else if not_found {
             Err(FetchError::NotFound)
         } else {
             Err(FetchError::Unavailable(last_error))
@@ -282,9 +311,18 @@ impl Upstream {
         )
         .await
         .map_err(|_| AttemptError::Body(format!("not complete within {:?}", self.timeout * 4)))?
-        .map_err(|e| AttemptError::Body(e.to_string()))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                AttemptError::Body(e.to_string())
+            } else {
+                AttemptError::BodyCut(e.to_string())
+            }
+        })?
         .to_bytes();
-        framing.complete(body.len()).map_err(AttemptError::Body)?;
+        framing.complete(body.len()).map_err(|e| match framing {
+            Framing::Length(_) => AttemptError::BodyCut(e),
+            _ => AttemptError::Body(e),
+        })?;
         Ok(Some(Fetched {
             body,
             etag,
@@ -299,16 +337,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_failures_before_a_response_are_retried() {
+    fn failures_before_a_response_and_cut_bodies_are_retried() {
         for e in [
             AttemptError::BadUrl("x".into()),
             AttemptError::Request("refused".into()),
             AttemptError::HeadersTimeout(Duration::from_secs(1)),
             AttemptError::Status(503),
+            AttemptError::BodyCut("connection reset".into()),
         ] {
             assert!(e.retry_safe(), "{e}");
         }
-        assert!(!AttemptError::Body("reset".into()).retry_safe());
+        assert!(!AttemptError::Body("too large".into()).retry_safe());
     }
 
     #[test]

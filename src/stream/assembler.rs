@@ -29,8 +29,15 @@ impl AssembledSegment {
     /// Milliseconds between the rounded endpoints, so that consecutive segments tile the
     /// timeline exactly (PDT + duration = the next segment's PDT).
     pub fn duration_ms(&self) -> u64 {
-        (self.end_ns / 1_000_000).saturating_sub(self.start_ns / 1_000_000)
+        nearest_ms(self.end_ns).saturating_sub(nearest_ms(self.start_ns))
     }
+}
+
+/// Nanoseconds to the nearest millisecond. Nearest, not truncated: two origins on wall-clock
+/// timing ([`crate::transcode::wallclock`]) can compute one instant a nanosecond apart (sample
+/// counts converted from different session starts), which truncation would turn into 1 ms.
+pub fn nearest_ms(ns: u64) -> u64 {
+    ns.saturating_add(500_000) / 1_000_000
 }
 
 /// A closed fragment waiting for its successor to open.
@@ -154,13 +161,14 @@ mod tests {
         a.closed("x", "1".into(), 3 * S, true);
         let prev = a.closed("x", "2".into(), 5 * S, true).expect("previous");
         assert_eq!((prev.start_ns, prev.end_ns), (S, 3 * S));
-        // Milliseconds between rounded endpoints tile the timeline.
+        // Milliseconds between endpoints rounded to the nearest (as PDT is) tile the timeline.
         let s = AssembledSegment {
             rendition: "x".into(),
             location: "p".into(),
             start_ns: 1_999_999,
             end_ns: 4_000_001,
         };
-        assert_eq!(s.duration_ms(), 3);
+        assert_eq!(s.duration_ms(), 2);
+        assert_eq!((nearest_ms(1_499_999), nearest_ms(1_500_000)), (1, 2));
     }
 }

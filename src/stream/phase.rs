@@ -357,6 +357,7 @@ mod tests {
             source_height: 720,
             anchor_wall_ms: 0,
             separate_audio: false,
+            first_sequence: None,
         })
     }
 

@@ -148,7 +148,8 @@ pub(super) async fn publish_assembled(
     st: &mut SessionState,
     done: AssembledSegment,
 ) -> Result<(), SessionError> {
-    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (done.start_ns / 1_000_000) as i64;
+    let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms)
+        + super::assembler::nearest_ms(done.start_ns) as i64;
     publish_segment(
         ctx,
         st,

@@ -194,6 +194,7 @@ pub async fn run_session(
             .part_duration_for(&ctx.stream)
             .map(|_| ctx.config.hls.keyframe_interval_ms),
         wall_clock_timestamps: true,
+        timing: ctx.config.timing_for(&ctx.stream),
         raw_video_queue: crate::transcode::RawVideoQueue::Live,
         scale_method: crate::transcode::ScaleMethod::Bilinear,
         rtp_guard: ctx.network.as_ref().and_then(|n| n.rtp_counters.clone()),
@@ -522,15 +523,27 @@ async fn handle_event(
             source_height,
             anchor_wall_ms,
             separate_audio,
+            first_sequence,
         } => {
             tracing::info!(stream = %ctx.stream, source = %format!("{source_width}x{source_height}"), format = st.format.as_str(),
                 renditions = %renditions.iter().map(|r| format!("{}@{}kbps", r.name, r.video_bitrate_kbps)).collect::<Vec<_>>().join(","), "ladder planned");
             // The same clock the pipeline put into the fMP4 tfdt: PDT and DASH time agree.
             st.anchor_wall_ms = Some(anchor_wall_ms);
             let audio = separate_audio.then_some(ctx.config.ladder.audio_bitrate_kbps);
+            let first_sequence_of_clock = first_sequence;
+            let renditions_key = format!("{renditions:?}");
             let (first_sequence, orphans) = {
                 let mut t = lock(&ctx.timeline);
-                let first = t.begin_session(&renditions, ctx.config.ladder.frame_rate, audio);
+                let fps = ctx.config.ladder.frame_rate;
+                let first = match first_sequence {
+                    Some(sequence) => {
+                        let tag = crate::transcode::wallclock::part_tag(
+                            ctx.config.part_duration_for(&ctx.stream),
+                        );
+                        t.begin_session_at(&renditions, fps, audio, sequence, &tag)
+                    }
+                    None => t.begin_session(&renditions, fps, audio),
+                };
                 (first, t.take_orphaned_parts())
             };
             // Parts of the last session's unfinished segments: listed no more, deleted later
@@ -539,7 +552,19 @@ async fn handle_event(
                 ctx.janitor
                     .schedule(st.stream_dir.join(rendition).join(uri));
             }
-            st.init_name = layout::session_init_segment(first_sequence);
+            st.init_name = match first_sequence_of_clock {
+                // Every origin and every session of this ladder: one name (see layout).
+                Some(_) => {
+                    let key = format!(
+                        "{renditions_key}|{source_width}x{source_height}|{:?}|{:?}|{:?}",
+                        ctx.config.ladder,
+                        st.format,
+                        ctx.config.part_duration_for(&ctx.stream)
+                    );
+                    layout::wallclock_init_segment(xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+                }
+                None => layout::session_init_segment(first_sequence),
+            };
         }
         PipelineEvent::InitSegment {
             rendition,
@@ -585,11 +610,12 @@ async fn handle_event(
             independent,
             byte_size,
         } => {
-            let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms) + (start_ns / 1_000_000) as i64;
+            let pdt = st.anchor_wall_ms.unwrap_or_else(now_ms)
+                + super::assembler::nearest_ms(start_ns) as i64;
             let written = WrittenPart {
                 location,
                 index,
-                duration_ms: duration_ns.div_ceil(1_000_000),
+                duration_ms: super::assembler::nearest_ms(duration_ns),
                 independent,
                 byte_size,
                 program_date_time_ms: pdt,

@@ -40,9 +40,19 @@ pub struct StreamTimeline {
     low_latency: Option<LowLatency>,
     /// The current session's part tag ([`crate::layout::part_file`]).
     part_tag: String,
-    /// (rendition, part URI) of unfinished segments dropped when a session began.
+    /// Wall-clock sessions: playlists are not served before this sequence is reached
+    /// ([`WALLCLOCK_HOLD_BACK_SEGMENTS`]).
+    hold_back_until: Option<u64>,
+    /// (rendition, URI) of unfinished segments' parts dropped when a session began (and, for
+    /// wall-clock sessions, of every earlier segment: [`StreamTimeline::begin_session_at`]).
     orphaned_parts: Vec<(String, String)>,
 }
+
+/// A wall-clock session's playlists are served only once it has this many complete segments.
+/// Until then the origin answers 404 for them and an edge asks another origin: a restarted
+/// origin's first segments are the live edge, and a player that was playing from another
+/// origin, a few parts behind that edge, must find its next segment in whatever it is served.
+pub const WALLCLOCK_HOLD_BACK_SEGMENTS: u64 = 3;
 
 /// Audio every ladder produces (the ladder resamples to this).
 pub const AUDIO_SAMPLE_RATE: u32 = 48_000;
@@ -69,6 +79,7 @@ impl StreamTimeline {
             separate_audio: false,
             low_latency: None,
             part_tag: "0".into(),
+            hold_back_until: None,
             orphaned_parts: Vec::new(),
         }
     }
@@ -152,6 +163,7 @@ impl StreamTimeline {
         audio_bitrate_kbps: Option<u32>,
     ) -> u64 {
         self.sessions += 1;
+        self.hold_back_until = None;
         self.part_tag = format!("{:08x}", rand::random::<u32>());
         self.frame_rate = frame_rate;
         self.audio_codec = None;
@@ -201,6 +213,52 @@ impl StreamTimeline {
         }
         self.current = planned.iter().map(|p| p.name.clone()).collect();
         start
+    }
+
+    /// Starts a wall-clock session ([`crate::transcode::wallclock`]): its first segment is
+    /// `sequence` (its start time / the segment duration) and its parts are tagged `part_tag`,
+    /// the same on every origin fed the same source. Sequence numbers are time, so segments of
+    /// earlier sessions (this process's or restored from disk) cannot stay listed before the
+    /// new ones without a hole in the numbering: they leave the playlists (their segment and
+    /// part files are returned by [`Self::take_orphaned_parts`] for deletion), which start afresh at
+    /// `sequence` with discontinuity sequence 0 and no discontinuity, as every other origin of
+    /// the stream says. Returns `sequence`.
+    pub fn begin_session_at(
+        &mut self,
+        planned: &[PlannedRendition],
+        frame_rate: u32,
+        audio_bitrate_kbps: Option<u32>,
+        sequence: u64,
+        part_tag: &str,
+    ) -> u64 {
+        let names: Vec<String> = self.renditions.keys().cloned().collect();
+        for name in names {
+            let mut fresh = self.new_playlist();
+            fresh.resume_from(sequence, 0);
+            let Some(r) = self.renditions.get_mut(&name) else {
+                continue;
+            };
+            let mut gone = r.playlist.discard_open_parts();
+            for s in r.playlist.segments() {
+                gone.push(s.uri.clone());
+                gone.extend(s.parts.iter().map(|p| p.uri.clone()));
+                // Not the init segments: a wall-clock session reuses its ladder's one init
+                // name ([`crate::layout::wallclock_init_segment`]), rewritten in place.
+            }
+            self.orphaned_parts
+                .extend(gone.into_iter().map(|uri| (name.clone(), uri)));
+            r.playlist = fresh;
+        }
+        self.begin_session(planned, frame_rate, audio_bitrate_kbps);
+        self.hold_back_until = Some(sequence + WALLCLOCK_HOLD_BACK_SEGMENTS);
+        self.part_tag = part_tag.to_string();
+        for r in self.renditions.values_mut() {
+            // New renditions too (they start level with the others, here at `sequence`).
+            r.playlist.resume_from(sequence, 0);
+            r.playlist.set_part_tag(part_tag);
+            r.discontinuity_pending = false;
+        }
+        sequence
     }
 
     pub fn set_video_codec(&mut self, rendition: &str, codec: String) {
@@ -255,8 +313,15 @@ impl StreamTimeline {
 
     /// `rendition`'s playlist as served now: the whole text, the delta update (LL-HLS) and a
     /// rendition report for every other rendition of the current session.
+    /// `None` while a wall-clock session holds its playlists back.
     pub fn snapshot(&self, rendition: &str) -> Option<PlaylistSnapshot> {
         let r = self.renditions.get(rendition)?;
+        if self
+            .hold_back_until
+            .is_some_and(|until| r.playlist.next_sequence() < until)
+        {
+            return None;
+        }
         let reports = self
             .current
             .iter()
@@ -474,5 +539,54 @@ impl StreamTimeline {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Vec<PlannedRendition> {
+        vec![PlannedRendition {
+            name: "180p".into(),
+            width: 320,
+            height: 180,
+            video_bitrate_kbps: 250,
+        }]
+    }
+
+    #[test]
+    fn a_wallclock_session_starts_afresh_at_its_sequence_and_holds_back_its_playlists() {
+        let mut t = StreamTimeline::new(2, 6);
+        // An earlier session's segments (restored or this process's).
+        t.begin_session(&ladder(), 30, None);
+        t.add_segment(
+            "180p",
+            "0.m4s".into(),
+            1600,
+            10,
+            0,
+            Some("init-0.mp4".into()),
+        );
+        t.take_orphaned_parts();
+        let first = t.begin_session_at(&ladder(), 30, Some(128), 1000, "c8");
+        assert_eq!(first, 1000);
+        assert_eq!(t.part_tag(), "c8");
+        assert_eq!(t.next_sequence("180p"), Some(1000));
+        assert_eq!(t.next_sequence(AUDIO_RENDITION), Some(1000));
+        let gone = t.take_orphaned_parts();
+        assert!(gone.contains(&("180p".into(), "0.m4s".into())), "{gone:?}");
+        assert!(
+            !gone.iter().any(|(_, uri)| uri.starts_with("init-")),
+            "{gone:?}"
+        );
+        for i in 0..WALLCLOCK_HOLD_BACK_SEGMENTS {
+            assert!(t.snapshot("180p").is_none(), "held back at {i}");
+            t.add_segment("180p", format!("{}.m4s", 1000 + i), 1600, 10, 0, None);
+        }
+        let text = String::from_utf8(t.snapshot("180p").unwrap().full.to_vec()).unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1000"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     }
 }

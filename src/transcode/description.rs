@@ -87,8 +87,15 @@ pub fn ladder_description(
     let vq = spec.raw_video_queue.limits();
     // Audio queues stay time-bound in every mode: compressed or 48 kHz audio is small, and each
     // muxer needs audio up to the end of a GOP before it closes a segment.
+    // Wall-clock timing stamps the first frame far from the segment's start: videorate must
+    // begin there, not fill the span before it with copies.
+    let skip = if spec.timing == crate::config::StreamTiming::Wallclock {
+        " skip-to-first=true"
+    } else {
+        ""
+    };
     d.push_str(&format!(
-        "queue name=vin {vq} ! videorate ! video/x-raw,framerate={fps}/1 ! tee name=vt\n"
+        "queue name=vin {vq} ! videorate{skip} ! video/x-raw,framerate={fps}/1 ! tee name=vt\n"
     ));
     if with_audio {
         let audio = spec

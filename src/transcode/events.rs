@@ -27,6 +27,9 @@ pub enum PipelineEvent {
         anchor_wall_ms: i64,
         /// CMAF with audio: segments of an extra `audio` rendition follow.
         separate_audio: bool,
+        /// Wall-clock timing: the media sequence number of the session's first segment
+        /// (its start / the segment duration, the same on every origin).
+        first_sequence: Option<u64>,
     },
     /// CMAF: the init segment of `rendition` is at `location` (staging directory).
     InitSegment {

@@ -10,7 +10,7 @@
 //! the encoded streams; [`fragment_writer`] turns CMAF output into fragment files;
 //! [`off_runtime`] runs the calls that can wait on a streaming thread off the tokio workers;
 //! [`bus_bridge`] forwards what only the GStreamer bus knows; [`colorimetry`] picks the
-//! ladder's one colorimetry.
+//! ladder's one colorimetry; [`wallclock`] puts a redundant stream's timeline on the wall clock.
 
 pub mod bus_bridge;
 pub mod codec_probe;
@@ -23,6 +23,7 @@ pub mod ladder;
 pub mod off_runtime;
 pub mod pipeline;
 pub mod templates;
+pub mod wallclock;
 
 pub use description::{DEFAULT_VOD_QUEUE_FRAMES, RawVideoQueue, ScaleMethod};
 pub use events::PipelineEvent;

@@ -62,6 +62,9 @@ pub struct LadderSpec {
     pub keyframe_interval_ms: Option<u64>,
     /// Live: timestamps (fMP4 `tfdt`) on the wall clock. VOD: from zero.
     pub wall_clock_timestamps: bool,
+    /// `Wallclock`: running time is wall-clock time and the ladder starts on a wall-clock
+    /// segment boundary ([`super::wallclock`]), for origin redundancy.
+    pub timing: crate::config::StreamTiming,
     /// Bound of the ladder's raw-video queues: time-deep for live, a few frames for a file.
     pub raw_video_queue: super::description::RawVideoQueue,
     /// How rendition branches scale: bilinear for live (CPU headroom), cubic for a file.
@@ -344,7 +347,25 @@ fn build_ladder(
         .current_running_time()
         .map(|t| t.nseconds())
         .unwrap_or(0);
-    let anchor_ns = wall_ns.saturating_sub(running_ns);
+    let mut anchor_ns = wall_ns.saturating_sub(running_ns);
+    // Wall-clock timing: running time is time since the epoch, and the ladder starts at the
+    // next common boundary (frames before it are dropped).
+    let mut first_sequence = None;
+    let mut audio_start_ns = None;
+    if spec.timing == crate::config::StreamTiming::Wallclock {
+        use super::wallclock;
+        let grid = wallclock::Grid {
+            segment_ms: spec.ladder.segment_duration_ms,
+            fps: spec.ladder.frame_rate as u64,
+            audio: asrc_pad.is_some(),
+        };
+        let first_boundary_ns = grid.first_boundary_ns(wallclock::now_running_ns());
+        let offset = Arc::new(wallclock::WallOffset::default());
+        wallclock::gate_video(vsrc_pad, grid, first_boundary_ns, offset.clone());
+        anchor_ns = wallclock::EPOCH_NS;
+        first_sequence = Some(grid.sequence_of(first_boundary_ns));
+        audio_start_ns = Some((first_boundary_ns, offset));
+    }
     let tfdt_offset_ns = if spec.wall_clock_timestamps {
         anchor_ns as i64
     } else {
@@ -419,8 +440,12 @@ fn build_ladder(
         source_height,
         anchor_wall_ms: (anchor_ns / 1_000_000) as i64,
         separate_audio,
+        first_sequence,
     });
     if let (Some(apad), Some(asink)) = (asrc_pad, asink) {
+        if let Some((start_ns, offset)) = audio_start_ns {
+            super::wallclock::gate_audio(apad, start_ns, offset);
+        }
         apad.link(&asink)
             .map_err(|e| format!("link audio: {e:?}"))?;
         if let Some(id) = audio_block.lock().ok().and_then(|mut g| g.take()) {

@@ -292,6 +292,7 @@ async fn build(
         staging_dir: work.join(".staging"),
         format,
         wall_clock_timestamps: false,
+        timing: crate::config::StreamTiming::Session,
         // A file source runs ahead of the encoders: time-deep queues would only fill memory.
         raw_video_queue: RawVideoQueue::Frames(DEFAULT_VOD_QUEUE_FRAMES),
         // Quality equal to ffmpeg's bicubic ladder; a file job can spend the extra CPU.

@@ -255,10 +255,18 @@ impl StreamRegistry {
                 let dir = crate::store::live_stream_dir(&config.store.dir, stream);
                 let names = config.ladder.renditions.iter().map(|r| r.name.as_str()).chain([crate::transcode::AUDIO_RENDITION]);
                 for name in names {
-                    if let Ok(text) = std::fs::read_to_string(dir.join(name).join(crate::layout::MEDIA_PLAYLIST)) {
+                    let path = dir.join(name).join(crate::layout::MEDIA_PLAYLIST);
+                    if let Ok(text) = std::fs::read_to_string(&path) {
                         if t.restore(name, &text) {
                             tracing::info!(stream, rendition = %name, "timeline restored from disk; continuing media sequence");
                         }
+                    }
+                    // Wall-clock timing: the last process's playlist is stale and its numbering
+                    // will not be continued (the session starts afresh at the clock's next
+                    // boundary, deleting what it lists): served meanwhile, it would hold players
+                    // at its end; gone, an edge asks another origin (a 404 is tried elsewhere).
+                    if config.timing_for(stream) == crate::config::StreamTiming::Wallclock {
+                        let _ = std::fs::remove_file(&path);
                     }
                 }
                 Arc::new(Mutex::new(t))

@@ -1,0 +1,445 @@
+//! Origin redundancy (issue #14): two origin processes fed the same RTP packets (one GStreamer
+//! sender, `multiudpsink` to both ports) with `timing = "wallclock"` publish the same segments
+//! under the same names (media sequence numbers, LL-HLS part names, PROGRAM-DATE-TIME, `tfdt`),
+//! and an edge in front of both fails over when the one it uses is SIGKILLed mid-stream: hls.js
+//! in Chromium plays on with no fatal error and no stall longer than one segment.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const SEGMENT_MS: u64 = 1600;
+/// `zoomate::transcode::wallclock::EPOCH_UNIX_S`, restated: the test checks the origin's
+/// numbers against the clock, not against its own code.
+const EPOCH_UNIX_S: f64 = 1_735_689_600.0;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One small rendition (two origins, a sender, an edge and Chromium share two cores), CMAF with
+/// LL-HLS; 1.6 s segments start on a whole number of AAC frames, so a session may start at any
+/// segment boundary.
+fn origin_toml(id: &str, port: u16, http: &str) -> String {
+    format!(
+        r#"
+[origin]
+id = "{id}"
+http_listen = "{http}"
+[ladder]
+segment_duration_ms = {SEGMENT_MS}
+frame_rate = 30
+format = "cmaf"
+[[ladder.renditions]]
+name = "180p"
+width = 320
+height = 180
+video_bitrate_kbps = 250
+[hls]
+keyframe_interval_ms = 800
+[rtmp]
+enabled = false
+[[streams]]
+name = "cam"
+source = "rtp-mpegts"
+listen = "127.0.0.1:{port}"
+timing = "wallclock"
+"#
+    )
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A live test picture and tone as MPEG-TS over RTP, the same datagrams to every port.
+struct Sender(Child);
+
+impl Sender {
+    fn start(ports: &[u16]) -> Sender {
+        require_tool("gst-launch-1.0");
+        let clients = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pipeline = format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=800 \
+             ! h264parse config-interval=1 ! queue ! mpegtsmux name=m alignment=7 \
+             ! rtpmp2tpay ! multiudpsink clients={clients} \
+             audiotestsrc is-live=true ! audio/x-raw,rate=48000,channels=2 ! avenc_aac ! aacparse ! queue ! m."
+        );
+        let child = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gst-launch-1.0");
+        Sender(child)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A media playlist as the test reads it: msn → (segment URI, EXTINF, PDT, part URIs).
+#[derive(Debug, Default, PartialEq)]
+struct Listing {
+    discontinuity_sequence: u64,
+    discontinuities: usize,
+    segments: BTreeMap<u64, (String, String, String, Vec<String>)>,
+}
+
+fn quoted_uri(line: &str) -> String {
+    let at = line.find("URI=\"").expect("URI attribute") + 5;
+    line[at..].split('"').next().unwrap_or("").to_string()
+}
+
+fn listing(text: &str) -> Listing {
+    let mut l = Listing::default();
+    let mut msn = None;
+    let (mut pdt, mut extinf, mut parts) = (String::new(), String::new(), Vec::new());
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = Some(v.trim().parse::<u64>().unwrap());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            l.discontinuity_sequence = v.trim().parse().unwrap();
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            l.discontinuities += 1;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            pdt = v.to_string();
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            extinf = v.to_string();
+        } else if line.starts_with("#EXT-X-PART:") {
+            parts.push(quoted_uri(line));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let n = msn.expect("media sequence");
+            l.segments.insert(
+                n,
+                (
+                    line.trim().to_string(),
+                    std::mem::take(&mut extinf),
+                    std::mem::take(&mut pdt),
+                    std::mem::take(&mut parts),
+                ),
+            );
+            msn = Some(n + 1);
+        }
+    }
+    l
+}
+
+/// The first `tfdt` of an fMP4 segment (moof → traf → tfdt), from its bytes.
+fn first_tfdt(b: &[u8]) -> u64 {
+    fn boxes(b: &[u8]) -> Vec<([u8; 4], &[u8])> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 8 <= b.len() {
+            let size = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            if size < 8 || at + size > b.len() {
+                break;
+            }
+            out.push((b[at + 4..at + 8].try_into().unwrap(), &b[at + 8..at + size]));
+            at += size;
+        }
+        out
+    }
+    let moof = boxes(b)
+        .into_iter()
+        .find(|(k, _)| k == b"moof")
+        .expect("moof")
+        .1;
+    let traf = boxes(moof)
+        .into_iter()
+        .find(|(k, _)| k == b"traf")
+        .expect("traf")
+        .1;
+    let tfdt = boxes(traf)
+        .into_iter()
+        .find(|(k, _)| k == b"tfdt")
+        .expect("tfdt")
+        .1;
+    if tfdt[0] == 1 {
+        u64::from_be_bytes(tfdt[4..12].try_into().unwrap())
+    } else {
+        u32::from_be_bytes(tfdt[4..8].try_into().unwrap()) as u64
+    }
+}
+
+fn origin_listing(origin: SocketAddr, rendition: &str) -> Option<Listing> {
+    let r = get(origin, &format!("/live/cam/{rendition}/index.m3u8"));
+    (r.status == 200).then(|| listing(&r.text()))
+}
+
+/// Both origins' `rendition` playlists, once they have `n` complete segments in common.
+fn common_segments(a: SocketAddr, b: SocketAddr, rendition: &str, n: usize) -> (Listing, Listing) {
+    wait_for(
+        Duration::from_secs(40),
+        &format!("{n} segments of {rendition} listed by both origins"),
+        || {
+            let (la, lb) = (origin_listing(a, rendition)?, origin_listing(b, rendition)?);
+            let common = la
+                .segments
+                .keys()
+                .filter(|k| lb.segments.contains_key(k))
+                .count();
+            (common >= n).then_some((la, lb))
+        },
+    )
+}
+
+fn run_player(url: &str, seconds: u32) -> Child {
+    let node = root().join("scripts/browser/node");
+    assert!(
+        node.exists(),
+        "{} missing (run scripts/setup-browser)",
+        node.display()
+    );
+    Command::new(node)
+        .arg(root().join("scripts/browser/play.mjs"))
+        .args([
+            "--player",
+            "hls",
+            "--url",
+            url,
+            "--seconds",
+            &seconds.to_string(),
+        ])
+        .args(["--sample-ms", "250", "--low-latency"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/browser/play.mjs")
+}
+
+/// Asserts that both origins list the same segments under the same names: for every media
+/// sequence number both list, the same URI, EXTINF, PDT and parts, and segments whose first
+/// `tfdt` is the same; no discontinuity, the same discontinuity sequence.
+fn assert_same_names(oa: SocketAddr, ob: SocketAddr, n: usize) {
+    for rendition in ["180p", "audio"] {
+        let (la, lb) = common_segments(oa, ob, rendition, n);
+        assert_eq!(
+            la.discontinuity_sequence, lb.discontinuity_sequence,
+            "{rendition}"
+        );
+        assert_eq!(
+            (la.discontinuities, lb.discontinuities),
+            (0, 0),
+            "{rendition}"
+        );
+        let common: Vec<u64> = la
+            .segments
+            .keys()
+            .copied()
+            .filter(|k| lb.segments.contains_key(k))
+            .collect();
+        let mut parts_compared = 0;
+        for msn in &common {
+            let (sa, sb) = (&la.segments[msn], &lb.segments[msn]);
+            assert_eq!(
+                (&sa.0, &sa.1, &sa.2),
+                (&sb.0, &sb.1, &sb.2),
+                "{rendition} segment {msn}: URI, EXTINF, PDT"
+            );
+            // Parts are listed for the newest segments only (RFC 8216bis 4.4.4.9), so for
+            // how many depends on when each playlist was read.
+            if !sa.3.is_empty() && !sb.3.is_empty() {
+                assert_eq!(sa.3, sb.3, "{rendition} segment {msn}: part names");
+                parts_compared += 1;
+            }
+            let body = |o: SocketAddr| get(o, &format!("/live/cam/{rendition}/{}", sa.0)).body;
+            assert_eq!(
+                first_tfdt(&body(oa)),
+                first_tfdt(&body(ob)),
+                "{rendition} segment {msn}: tfdt"
+            );
+        }
+        assert!(
+            parts_compared > 0,
+            "{rendition}: parts of a segment compared"
+        );
+        // The sequence number is the segment's start on the wall clock.
+        let newest = *common.last().unwrap();
+        let start_s = EPOCH_UNIX_S + newest as f64 * SEGMENT_MS as f64 / 1000.0;
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            (now_s - start_s).abs() < 60.0,
+            "{rendition}: segment {newest} starts at unix {start_s}, now {now_s}"
+        );
+    }
+}
+
+/// Kills (SIGKILL) the origin the edge is fetching segments from (the other sees health
+/// checks only); returns its index.
+fn kill_the_origin_in_use(origins: &mut [Zoomate; 2]) -> usize {
+    let addrs = [origins[0].origin.unwrap(), origins[1].origin.unwrap()];
+    let before = addrs.map(segment_requests);
+    let victim = wait_for(
+        Duration::from_secs(10),
+        "segment fetches by the edge",
+        || {
+            let grown = [0, 1].map(|i| segment_requests(addrs[i]) - before[i]);
+            (0..2).find(|&i| grown[i] >= 3 && grown[i] > grown[1 - i])
+        },
+    );
+    origins[victim].child.kill().unwrap();
+    let _ = origins[victim].child.wait();
+    let survivor = addrs[1 - victim];
+    let survivor_before = segment_requests(survivor);
+    wait_for(
+        Duration::from_secs(10),
+        "the survivor serving the edge",
+        || (segment_requests(survivor) > survivor_before + 2).then_some(()),
+    );
+    victim
+}
+
+fn segment_requests(origin: SocketAddr) -> u64 {
+    metric_value(origin, "zoomate_origin_segment_requests_total")
+}
+
+#[test]
+fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_them() {
+    let started = Instant::now();
+    let ports = [free_udp_port(), free_udp_port()];
+    let ids = ["origin-a", "origin-b"];
+    let start = |i: usize| Zoomate::start("origin", &origin_toml(ids[i], ports[i], "127.0.0.1:0"));
+    let mut origins = [start(0), start(1)];
+    let addrs = [origins[0].origin.unwrap(), origins[1].origin.unwrap()];
+    let _sender = Sender::start(&ports);
+
+    // The same names for the same media on both origins.
+    assert_same_names(addrs[0], addrs[1], 3);
+    eprintln!(
+        "origins agree after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // An edge in front of both; hls.js plays through it while the origin it uses is killed,
+    // restarted, and then the other one killed.
+    let edge_z = Zoomate::start(
+        "edge",
+        &format!(
+            "[edge]\norigins = [\"http://{}\", \"http://{}\"]\nhealth_check_interval_ms = 500\norigin_timeout_ms = 2000\n[bus]\nenabled = false\n[rtmp]\nenabled = false\n",
+            addrs[0], addrs[1]
+        ),
+    );
+    let edge = edge_z.edge.unwrap();
+    let url = format!("http://{edge}/live/cam/master.m3u8");
+    wait_for(
+        Duration::from_secs(20),
+        "the master playlist at the edge",
+        || (get(edge, "/live/cam/master.m3u8").status == 200).then_some(()),
+    );
+    let mut player = run_player(&url, 28);
+    let mut stderr = BufReader::new(player.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut harness_log = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).unwrap();
+        harness_log.push_str(&line);
+        assert!(n > 0, "play.mjs ended before playing: {harness_log}");
+        if line.contains("play.mjs: playing") {
+            break;
+        }
+    }
+    let playing_at = Instant::now();
+    std::thread::spawn(move || {
+        // Keep draining: the harness must never block on a full pipe.
+        let mut rest = String::new();
+        while stderr.read_line(&mut rest).unwrap_or(0) > 0 {
+            rest.clear();
+        }
+    });
+    let first = kill_the_origin_in_use(&mut origins);
+    let first_kill_s = playing_at.elapsed().as_secs_f64();
+
+    // The killed origin comes back on the same ports and store (its restored playlists give
+    // way to the wall clock's numbering), agrees with the other again, and is back in rotation.
+    let dir = std::mem::replace(&mut origins[first].dir, tempfile::tempdir().unwrap());
+    origins[first] = Zoomate::start_in(
+        dir,
+        "origin",
+        &origin_toml(ids[first], ports[first], &addrs[first].to_string()),
+    );
+    assert_same_names(addrs[0], addrs[1], 2);
+    let up = format!(
+        "zoomate_edge_origin_up{{origin=\"http://{}\"}}",
+        addrs[first]
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted origin back in rotation",
+        || (metric(edge, &up) == Some(1.0)).then_some(()),
+    );
+    let second = kill_the_origin_in_use(&mut origins);
+    let second_kill_s = playing_at.elapsed().as_secs_f64();
+    // Consistent hashing brings the stream back to the restarted origin once it is healthy
+    // and lists it, so the second victim may be either.
+
+    let out = player.wait_with_output().unwrap();
+    assert!(out.status.success(), "play.mjs: {}", out.status);
+    let hls: Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
+    let fatal = hls["fatal"].as_array().unwrap();
+    assert!(fatal.is_empty(), "no fatal hls.js error: {fatal:?}");
+    assert_eq!(hls["played"], true, "hls.js played: {hls}");
+    let longest_stall = hls["longestStallMs"].as_u64().unwrap();
+    // The issue's bar for a viewer: no stall longer than one segment.
+    assert!(
+        longest_stall <= SEGMENT_MS,
+        "longest stall {longest_stall} ms (> one {SEGMENT_MS} ms segment): {hls}"
+    );
+    let failovers = metric_value(edge, "zoomate_edge_origin_failovers_total");
+    let log = strip_ansi(&edge_z.log());
+    let failover_ms: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("served after failing over"))
+        .filter_map(|l| {
+            l.split("failover_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let errors: Vec<&str> = hls["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"].as_str().unwrap_or(""))
+        .collect();
+    eprintln!(
+        "redundancy: killed origin {} at +{first_kill_s:.1} s of playback, restarted it, killed {} at +{second_kill_s:.1} s; \
+         hls.js: {} fatal, {} non-fatal errors {errors:?}, {} stalls, longest stall {longest_stall} ms, {} s played; \
+         edge: {failovers} failovers, failover ms {failover_ms:?}; test wall {:.1} s",
+        ["A", "B"][first],
+        ["A", "B"][second],
+        fatal.len(),
+        errors.len(),
+        hls["stalls"],
+        hls["currentTimeAdvanced"],
+        started.elapsed().as_secs_f64(),
+    );
+}
