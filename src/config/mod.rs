@@ -809,6 +809,17 @@ passphrase = "secret-srt-passphrase"
             e.contains("streams[0].timing") && e.contains("segment_duration_ms (1050)"),
             "{e}"
         );
+        // 6 s segments with audio start on a boundary every 24 s: a 20 s stall watchdog would
+        // restart the session before its first segment, for ever.
+        let c = Config::parse(&format!(
+            "[ladder]\nsegment_duration_ms = 6000\n[pipelines]\nstall_timeout_ms = 20000\n{stream}timing = \"wallclock\"\n"
+        ))
+        .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("pipelines.stall_timeout_ms = \"20000\"") && e.contains("must exceed 30000"),
+            "{e}"
+        );
     }
 
     #[test]

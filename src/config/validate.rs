@@ -337,6 +337,21 @@ impl Config {
                 ));
             }
             if s.timing == super::StreamTiming::Wallclock {
+                // The first segment comes up to one start step (the wait for a boundary) plus
+                // one segment after the ladder starts: a stall watchdog shorter than that
+                // would restart the session before it could ever list a segment.
+                let first_segment_ms =
+                    crate::transcode::wallclock::longest_start_wait_ms(l.segment_duration_ms)
+                        + l.segment_duration_ms;
+                if self.pipelines.stall_timeout_ms <= first_segment_ms {
+                    errors.push(ConfigError::invalid(
+                        "pipelines.stall_timeout_ms",
+                        self.pipelines.stall_timeout_ms,
+                        format!(
+                            "must exceed {first_segment_ms} with streams[{i}].timing = \"wallclock\" (the wait for the first wall-clock boundary plus one segment)"
+                        ),
+                    ));
+                }
                 // Wall-clock boundaries must fall on frames, or two origins could cut at
                 // different frames of the same instant.
                 let fps = l.frame_rate as u64;

@@ -55,7 +55,7 @@ impl WebrtcConfig {
     pub fn is_trusted_relay(&self, peer: IpAddr) -> bool {
         self.trusted_relays.iter().any(|r| {
             r.parse::<IpAddr>()
-                .is_ok_and(|ip| ip == peer.to_canonical())
+                .is_ok_and(|ip| ip.to_canonical() == peer.to_canonical())
         })
     }
 

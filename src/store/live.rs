@@ -57,6 +57,15 @@ impl LivePlaylists {
             .or_insert_with(|| watch::channel(snapshot.clone()).0);
     }
 
+    /// Forgets every rendition of `stream`: a wall-clock session that starts afresh lists
+    /// nothing until it holds enough segments, and the last session's playlist must not be
+    /// served meanwhile (an edge asks another origin instead). Requests held on the old
+    /// playlists end at once (their channel closes: 503).
+    pub fn withdraw(&self, stream: &str) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|(s, _), _| s != stream);
+    }
+
     /// The newest playlist and a receiver that sees every later one; `None` when no session
     /// published this rendition.
     pub fn watch(
@@ -86,6 +95,22 @@ impl LivePlaylists {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_withdrawn_stream_has_no_playlist_and_its_waiters_end() {
+        let live = LivePlaylists::default();
+        let end = PlaylistEnd::segment(3, 0);
+        live.publish("cam", "360p", snap(end));
+        live.publish("other", "360p", snap(end));
+        let mut rx = live.watch("cam", "360p").unwrap();
+        live.withdraw("cam");
+        assert!(live.watch("cam", "360p").is_none());
+        assert!(live.watch("other", "360p").is_some());
+        assert!(
+            rx.changed().await.is_err(),
+            "a held request wakes to a closed channel"
+        );
+    }
 
     fn snap(end: PlaylistEnd) -> PlaylistSnapshot {
         PlaylistSnapshot {

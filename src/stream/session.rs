@@ -546,6 +546,20 @@ async fn handle_event(
                 };
                 (first, t.take_orphaned_parts())
             };
+            // A wall-clock session starts afresh: the last session's playlists (in memory and
+            // on disk) are withdrawn until this one lists enough, so an edge asks another
+            // origin rather than being held at a frozen end.
+            if first_sequence_of_clock.is_some() {
+                ctx.live_playlists.withdraw(&ctx.stream);
+                for rendition in lock(&ctx.timeline).rendition_names() {
+                    let path = st.stream_dir.join(&rendition).join(layout::MEDIA_PLAYLIST);
+                    if let Err(e) = std::fs::remove_file(&path)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(stream = %ctx.stream, rendition, error = %e, "stale playlist not removed");
+                    }
+                }
+            }
             // Parts of the last session's unfinished segments: listed no more, deleted later
             // (players may still be fetching them).
             for (rendition, uri) in orphans {

@@ -67,12 +67,19 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The longest a wall-clock session may wait for its first start boundary, in milliseconds:
+/// one start step with audio (the worst case; config does not know whether a source has audio).
+pub fn longest_start_wait_ms(segment_ms: u64) -> u64 {
+    let segment_ms = segment_ms.max(1);
+    segment_ms / gcd(segment_ms, AAC_GRID_MS) * AAC_GRID_MS
+}
+
 impl Grid {
     /// Where a session may start: every segment boundary, or with audio every one that is
     /// also an AAC frame boundary (every 8 s for 2 s segments).
     pub fn start_step_ns(&self) -> u64 {
         let ms = if self.audio {
-            self.segment_ms / gcd(self.segment_ms, AAC_GRID_MS) * AAC_GRID_MS
+            longest_start_wait_ms(self.segment_ms)
         } else {
             self.segment_ms
         };
@@ -98,6 +105,12 @@ impl Grid {
     }
 }
 
+/// `ns` as signed nanoseconds, saturating: running times come from the source's timestamps,
+/// and arithmetic on them must not overflow (a panic in a pad probe would abort the origin).
+fn signed(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
 /// A source running-time jump of more than this (a new source timeline) re-learns the offset.
 const OFFSET_RESET_NS: i64 = 1_000_000_000;
 
@@ -118,11 +131,11 @@ impl WallOffset {
     /// The wall-clock running time (since the epoch) of a buffer at source running time `rt`
     /// arriving now.
     pub fn wall_ns(&self, rt: u64) -> u64 {
-        let observed = now_running_ns() as i64 - rt as i64;
+        let observed = signed(now_running_ns()).saturating_sub(signed(rt));
         let mut k = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let offset = next_offset(*k, observed);
         *k = Some(offset);
-        (rt as i64 + offset).max(0) as u64
+        signed(rt).saturating_add(offset).max(0) as u64
     }
 }
 
@@ -195,21 +208,27 @@ impl AudioGate {
     /// `rt` whose wall time is `wall_ns`; `None`: drop it.
     pub fn admit(&mut self, rt: u64, wall_ns: u64, samples: u64, rate: u64) -> Option<u64> {
         let rate = rate.max(1);
-        let duration_ns = samples * 1_000_000_000 / rate;
+        let duration_ns = (samples as u128 * 1_000_000_000 / rate as u128) as u64;
         let shift = match self.shift_ns {
             Some(s) => s,
             None => {
-                if wall_ns + duration_ns / 2 < self.start_ns {
+                if wall_ns.saturating_add(duration_ns / 2) < self.start_ns {
                     return None;
                 }
-                let s = self.start_ns as i64 - rt as i64;
+                let s = signed(self.start_ns).saturating_sub(signed(rt));
                 self.shift_ns = Some(s);
                 s
             }
         };
-        let source_ns = (rt as i64 + shift).max(0) as u64;
-        let mut out = self.base_ns + (self.samples as u128 * 1_000_000_000 / rate as u128) as u64;
-        if (source_ns as i64 - out as i64).abs() > AUDIO_RESYNC_NS {
+        let source_ns = signed(rt).saturating_add(shift).max(0) as u64;
+        let mut out = self
+            .base_ns
+            .saturating_add((self.samples as u128 * 1_000_000_000 / rate as u128) as u64);
+        if signed(source_ns)
+            .saturating_sub(signed(out))
+            .saturating_abs()
+            > AUDIO_RESYNC_NS
+        {
             self.base_ns = snap_aac_ns(source_ns).max(self.start_ns);
             self.samples = 0;
             out = self.base_ns;
