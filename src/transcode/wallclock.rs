@@ -176,8 +176,22 @@ const AUDIO_RESYNC_NS: i64 = 40_000_000;
 
 /// `t_ns` rounded to the nearest AAC frame of the epoch's grid (1024 samples at 48 kHz).
 pub fn snap_aac_ns(t_ns: u64) -> u64 {
-    let slot = (t_ns as u128 * 48_000 + 512 * 1_000_000_000) / (1024 * 1_000_000_000);
-    (slot * 1024 * 1_000_000_000 / 48_000) as u64
+    ns_of_sample(aac_frame_sample(t_ns, 48_000), 48_000)
+}
+
+/// The sample index (since the epoch, at `rate`) of the AAC frame boundary nearest `t_ns`.
+fn aac_frame_sample(t_ns: u64, rate: u64) -> u128 {
+    let frame = 1024 * 1_000_000_000u128;
+    let slot = (t_ns as u128 * rate as u128 + frame / 2) / frame;
+    slot * 1024
+}
+
+/// When sample `index` (since the epoch, at `rate`) plays, in nanoseconds. Every timestamp is
+/// computed from the absolute index in one step: two origins that reached the same sample by
+/// different paths (one re-anchored, one not) give it the same nanosecond, and so the same
+/// `tfdt` (summing two truncated parts could differ by 1 ns, and a tick of the timescale).
+fn ns_of_sample(index: u128, rate: u64) -> u64 {
+    u64::try_from(index * 1_000_000_000 / rate.max(1) as u128).unwrap_or(u64::MAX)
 }
 
 /// Audio: buffers before the boundary are dropped; the rest are stamped by their sample count
@@ -190,7 +204,9 @@ pub struct AudioGate {
     start_ns: u64,
     /// Source running time → wall time, fixed by the first buffer let through.
     shift_ns: Option<i64>,
-    base_ns: u64,
+    /// The sample index (since the epoch) the count restarted at; `None` until the first
+    /// buffer (the rate is known then).
+    base_sample: Option<u128>,
     samples: u64,
 }
 
@@ -199,7 +215,7 @@ impl AudioGate {
         AudioGate {
             start_ns,
             shift_ns: None,
-            base_ns: start_ns,
+            base_sample: None,
             samples: 0,
         }
     }
@@ -220,18 +236,21 @@ impl AudioGate {
                 s
             }
         };
+        // The boundary is a whole number of AAC frames (config checks it), so of samples.
+        let start_sample = self.start_ns as u128 * rate as u128 / 1_000_000_000;
+        let base = *self.base_sample.get_or_insert(start_sample);
         let source_ns = signed(rt).saturating_add(shift).max(0) as u64;
-        let mut out = self
-            .base_ns
-            .saturating_add((self.samples as u128 * 1_000_000_000 / rate as u128) as u64);
+        let mut index = base + self.samples as u128;
+        let mut out = ns_of_sample(index, rate);
         if signed(source_ns)
             .saturating_sub(signed(out))
             .saturating_abs()
             > AUDIO_RESYNC_NS
         {
-            self.base_ns = snap_aac_ns(source_ns).max(self.start_ns);
+            index = aac_frame_sample(source_ns, rate).max(start_sample);
+            self.base_sample = Some(index);
             self.samples = 0;
-            out = self.base_ns;
+            out = ns_of_sample(index, rate);
         }
         self.samples += samples;
         Some(out)
@@ -415,6 +434,36 @@ mod tests {
         let out = g.admit(24_121_333_333 - k, 0, 1024, 48_000).unwrap();
         assert_eq!(out, snap_aac_ns(24_121_333_333));
         assert_eq!(snap_aac_ns(out), out);
+    }
+
+    #[test]
+    fn a_re_anchored_gate_and_one_that_never_was_agree_to_the_nanosecond() {
+        // Origin A re-anchors at frame 1000 of its count; origin B counted its way there. The
+        // same sample must get the same timestamp (CI once saw 1 tick of tfdt between them).
+        let k = 1_000_000_000;
+        let start = 16_000_000_000;
+        let frame_ns = |n: u64| start + n * 1024 * 1_000_000_000 / 48_000;
+        let mut a = AudioGate::new(start);
+        let mut b = AudioGate::new(start);
+        assert_eq!(a.admit(start - k, start, 1024, 48_000), Some(start));
+        assert_eq!(b.admit(start - k, start, 1024, 48_000), Some(start));
+        // A's source jumps 100 ms ahead, then back onto B's timeline at frame 1000.
+        a.admit(frame_ns(1) + 100_000_000 - k, 0, 1024 * 998, 48_000);
+        let out_a = a.admit(frame_ns(1000) - k, 0, 1024, 48_000);
+        b.admit(frame_ns(1) - k, 0, 1024 * 998, 48_000);
+        let out_b = b.admit(frame_ns(999) - k, 0, 1024, 48_000);
+        let out_b2 = b.admit(frame_ns(1000) - k, 0, 1024, 48_000);
+        let _ = out_b;
+        assert_eq!(out_a, out_b2);
+        // And the frames after it, counted on from different bases (a truncated base plus a
+        // truncated count was 1 ns short on the second).
+        for n in 1001..1004 {
+            assert_eq!(
+                a.admit(frame_ns(n) - k, 0, 1024, 48_000),
+                b.admit(frame_ns(n) - k, 0, 1024, 48_000),
+                "frame {n}"
+            );
+        }
     }
 
     #[test]
