@@ -443,3 +443,67 @@ fn vod_cmaf_asset_is_hls_and_static_dash_served_by_the_origin() {
     let o = vod(&z, &[input, "--name", "x", "--format", "webm"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("webm"));
 }
+
+/// A DASH viewer who joins just after a publisher came back: the old session's Period has
+/// ended and the gap while the publisher was away lies between the two Periods. dash.js starts
+/// `suggestedPresentationDelay` (3 segments) behind the live edge, which is inside that gap.
+/// Before the old Period said where it ends (`@duration`), the gap belonged to it: dash.js
+/// loaded its init segment and waited there for good, reloading the MPD, fetching no segment.
+#[test]
+fn dash_js_joining_in_the_gap_after_a_reconnect_plays_the_new_period() {
+    require_tool("ffmpeg");
+    // 4 s segments: dash.js joins 12 s behind the clock. The publisher is away 12 s and the
+    // viewer joins once the new session's first segment is listed (about 5 s after it came
+    // back), so the join lands about 7 s before the new Period: inside the gap, with margin on
+    // either side for a slow browser start.
+    let ladder = TEST_LADDER.replace("segment_duration_ms = 1000", "segment_duration_ms = 4000");
+    let extra = format!("{ladder}\n[rtmp.stream_formats]\nback = \"cmaf\"\n");
+    let z = Zoomate::start("origin", &extra);
+    let origin = z.origin.expect("origin bound");
+    let mut first = ffmpeg_publish(&z.rtmp_url("back"), "640x360", 8, 120);
+    assert!(
+        first.wait().unwrap().success(),
+        "ffmpeg publish failed; log:\n{}",
+        z.log()
+    );
+    z.wait_sessions_over("back", 1);
+    // The scenario is the publisher's absence itself, not a wait for an event.
+    std::thread::sleep(Duration::from_secs(12));
+    let mut second = ffmpeg_publish(&z.rtmp_url("back"), "640x360", 40, 120);
+    let mpd = wait_for(Duration::from_secs(30), "the second Period listed", || {
+        let r = get(origin, "/live/back/manifest.mpd");
+        let text = r.text();
+        (r.status == 200 && text.matches("<Period ").count() == 2).then_some(text)
+    });
+    let report = play_in_browser(
+        "dash",
+        &format!("http://{origin}/live/back/manifest.mpd"),
+        16,
+        &["--sample-ms", "1000"],
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(
+        report["played"], true,
+        "dash.js played after joining in the gap; MPD at the join:\n{mpd}\nreport: {report}"
+    );
+    assert_eq!(
+        report["fatal"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        report["fatal"]
+    );
+    // It played the new session, from the new Period's init segment.
+    let new_init = mpd
+        .split("initialization=\"")
+        .filter_map(|s| s.split('"').next())
+        .last()
+        .and_then(|i| i.rsplit('/').next())
+        .expect("an init segment in the MPD")
+        .to_string();
+    let requests = report["requests"].to_string();
+    assert!(
+        requests.contains(&new_init),
+        "{new_init} never fetched: {requests}"
+    );
+}

@@ -354,6 +354,10 @@ const result = {
   codecs: null,
   cors: { blocked: [], missingHeader: [] },
   httpErrors: [],
+  // Media requests in order (the first LIMIT): path and query, status (null while pending or
+  // failed), start after the page began loading and duration, ms. A player that never starts
+  // is diagnosed from these: what it asked for, and what it waited on.
+  requests: [],
   samples: [],
 };
 const LIMIT = 200; // cap each list so a broken stream can't print megabytes
@@ -604,6 +608,28 @@ async function main() {
     push(result.errors, e);
     push(result.fatal, e);
   });
+  const inFlight = new Map(); // request -> its entry in result.requests
+  const mediaPath = (u) => { try { const x = new URL(u); return x.origin === mediaOrigin ? x.pathname + x.search : null; } catch { return null; } };
+  page.on('request', (req) => {
+    const p = mediaPath(req.url());
+    if (p === null || req.method() === 'OPTIONS' || result.requests.length >= LIMIT) return;
+    const entry = { path: p, status: null, atMs: Date.now() - pageLoadedAt, ms: null };
+    result.requests.push(entry);
+    inFlight.set(req, entry);
+  });
+  const settle = (req, status, failure) => {
+    const entry = inFlight.get(req);
+    if (!entry) return;
+    inFlight.delete(req);
+    entry.status = status;
+    entry.ms = Date.now() - pageLoadedAt - entry.atMs;
+    if (failure) entry.failure = failure;
+  };
+  page.on('requestfinished', async (req) => {
+    let status = null;
+    try { const r = await req.response(); status = r ? r.status() : null; } catch { /* gone */ }
+    settle(req, status, null);
+  });
   page.on('response', (resp) => {
     let origin;
     try { origin = new URL(resp.url()).origin; } catch { return; }
@@ -618,6 +644,7 @@ async function main() {
   });
   page.on('requestfailed', (req) => {
     const f = req.failure();
+    settle(req, null, (f && f.errorText) || 'failed');
     if (debug) process.stderr.write(`[requestfailed] ${req.url()} ${f && f.errorText}\n`);
   });
 

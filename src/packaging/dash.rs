@@ -189,12 +189,21 @@ pub fn render_mpd(m: &DashManifest) -> String {
         Presentation::Live { .. } => 0, // availabilityStartTime is the epoch
         Presentation::Vod => periods.first().map(|p| p.start_ms).unwrap_or(0),
     };
-    for plan in &periods {
+    for (i, plan) in periods.iter().enumerate() {
         let key = &keys[plan.init_key_index];
         let id = key.trim_end_matches(".mp4");
+        // A session followed by another one is over: it says where its media ends (an Early
+        // Terminated Period, ISO/IEC 23009-1 5.3.2.1). Without @duration a Period lasts until
+        // the next one starts, so the gap while the source was away (a reconnect, a restart)
+        // belongs to the old Period, and a player that joins with its live edge in that gap
+        // (dash.js 5) waits there for a segment the old session will never write.
+        let ended = match periods.get(i + 1) {
+            Some(_) => format!(" duration=\"{}\"", duration(plan.end_ms - plan.start_ms)),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  <Period id=\"{}\" start=\"{}\">",
+            "  <Period id=\"{}\" start=\"{}\"{ended}>",
             xml_escape(id),
             duration(plan.start_ms - origin_ms)
         );
@@ -482,6 +491,16 @@ mod tests {
             "{x}"
         );
         assert!(x[second..].contains(&format!("<S t=\"{}\" d=\"2000\" r=\"1\"/>", T0 + 9000)));
+        // The ended session says where its media ends (3.5 s), so the 5.5 s gap before the
+        // next one is between the Periods, not inside the first; the live Period has no end.
+        assert!(
+            x.contains("<Period id=\"init-0\" start=\"PT1764000000.000S\" duration=\"PT3.500S\">"),
+            "{x}"
+        );
+        assert!(
+            !x[second..].lines().next().unwrap().contains("duration="),
+            "{x}"
+        );
     }
 
     #[test]
