@@ -354,7 +354,7 @@ const result = {
   codecs: null,
   cors: { blocked: [], missingHeader: [] },
   httpErrors: [],
-  // Media requests in order (the first LIMIT): path and query, status (null while pending or
+  // Media requests in order (the first REQUEST_LIMIT): path and query, status (null while pending or
   // failed), start after the page began loading and duration, ms. A player that never starts
   // is diagnosed from these: what it asked for, and what it waited on.
   requests: [],
@@ -362,6 +362,7 @@ const result = {
 };
 const LIMIT = 200; // cap each list so a broken stream can't print megabytes
 const push = (arr, v) => { if (arr.length < LIMIT) arr.push(v); };
+const REQUEST_LIMIT = 4000; // an LL-HLS player makes ~10 a second
 const SAMPLE_LIMIT = 5000; // samples and latency values (40 minutes at 500 ms)
 let firstStarted = null; // first sample with currentTime > 0
 let lastSample = null;
@@ -612,7 +613,7 @@ async function main() {
   const mediaPath = (u) => { try { const x = new URL(u); return x.origin === mediaOrigin ? x.pathname + x.search : null; } catch { return null; } };
   page.on('request', (req) => {
     const p = mediaPath(req.url());
-    if (p === null || req.method() === 'OPTIONS' || result.requests.length >= LIMIT) return;
+    if (p === null || req.method() === 'OPTIONS' || result.requests.length >= REQUEST_LIMIT) return;
     const entry = { path: p, status: null, atMs: Date.now() - pageLoadedAt, ms: null };
     result.requests.push(entry);
     inFlight.set(req, entry);
