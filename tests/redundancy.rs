@@ -405,20 +405,24 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     assert!(fatal.is_empty(), "no fatal hls.js error: {fatal:?}");
     assert_eq!(hls["played"], true, "hls.js played: {hls}");
     let longest_stall = hls["longestStallMs"].as_u64().unwrap();
-    // The issue's bar for a viewer is no stall longer than one segment. Runs here measured
-    // 11–1468 ms, and once 1622 ms with the suite's other lanes loading the machine (a ~4 s
-    // media gap after the kill, not yet explained: docs/RELIABILITY.md). Asserted: two
-    // segments, so the test catches a failover that breaks, not this machine's noise; the
-    // figure is printed for the record.
+    // The issue's bar for a viewer: no stall longer than one segment. Before the edge kept a
+    // playlist's window from moving backwards on failover (edge::sequence_floor), hls.js
+    // misplaced the survivor's longer window by its first segment and looped over parts it
+    // had: 1249–2153 ms in 7 of 8 runs with the machine loaded like the suite loads it; after,
+    // 4–301 ms in the same conditions (docs/RELIABILITY.md).
     eprintln!("longest stall {longest_stall} ms (one segment is {SEGMENT_MS} ms)");
     if longest_stall > SEGMENT_MS {
         explain_stall(&hls, &strip_ansi(&edge_z.log()));
     }
-    assert!(
-        longest_stall <= 2 * SEGMENT_MS,
-        "longest stall {longest_stall} ms (> two {SEGMENT_MS} ms segments): {hls}"
-    );
+    // For a closer look: the harness's whole report and the edge's log, kept where asked.
+    if let Ok(dir) = std::env::var("REDUNDANCY_TEST_KEEP") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hls.json"), hls.to_string()).unwrap();
+        std::fs::write(dir.join("edge.log"), edge_z.log()).unwrap();
+    }
     let failovers = metric_value(edge, "zoomate_edge_origin_failovers_total");
+    let windows_held = metric_value(edge, "zoomate_edge_playlist_windows_held_total");
     let log = strip_ansi(&edge_z.log());
     let failover_ms: Vec<u64> = log
         .lines()
@@ -441,7 +445,7 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     eprintln!(
         "redundancy: killed origin {} at +{first_kill_s:.1} s of playback, restarted it, killed {} at +{second_kill_s:.1} s; \
          hls.js: {} fatal, {} non-fatal errors {errors:?}, {} stalls, longest stall {longest_stall} ms, {} s played; \
-         edge: {failovers} failovers, failover ms {failover_ms:?}; test wall {:.1} s",
+         edge: {failovers} failovers, failover ms {failover_ms:?}, {windows_held} playlists served from the window already served; test wall {:.1} s",
         ["A", "B"][first],
         ["A", "B"][second],
         fatal.len(),
@@ -449,6 +453,31 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
         hls["stalls"],
         hls["currentTimeAdvanced"],
         started.elapsed().as_secs_f64(),
+    );
+    // RFC 8216bis 6.2.1: a playlist's media sequence never decreases, whichever origin the
+    // edge got it from. Every run before the edge held windows broke this at the failover to
+    // the origin that had not restarted (its window starts 3 segments before the other's).
+    let mut starts: BTreeMap<String, u64> = BTreeMap::new();
+    for t in hls["trace"].as_array().unwrap() {
+        let ev = t["ev"].as_str().unwrap_or("");
+        if ev != "levelUpdated" && ev != "audioTrackUpdated" {
+            continue;
+        }
+        let (key, start) = (
+            format!("{ev} {}", t["level"]),
+            t["startSN"].as_u64().unwrap(),
+        );
+        let before = starts.insert(key.clone(), start).unwrap_or(0);
+        assert!(
+            start >= before,
+            "{key}: playlist window moved back from {before} to {start} at +{} ms",
+            t["at"]
+        );
+    }
+    assert!(!starts.is_empty(), "hls.js traced its playlist updates");
+    assert!(
+        longest_stall <= SEGMENT_MS,
+        "longest stall {longest_stall} ms (> one {SEGMENT_MS} ms segment); what it was made of is printed above"
     );
 }
 

@@ -217,6 +217,29 @@ function pageMain(cfg) {
         levels: (data.levels || []).map((l) => ({ bitrate: l.bitrate, width: l.width, height: l.height, codecs: (l.attrs && l.attrs.CODECS) || [l.videoCodec, l.audioCodec].filter(Boolean).join(',') })),
       });
     });
+    // A trace of what hls.js asked for and where it placed it (sn, part, start on its
+    // timeline): a player that loops over parts it already has shows here, not in the buffer.
+    const t0 = performance.now();
+    const at = () => Math.round(performance.now() - t0);
+    hls.on(Hls.Events.FRAG_LOADING, (_ev, data) => {
+      const f = data.frag || {};
+      const part = data.part;
+      emit('trace', { at: at(), ev: 'loading', type: f.type, sn: f.sn, part: part ? part.index : null, start: part ? part.start : f.start });
+    });
+    hls.on(Hls.Events.FRAG_BUFFERED, (_ev, data) => {
+      const f = data.frag || {};
+      const part = data.part;
+      emit('trace', { at: at(), ev: 'buffered', type: f.type, sn: f.sn, part: part ? part.index : null, start: part ? part.start : f.start });
+    });
+    for (const [name, ev] of [['levelUpdated', Hls.Events.LEVEL_UPDATED], ['audioTrackUpdated', Hls.Events.AUDIO_TRACK_LOADED]]) {
+      hls.on(ev, (_e, data) => {
+        const d = data.details || {};
+        const frags = d.fragments || [];
+        const first = frags[0] || {};
+        const last = frags[frags.length - 1] || {};
+        emit('trace', { at: at(), ev: name, level: name === 'levelUpdated' ? data.level : data.id, startSN: d.startSN, endSN: d.endSN, firstStart: first.start, lastStart: last.start, skipped: d.skippedSegments, parts: (d.partList || []).length, deltaFailed: !!d.deltaUpdateFailed });
+      });
+    }
     hls.on(Hls.Events.LEVEL_LOADED, (_ev, data) => {
       const d = data.details || {};
       state.levelLoads++;
@@ -358,6 +381,9 @@ const result = {
   // failed), start after the page began loading and duration, ms. A player that never starts
   // is diagnosed from these: what it asked for, and what it waited on.
   requests: [],
+  // hls.js only: fragment and part loads and bufferings, and playlist updates, in order (the
+  // first REQUEST_LIMIT), with where hls.js placed each on its timeline.
+  trace: [],
   samples: [],
 };
 const LIMIT = 200; // cap each list so a broken stream can't print megabytes
@@ -389,6 +415,9 @@ function onPageEvent(kind, data) {
       }
       lastSample = data;
       if (Number.isFinite(data.latencyMs) && result.latencyMs.length < SAMPLE_LIMIT) result.latencyMs.push(data.latencyMs);
+      break;
+    case 'trace':
+      if (result.trace.length < REQUEST_LIMIT) result.trace.push(data);
       break;
     case 'hlsError':
       push(result.errors, data);

@@ -37,6 +37,9 @@ pub struct EdgeMetrics {
     pub fill_retries: Counter,
     /// Live playlists answered from their last good copy because every origin failed.
     pub stale_served: Counter,
+    /// Live playlists served from a later start than the origin's: the window would have moved
+    /// backwards (a failover to an origin listing more old segments).
+    pub windows_held: Counter,
     bus_rejected: Family<ReasonLabels, Counter>,
     signed_url_rejected: Family<ReasonLabels, Counter>,
     held: Family<HeldLabels, Counter>,
@@ -118,6 +121,10 @@ impl EdgeMetrics {
             "zoomate_edge_stale_served",
             "Live playlists served from their last good copy: every origin failed (stale-if-error)",
         );
+        let windows_held = counter(
+            "zoomate_edge_playlist_windows_held",
+            "Live playlists an origin sent starting before the window already served, served from there on (their media sequence never decreases)",
+        );
         registry.register(
             "zoomate_edge_origin_fetches",
             "Origin GETs, retries included",
@@ -183,6 +190,7 @@ impl EdgeMetrics {
             stale_playlist_refreshes,
             fill_retries,
             stale_served,
+            windows_held,
             bus_rejected,
             signed_url_rejected,
             connections,

@@ -24,6 +24,7 @@ pub mod cache;
 pub mod discovery;
 mod held;
 pub mod metrics;
+pub mod sequence_floor;
 pub mod signed_url;
 pub mod trust;
 pub mod upstream;
@@ -67,6 +68,8 @@ struct Edge {
     rejections_logged: [AtomicU64; trust::Rejection::ALL.len()],
     /// LL-HLS: where each live playlist ends (from the bus), and the budget of held requests.
     ends: blocking::PlaylistEnds,
+    /// Where each live media playlist's newest served window starts (it never moves back).
+    floors: sequence_floor::SequenceFloors,
     held: Arc<crate::http::held::HeldBudget>,
     /// Who fetched which stream's playlists lately (the API's and `/metrics`' viewer counts).
     viewers: viewers::Viewers,
@@ -132,6 +135,7 @@ impl EdgeServer {
                 tasks: tokio_util::task::TaskTracker::new(),
                 rejections_logged: Default::default(),
                 ends: blocking::PlaylistEnds::default(),
+                floors: sequence_floor::SequenceFloors::default(),
                 held: crate::http::held::HeldBudget::new(
                     ec.max_held_requests,
                     ec.max_held_requests_per_stream,
@@ -647,6 +651,27 @@ async fn fetch_into_cache(
                     )));
                 }
             }
+            let (mut body, mut etag) = (f.body, f.etag);
+            if live && kind == ResourceKind::MediaPlaylist {
+                let served = std::str::from_utf8(&body)
+                    .map(|text| e.floors.serve(&path_owned, text))
+                    .unwrap_or(sequence_floor::Served::AsIs);
+                if let sequence_floor::Served::Trimmed {
+                    body: held,
+                    dropped,
+                } = served
+                {
+                    tracing::debug!(
+                        path = path_owned,
+                        origin = f.origin,
+                        dropped,
+                        "playlist starts before the window already served; served from there"
+                    );
+                    e.metrics.windows_held.inc();
+                    body = bytes::Bytes::from(held);
+                    etag = None; // not the origin's bytes: a validator of our own
+                }
+            }
             let name = path_owned.rsplit('/').next().unwrap_or("");
             let last_modified = f
                 .last_modified
@@ -655,12 +680,12 @@ async fn fetch_into_cache(
                 .unwrap_or_else(SystemTime::now);
             let max_age = (e.config.playlist_ttl_ms / 1000).max(1);
             let mut rep = Representation::new(
-                f.body,
+                body,
                 kind.content_type(name),
                 headers::cache_control(kind, live, max_age),
                 last_modified,
             );
-            if let Some(etag) = f.etag {
+            if let Some(etag) = etag {
                 rep.etag = etag; // keep the origin's validator so 304s agree across tiers
             }
             Ok::<_, FetchError>(Arc::new(CachedObject::new(rep, kind)))

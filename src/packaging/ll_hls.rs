@@ -74,6 +74,15 @@ impl PlaylistEnd {
         }
     }
 
+    /// The newest segment listed whole; `None` when the playlist is still on its first.
+    pub fn last_complete_segment(&self) -> Option<u64> {
+        if self.complete {
+            Some(self.msn)
+        } else {
+            self.msn.checked_sub(1)
+        }
+    }
+
     /// Total order: a complete segment is after any of its parts.
     pub fn key(&self) -> (u64, u32) {
         (self.msn, if self.complete { u32::MAX } else { self.parts })

@@ -6,6 +6,7 @@ pub mod dash;
 pub mod datetime;
 pub mod hls;
 pub mod hls_reader;
+pub mod hls_window;
 pub mod ll_hls;
 pub mod multivariant;
 
