@@ -94,7 +94,10 @@ max_connections_per_address = 1024
 fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules() {
     let z = Zoomate::start("run", LL_LADDER);
     let (origin, edge) = (z.origin.unwrap(), z.edge.unwrap());
-    let mut ffmpeg = ffmpeg_publish(&z.rtmp_url("cam"), "640x360", 20, 60);
+    // 30 s: the 500 held requests below ask for a part ~1.5 s ahead, which must still come
+    // when the machine is loaded and the steps before took long (with 20 s, a suite run
+    // reached that step at segment 9 of 10 and asked for one the publisher never sent).
+    let mut ffmpeg = ffmpeg_publish(&z.rtmp_url("cam"), "640x360", 30, 60);
     let pl = "/live/cam/180p/index.m3u8";
     // Three complete segments, so the delta update has something to skip later.
     let first = wait_for(

@@ -16,6 +16,7 @@
 
 use crate::packaging::hls_reader::playlist_end;
 use crate::packaging::hls_window::{WindowStart, start_at, window_start};
+use moka::ops::compute::Op;
 use std::time::Duration;
 
 /// Playlists whose window start is remembered.
@@ -55,29 +56,35 @@ impl SequenceFloors {
         let Some(start) = window_start(text) else {
             return Served::AsIs;
         };
-        let floor = self.starts.get(key);
-        match floor {
-            Some(floor) if start.media_sequence < floor.media_sequence => {
-                let ends_before_floor = playlist_end(text)
-                    .is_none_or(|end| end.last_complete_segment() < Some(floor.media_sequence));
-                if ends_before_floor {
-                    // Not behind: renumbered. Forget the old floor.
-                    self.starts.insert(key.to_string(), start);
-                    return Served::AsIs;
+        // One atomic step per playlist: concurrent fetches of it (plain, blocking, delta: one
+        // playlist under several cache keys) must never lower the floor.
+        let mut trim_to = None;
+        self.starts
+            .entry_by_ref(key)
+            .and_compute_with(|entry| match entry.map(|e| *e.value()) {
+                Some(floor) if start.media_sequence < floor.media_sequence => {
+                    let ends_before_floor = playlist_end(text)
+                        .is_none_or(|end| end.last_complete_segment() < Some(floor.media_sequence));
+                    if ends_before_floor {
+                        // Not behind: renumbered. It replaces the old floor.
+                        Op::Put(start)
+                    } else {
+                        trim_to = Some(floor);
+                        Op::Nop
+                    }
                 }
-                match start_at(text, floor) {
-                    Some(body) => Served::Trimmed {
-                        body,
-                        dropped: floor.media_sequence - start.media_sequence,
-                    },
-                    None => Served::AsIs,
-                }
-            }
-            Some(floor) if start.media_sequence == floor.media_sequence => Served::AsIs,
-            _ => {
-                self.starts.insert(key.to_string(), start);
-                Served::AsIs
-            }
+                Some(floor) if start.media_sequence == floor.media_sequence => Op::Nop,
+                _ => Op::Put(start),
+            });
+        let Some(floor) = trim_to else {
+            return Served::AsIs;
+        };
+        match start_at(text, floor) {
+            Some(body) => Served::Trimmed {
+                body,
+                dropped: floor.media_sequence - start.media_sequence,
+            },
+            None => Served::AsIs,
         }
     }
 }

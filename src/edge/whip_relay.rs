@@ -3,9 +3,12 @@
 //! the edge's address (`zoomate run` takes `http://HOST:8080/whip/{stream}`). Signalling only:
 //! the media goes from the publisher to the origin's ICE candidates directly.
 //!
-//! The origin is the first candidate of the balancer for the stream (rendezvous hashing, so a
-//! DELETE reaches the origin that took the POST). No retry on another origin: a POST starts a
-//! session and is not idempotent.
+//! A POST goes to the first candidate of the balancer for the stream. The session it creates
+//! (its `Location`) is remembered with the origin that answered, so the session's `PATCH`
+//! (trickle ICE) and `DELETE` reach that origin whatever the balance policy (round-robin or
+//! least-connections would pick another) and however the origin set changed since; a session
+//! the edge does not know (it restarted) goes to the first candidate, as the POST did. No
+//! retry on another origin: a POST starts a session and is not idempotent.
 
 use super::balancer::OriginSet;
 use crate::http::Body;
@@ -17,6 +20,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::time::Duration;
+
+/// Sessions whose origin is remembered (a publisher's session lives as long as it publishes).
+const MAX_SESSIONS: u64 = 100_000;
+/// A session not PATCHed or DELETEd for this long is forgotten (its publisher may still be
+/// live: a DELETE after that goes to the first candidate, as without the memory).
+const SESSION_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest body relayed either way (an SDP offer or answer; the origin has its own, smaller, limit).
 const MAX_RELAY_BYTES: usize = 1 << 20;
@@ -39,6 +48,8 @@ const RESPONSE_HEADERS: [header::HeaderName; 7] = [
 
 pub struct WhipRelay {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Session resource path (the POST's `Location`) → id of the origin that created it.
+    sessions: moka::sync::Cache<String, String>,
     /// Negotiation at the origin includes ICE gathering: a longer bound than a segment fetch.
     timeout: Duration,
 }
@@ -50,6 +61,10 @@ impl WhipRelay {
         connector.set_nodelay(true);
         WhipRelay {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
+            sessions: moka::sync::Cache::builder()
+                .max_capacity(MAX_SESSIONS)
+                .time_to_idle(SESSION_MEMORY)
+                .build(),
             timeout,
         }
     }
@@ -75,9 +90,21 @@ impl WhipRelay {
         else {
             return kind.text(StatusCode::NOT_FOUND, "no such WHIP resource");
         };
-        let Some(origin) = origins.candidates(&stream).into_iter().next() else {
-            return kind.text(StatusCode::SERVICE_UNAVAILABLE, "no origin available");
+        let is_post = req.method() == http::Method::POST;
+        let pinned = (!is_post)
+            .then(|| self.sessions.get(&path))
+            .flatten()
+            .map(|id| origins.snapshot().iter().find(|o| o.id == id).cloned());
+        let origin = match pinned {
+            Some(Some(origin)) => origin,
+            // The origin that holds the session left the set: nobody else knows the session.
+            Some(None) => return kind.text(StatusCode::NOT_FOUND, "no such WHIP session"),
+            None => match origins.candidates(&stream).into_iter().next() {
+                Some(origin) => origin,
+                None => return kind.text(StatusCode::SERVICE_UNAVAILABLE, "no origin available"),
+            },
         };
+        let method = req.method().clone();
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_RELAY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
@@ -117,6 +144,7 @@ impl WhipRelay {
             }
         };
         let (rparts, rbody) = resp.into_parts();
+        self.remember(&method, &path, &origin.id, &rparts);
         let body = match tokio::time::timeout(
             self.timeout,
             Limited::new(rbody, MAX_RELAY_BYTES).collect(),
@@ -137,5 +165,108 @@ impl WhipRelay {
         kind.cors(h);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
+    }
+
+    /// A created session is pinned to `origin`; an ended one is forgotten.
+    fn remember(
+        &self,
+        method: &http::Method,
+        path: &str,
+        origin: &str,
+        resp: &http::response::Parts,
+    ) {
+        if *method == http::Method::POST && resp.status == StatusCode::CREATED {
+            // The origin's Location is a path on the origin, which the edge relays as is.
+            let location = resp
+                .headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| l.split('?').next().unwrap_or(l));
+            if let Some(l) = location.filter(|l| l.starts_with('/')) {
+                self.sessions.insert(l.to_string(), origin.to_string());
+            }
+        } else if *method == http::Method::DELETE && resp.status.is_success() {
+            self.sessions.invalidate(path);
+        }
+    }
+
+    /// Which origin a session resource is pinned to, if any.
+    #[cfg(test)]
+    fn pinned_origin(&self, session_path: &str) -> Option<String> {
+        self.sessions.get(session_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(status: StatusCode, location: Option<&str>) -> http::response::Parts {
+        let mut b = Response::builder().status(status);
+        if let Some(l) = location {
+            b = b.header(header::LOCATION, l);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_created_session_is_pinned_to_its_origin_until_it_is_deleted() {
+        let relay = WhipRelay::new(Duration::from_secs(1));
+        let post = http::Method::POST;
+        relay.remember(
+            &post,
+            "/whip/cam",
+            "origin-b",
+            &parts(StatusCode::CREATED, Some("/whip/cam/s1")),
+        );
+        assert_eq!(
+            relay.pinned_origin("/whip/cam/s1").as_deref(),
+            Some("origin-b")
+        );
+        // A refused POST, or an absolute or missing Location, pins nothing.
+        relay.remember(
+            &post,
+            "/whip/cam",
+            "origin-a",
+            &parts(StatusCode::CONFLICT, Some("/whip/cam/s2")),
+        );
+        relay.remember(
+            &post,
+            "/whip/cam",
+            "origin-a",
+            &parts(StatusCode::CREATED, Some("http://x/whip/cam/s3")),
+        );
+        relay.remember(
+            &post,
+            "/whip/cam",
+            "origin-a",
+            &parts(StatusCode::CREATED, None),
+        );
+        assert_eq!(relay.pinned_origin("/whip/cam/s2"), None);
+        assert_eq!(relay.pinned_origin("http://x/whip/cam/s3"), None);
+        // A PATCH keeps it; a failed DELETE keeps it; a DELETE that ended it forgets it.
+        relay.remember(
+            &http::Method::PATCH,
+            "/whip/cam/s1",
+            "origin-b",
+            &parts(StatusCode::NO_CONTENT, None),
+        );
+        relay.remember(
+            &http::Method::DELETE,
+            "/whip/cam/s1",
+            "origin-b",
+            &parts(StatusCode::BAD_GATEWAY, None),
+        );
+        assert_eq!(
+            relay.pinned_origin("/whip/cam/s1").as_deref(),
+            Some("origin-b")
+        );
+        relay.remember(
+            &http::Method::DELETE,
+            "/whip/cam/s1",
+            "origin-b",
+            &parts(StatusCode::OK, None),
+        );
+        assert_eq!(relay.pinned_origin("/whip/cam/s1"), None);
     }
 }

@@ -68,10 +68,11 @@ pub fn window_start(text: &str) -> Option<WindowStart> {
 }
 
 /// `text` starting at `to`: its segments older than `to.media_sequence` dropped (those a delta
-/// update skips first, then listed ones), `EXT-X-MEDIA-SEQUENCE` and
-/// `EXT-X-DISCONTINUITY-SEQUENCE` set from `to` (the caller knows the discontinuity sequence at
-/// that segment: it served a playlist starting there), and the init segment in effect carried
-/// over to the new first segment. Every other line is kept as it was.
+/// update skips first, then listed ones), `EXT-X-MEDIA-SEQUENCE` set, and the init segment in
+/// effect carried over to the new first segment. `EXT-X-DISCONTINUITY-SEQUENCE` counts the
+/// `EXT-X-DISCONTINUITY` tags dropped; when skipped segments are dropped, whose tags the text
+/// does not show, it is `to.discontinuity_sequence` (the caller served a playlist starting
+/// there). Every other line is kept as it was.
 ///
 /// `None` when `text` is unreadable, already starts at or after `to`, or would keep no complete
 /// segment (it is not the same timeline, or far behind: not this function's call).
@@ -82,7 +83,10 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(text.len());
-    let mut lines = text.lines().map(str::trim_end).peekable();
+    // Trimmed both sides, as the readers do (`window_start`, `playlist_end`).
+    let mut lines = text.lines().map(str::trim).peekable();
+    // The header's discontinuity sequence is written once the dropped segments are known.
+    let mut discontinuity_at = None;
     // Header, with the two numbers replaced.
     while let Some(line) = lines.peek().copied() {
         if line.starts_with(SKIP) || (!line.is_empty() && !is_header(line)) {
@@ -92,15 +96,13 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
         if line.starts_with("#EXT-X-MEDIA-SEQUENCE:") {
             out.push_str(&format!("#EXT-X-MEDIA-SEQUENCE:{}\n", to.media_sequence));
         } else if line.starts_with("#EXT-X-DISCONTINUITY-SEQUENCE:") {
-            out.push_str(&format!(
-                "#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-                to.discontinuity_sequence
-            ));
+            discontinuity_at = Some(out.len());
         } else {
             out.push_str(line);
             out.push('\n');
         }
     }
+    let mut skipped_dropped = false;
     // Segments a delta update skipped come first.
     if let Some(skipped) = lines.peek().and_then(|l| l.strip_prefix(SKIP)) {
         let (count, rest) = skipped.split_once(',').unwrap_or((skipped, ""));
@@ -109,6 +111,7 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
         lines.next();
         let dropped = drop.min(count);
         drop -= dropped;
+        skipped_dropped = dropped > 0;
         if count > dropped {
             out.push_str(SKIP);
             out.push_str(&(count - dropped).to_string());
@@ -123,6 +126,7 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
     let mut map_in_effect: Option<String> = None;
     let mut block: Vec<&str> = Vec::new();
     let mut kept_one = false;
+    let mut discontinuities_dropped = 0u64;
     for line in lines {
         if drop == 0 {
             block.push(line);
@@ -136,6 +140,9 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
         if line.starts_with(MAP) {
             map_in_effect = Some(line.to_string());
         }
+        if line == DISCONTINUITY {
+            discontinuities_dropped += 1;
+        }
         if is_uri(line) {
             drop -= 1;
         }
@@ -143,6 +150,19 @@ pub fn start_at(text: &str, to: WindowStart) -> Option<String> {
     if !kept_one {
         return None;
     }
+    let discontinuity_sequence = if skipped_dropped {
+        to.discontinuity_sequence
+    } else {
+        from.discontinuity_sequence
+            .checked_add(discontinuities_dropped)?
+    };
+    out.insert_str(
+        match discontinuity_at {
+            Some(at) => at,
+            None => out.find("#EXT-X-MEDIA-SEQUENCE:")?,
+        },
+        &format!("#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}\n"),
+    );
     // The tail: parts of the segment being written, the preload hint, rendition reports.
     for line in block {
         out.push_str(line);
@@ -237,13 +257,45 @@ mod tests {
     }
 
     #[test]
-    fn the_discontinuity_sequence_is_the_callers_and_a_later_map_is_left_alone() {
+    fn the_discontinuity_sequence_counts_the_discontinuities_dropped() {
+        // A discontinuity on 401: dropping 400 and 401 drops it.
+        let on_401 = FULL.replace(
+            "#EXT-X-PROGRAM-DATE-TIME:2026-12-01T20:00:01.600Z\n",
+            "#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-12-01T20:00:01.600Z\n",
+        );
+        let t = start_at(&on_401, at(402, 9)).unwrap();
+        assert!(
+            t.contains("#EXT-X-MEDIA-SEQUENCE:402\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+            "{t}"
+        );
+        assert!(!t.contains("#EXT-X-DISCONTINUITY\n"), "{t}");
+        // Dropping 400 only: the new first segment starts the discontinuity itself.
+        let t = start_at(&on_401, at(401, 9)).unwrap();
+        assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{t}");
+        assert!(
+            t.contains(
+                "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-a.mp4\"\n#EXT-X-PROGRAM-DATE-TIME"
+            ),
+            "{t}"
+        );
+        // Indented or CRLF lines read as the readers read them.
+        let crlf = FULL
+            .replace('\n', "\r\n")
+            .replace("#EXT-X-MEDIA-SEQUENCE", "  #EXT-X-MEDIA-SEQUENCE");
+        let t = start_at(&crlf, at(402, 0)).unwrap();
+        assert_eq!(window_start(&t), Some(at(402, 0)));
+        assert!(t.starts_with("#EXTM3U\n") && !t.contains('\r'), "{t}");
+    }
+
+    #[test]
+    fn a_later_map_is_left_alone() {
         let two = FULL.replace(
             "#EXT-X-PROGRAM-DATE-TIME:2026-12-01T20:00:03.200Z\n",
             "#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-b.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-12-01T20:00:03.200Z\n",
         );
         let t = start_at(&two, at(402, 7)).unwrap();
-        assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:7\n"), "{t}");
+        // Not the caller's 7: the text shows every dropped segment, none with a discontinuity.
+        assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{t}");
         assert!(!t.contains("init-a.mp4"), "{t}");
         assert!(
             t.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-b.mp4\"\n"),
@@ -271,8 +323,10 @@ mod tests {
 #EXTINF:1.600,
 402.m4s
 ";
-        let t = start_at(delta, at(401, 0)).unwrap();
+        let t = start_at(delta, at(401, 4)).unwrap();
         assert!(t.contains("#EXT-X-MEDIA-SEQUENCE:401\n"), "{t}");
+        // A skipped segment's tags are not in the text: the caller's discontinuity sequence.
+        assert!(t.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{t}");
         assert!(
             t.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n#EXT-X-MAP"),
             "{t}"

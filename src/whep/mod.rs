@@ -142,7 +142,7 @@ impl WhepService {
             port_range: (w.ice_port_min != 0).then_some((w.ice_port_min, w.ice_port_max)),
             address: w.ice_address(),
             stun_server: (!w.stun_server.is_empty()).then(|| w.stun_server.clone()),
-            turn_server: (!w.turn_server.is_empty()).then(|| w.turn_server.expose().to_string()),
+            turn_server: (!w.turn_server.is_empty()).then(|| w.turn_server.clone()),
         };
         let viewer_id = self.next_viewer.fetch_add(1, Ordering::Relaxed);
         let timeout = Duration::from_millis(w.answer_timeout_ms);

@@ -18,7 +18,8 @@ pub struct IceSettings {
     pub port_range: Option<(u16, u16)>,
     pub address: Option<IpAddr>,
     pub stun_server: Option<String>,
-    pub turn_server: Option<String>,
+    /// `turn://user:password@host:port`: a credential, so `Debug` shows it redacted.
+    pub turn_server: Option<crate::config::Secret>,
 }
 
 /// Why negotiation failed (the publisher gets a 5xx or 4xx naming it).
@@ -189,7 +190,7 @@ fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
         webrtc.set_property("stun-server", stun);
     }
     if let Some(turn) = &ice.turn_server {
-        webrtc.set_property("turn-server", turn);
+        webrtc.set_property("turn-server", turn.expose());
     }
     if let Some((min, max)) = ice.port_range {
         // GstWebRTCICE (1.20+): the UDP port range libnice binds its host candidates to.
@@ -289,5 +290,25 @@ fn wait_promise(
             Ok(reply)
         }
         other => Err(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_settings_never_print_the_turn_credential() {
+        let ice = IceSettings {
+            turn_server: Some(crate::config::Secret::new(
+                "turn://user:secret-pw@turn.example:3478",
+            )),
+            ..IceSettings::default()
+        };
+        let shown = format!("{ice:?} {ice:#?}");
+        assert!(
+            !shown.contains("secret-pw") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

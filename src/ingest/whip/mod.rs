@@ -214,7 +214,7 @@ impl WhipService {
             port_range: (w.ice_port_min != 0).then_some((w.ice_port_min, w.ice_port_max)),
             address: w.ice_address(),
             stun_server: (!w.stun_server.is_empty()).then(|| w.stun_server.clone()),
-            turn_server: (!w.turn_server.is_empty()).then(|| w.turn_server.expose().to_string()),
+            turn_server: (!w.turn_server.is_empty()).then(|| w.turn_server.clone()),
         };
         let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
         let answer_timeout = Duration::from_millis(w.answer_timeout_ms);
