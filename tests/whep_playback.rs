@@ -1,7 +1,7 @@
 //! WHEP playback (issue #16) with a real peer: headless Chromium plays a live stream over WebRTC
 //! from `zoomate run`'s edge (signalling relayed to the origin) and decodes frames (getStats);
-//! the viewer bound refuses one more; DELETE ends the viewer (garbage on the ICE ports is
-//! tests/whip_ingest.rs's). The measured receiver-side latency is logged, not asserted.
+//! the viewer bound refuses one more; its ICE candidates trickle in by PATCH; DELETE ends the
+//! viewer (garbage on the ICE ports is tests/whip_ingest.rs's). The measured receiver-side latency is logged, not asserted.
 
 mod common;
 use common::*;
@@ -55,7 +55,14 @@ fn chromium_plays_whep_from_the_top_rendition_and_decodes_frames() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let harness = Command::new(root.join("scripts/browser/node"))
         .arg(root.join("scripts/browser/whep.mjs"))
-        .args(["--url", &endpoint, "--seconds", "8", "--delete"])
+        .args([
+            "--url",
+            &endpoint,
+            "--seconds",
+            "8",
+            "--delete",
+            "--trickle",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -78,6 +85,16 @@ fn chromium_plays_whep_from_the_top_rendition_and_decodes_frames() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("harness JSON");
     assert_eq!(report["status"], 201, "{report}");
     assert_eq!(report["deleteStatus"], 200, "{report}");
+    // The browser sent its offer before gathering; every candidate came by PATCH, through the
+    // edge's relay (pinned to the origin that holds the session) to the viewer's webrtcbin.
+    let patches = report["patchStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !patches.is_empty() && patches.iter().all(|s| s == 204),
+        "every trickle PATCH answered 204: {report}"
+    );
     let last = report["samples"]
         .as_array()
         .and_then(|s| s.last())
@@ -101,4 +118,44 @@ fn chromium_plays_whep_from_the_top_rendition_and_decodes_frames() {
     wait_for(Duration::from_secs(10), "the viewer to be gone", || {
         (metric(origin, "zoomate_whep_viewers{stream=\"tp\"}").unwrap_or(0.0) == 0.0).then_some(())
     });
+
+    // The PATCH rules, as for WHIP, on a viewer of the origin's own endpoint.
+    let created = ureq::post(&format!("http://{origin}/whep/tp"))
+        .set("Content-Type", "application/sdp")
+        .send_string(RECVONLY_OFFER)
+        .expect("201 for a well-formed offer once the seat is free");
+    let location = created.header("Location").expect("Location").to_string();
+    let etag = created.header("ETag").expect("ETag for PATCH").to_string();
+    let session = format!("http://{origin}{location}");
+    let patch = |content_type: &str, if_match: Option<&str>, body: &str| -> u16 {
+        let mut req = ureq::request("PATCH", &session).set("Content-Type", content_type);
+        if let Some(tag) = if_match {
+            req = req.set("If-Match", tag);
+        }
+        match req.send_string(body) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("PATCH {session}: {e}"),
+        }
+    };
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let fragment = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+        a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50999 typ host\r\na=end-of-candidates\r\n";
+    assert_eq!(patch(FRAG, Some(&etag), fragment), 204);
+    assert_eq!(patch(FRAG, Some("\"stale\""), fragment), 412);
+    assert_eq!(
+        patch(FRAG, Some(&etag), &fragment.replace("abcd", "other")),
+        422
+    );
+    assert_eq!(
+        patch(FRAG, Some(&etag), &fragment.replace("mid:0", "mid:7")),
+        400
+    );
+    assert_eq!(patch("application/sdp", Some(&etag), fragment), 415);
+    assert_eq!(ureq::delete(&session).call().unwrap().status(), 200);
+    assert_eq!(
+        patch(FRAG, Some(&etag), fragment),
+        404,
+        "the viewer is gone"
+    );
 }

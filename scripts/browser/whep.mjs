@@ -4,7 +4,11 @@
 // and Location, and getStats() samples of the inbound video (frames received and decoded,
 // jitter-buffer delay per frame, the receiver's share of latency).
 //
-//   node scripts/browser/whep.mjs --url http://HOST:PORT/whep/NAME --seconds N [--delete] [--viewers K]
+//   node scripts/browser/whep.mjs --url http://HOST:PORT/whep/NAME --seconds N [--delete] [--viewers K] [--trickle]
+//
+// --trickle: the offer goes out before ICE gathering (no candidates in it); the candidates follow
+// in PATCH requests (application/trickle-ice-sdpfrag) with the answer's ETag as If-Match; the
+// JSON lists each PATCH's status ("patchStatuses").
 //
 // --viewers K opens K more peer connections in the same page (load for CPU-per-viewer figures);
 // the samples describe the first one; "extraViewers" lists the others' POST statuses.
@@ -15,13 +19,14 @@
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const opts = { url: null, seconds: null, del: false, viewers: 1 };
+const opts = { url: null, seconds: null, del: false, viewers: 1, trickle: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--url') opts.url = argv[++i];
   else if (argv[i] === '--seconds') opts.seconds = Number(argv[++i]);
   else if (argv[i] === '--delete') opts.del = true;
   else if (argv[i] === '--viewers') opts.viewers = Number(argv[++i]);
+  else if (argv[i] === '--trickle') opts.trickle = true;
   else { process.stderr.write(`whep.mjs: unknown argument ${argv[i]}\n`); process.exit(1); }
 }
 if (!opts.url || !(opts.seconds >= 0)) { process.stderr.write('usage: whep.mjs --url URL --seconds N [--delete]\n'); process.exit(1); }
@@ -45,8 +50,8 @@ let result;
 try {
   const page = await browser.newPage();
   await page.goto(new URL('/healthz', opts.url).href);
-  result = await page.evaluate(async ({ url, seconds, del, viewers }) => {
-    const out = { status: null, location: null, error: null, samples: [], extraViewers: [] };
+  result = await page.evaluate(async ({ url, seconds, del, viewers, trickle }) => {
+    const out = { status: null, location: null, error: null, samples: [], extraViewers: [], patchStatuses: [] };
     const extra = [];
     for (let i = 1; i < viewers; i++) {
       const p = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
@@ -62,8 +67,36 @@ try {
     const video = document.createElement('video');
     video.muted = true; video.autoplay = true; document.body.appendChild(video);
     pc.ontrack = (e) => { video.srcObject = new MediaStream([e.track]); };
+    // Trickle: candidates wait here until the session exists, then go out by PATCH, in order.
+    const pending = [];
+    let gatheringDone = false;
+    let session = null;
+    let patching = Promise.resolve();
+    const flush = () => {
+      if (!session || (!pending.length && !gatheringDone)) return;
+      const cands = pending.splice(0);
+      const end = gatheringDone;
+      gatheringDone = false;
+      const sdp = pc.localDescription.sdp;
+      let frag = `a=ice-ufrag:${/a=ice-ufrag:(\S+)/.exec(sdp)[1]}\r\na=ice-pwd:${/a=ice-pwd:(\S+)/.exec(sdp)[1]}\r\n`;
+      for (const mid of [...new Set(cands.map((c) => c.sdpMid))]) {
+        frag += `m=video 9 RTP/AVP 0\r\na=mid:${mid}\r\n`;
+        for (const c of cands.filter((x) => x.sdpMid === mid)) frag += `a=${c.candidate}\r\n`;
+      }
+      if (end) frag += 'a=end-of-candidates\r\n';
+      const h = { 'Content-Type': 'application/trickle-ice-sdpfrag' };
+      if (session.etag) h['If-Match'] = session.etag;
+      patching = patching.then(() => fetch(session.url, { method: 'PATCH', headers: h, body: frag })
+        .then((r) => out.patchStatuses.push(r.status), (e) => out.patchStatuses.push(String(e))));
+    };
+    if (trickle) {
+      pc.addEventListener('icecandidate', (e) => {
+        if (e.candidate && e.candidate.candidate) pending.push(e.candidate); else if (!e.candidate) gatheringDone = true;
+        flush();
+      });
+    }
     await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
+    if (!trickle) await new Promise((resolve) => {
       if (pc.iceGatheringState === 'complete') return resolve();
       const t = setTimeout(resolve, 3000);
       pc.addEventListener('icegatheringstatechange', () => {
@@ -77,6 +110,10 @@ try {
     const body = await res.text();
     if (res.status !== 201) { out.error = body; pc.close(); return out; }
     await pc.setRemoteDescription({ type: 'answer', sdp: body });
+    if (trickle && out.location) {
+      session = { url: new URL(out.location, url).href, etag: res.headers.get('ETag') };
+      flush();
+    }
     const start = performance.now();
     while (performance.now() - start < seconds * 1000) {
       await new Promise((r) => setTimeout(r, 1000));
@@ -97,6 +134,7 @@ try {
       });
       out.samples.push(sample);
     }
+    await patching;
     if (del && out.location) out.deleteStatus = (await fetch(new URL(out.location, url).href, { method: 'DELETE' })).status;
     pc.close();
     extra.forEach((p) => p.close());

@@ -30,7 +30,7 @@ impl Signalling {
     fn allowed_headers(self) -> &'static str {
         match self {
             Signalling::Whip => "Authorization, Content-Type, If-Match",
-            Signalling::Whep => "Authorization, Content-Type",
+            Signalling::Whep => "Authorization, Content-Type, If-Match",
         }
     }
 
@@ -175,7 +175,10 @@ mod tests {
                 .to_string()
         };
         assert!(allowed(&whip).contains("If-Match"));
-        assert!(!allowed(&whep).contains("If-Match"));
+        assert!(
+            allowed(&whep).contains("If-Match"),
+            "a WHEP PATCH carries If-Match too"
+        );
         assert!(whip.headers().contains_key("accept-post"));
         assert!(!whep.headers().contains_key("accept-post"));
         let created = Signalling::Whep.created("v=0\r\n".into(), "/whep/a/b");

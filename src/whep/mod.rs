@@ -1,5 +1,6 @@
 //! WHEP playback (IETF draft-ietf-wish-whep): `POST /whep/{stream}` with a browser's
 //! receive-only offer → `201 Created` with the answer and `Location: /whep/{stream}/{session}`;
+//! `PATCH` brings trickled ICE candidates (as for WHIP: [`crate::ingest::whip::patch`]);
 //! `DELETE` ends it. Sub-second latency: the viewer gets the top rendition's H.264 as it leaves
 //! the encoder ([`feed`]), over its own `webrtcbin` ([`viewer`]), with no encode per viewer.
 //! Video only (the ladder's audio is AAC, which WebRTC does not carry).
@@ -14,6 +15,7 @@ use crate::config::Config;
 use crate::http::Body;
 use crate::http::signalling::Signalling;
 use crate::ingest::whip::media::IceSettings;
+use crate::ingest::whip::patch::{self, TrickleTarget};
 use bytes::Bytes;
 use feed::WhepFeeds;
 use gst::prelude::*;
@@ -32,6 +34,8 @@ pub const WHEP_PREFIX: &str = "/whep/";
 struct ViewerEntry {
     stream: String,
     stop: crate::Shutdown,
+    /// What its trickle `PATCH` needs (the offer's ICE ufrag and mids, the `webrtcbin`).
+    trickle: TrickleTarget,
 }
 
 /// The WHEP endpoint of one origin.
@@ -88,8 +92,14 @@ impl WhepService {
             (Method::OPTIONS, _) => WHEP.preflight(),
             (Method::POST, None) => self.play(stream.to_string(), req).await,
             (Method::DELETE, Some(id)) => self.end(stream, id),
-            (Method::PATCH, Some(_)) => {
-                WHEP.method_not_allowed("trickle ICE is not supported", "DELETE, OPTIONS")
+            (Method::PATCH, Some(id)) => {
+                let target = self
+                    .lock()
+                    .get(id)
+                    .filter(|e| e.stream == stream)
+                    .map(|e| e.trickle.clone());
+                let max = self.config.webrtc.max_offer_bytes;
+                patch::trickle(WHEP, id, target, req, max).await
             }
             (_, None) => WHEP.method_not_allowed(
                 "POST an offer to /whep/{stream}; DELETE its Location",
@@ -122,6 +132,8 @@ impl WhepService {
         let Some(feed) = self.feeds.live(&stream) else {
             return WHEP.text(StatusCode::NOT_FOUND, "stream is not live");
         };
+        let trickle = TrickleTarget::from_offer(&offer);
+        let webrtc_slot = trickle.webrtc.clone();
         let id = crate::ingest::whip::signalling::new_session_id();
         let stop = self.shutdown.child_token();
         {
@@ -135,6 +147,7 @@ impl WhepService {
                 ViewerEntry {
                     stream: stream.clone(),
                     stop: stop.clone(),
+                    trickle,
                 },
             );
         }
@@ -165,6 +178,9 @@ impl WhepService {
                 return WHEP.text(StatusCode::INTERNAL_SERVER_ERROR, "viewer start failed");
             }
         };
+        if let Some(webrtc) = pipeline.by_name("webrtc") {
+            let _ = webrtc_slot.set(webrtc);
+        }
         // The viewer's life: until DELETE, its connection fails, the stream ends or shutdown.
         let me = self.clone();
         let (vid, vstream) = (id.clone(), stream.clone());
@@ -179,16 +195,22 @@ impl WhepService {
             tracing::info!(stream = vstream, "WHEP viewer left");
         });
         tracing::info!(stream, "WHEP viewer answered");
-        WHEP.created(answer, &format!("{WHEP_PREFIX}{stream}/{id}"))
+        let mut r = WHEP.created(answer, &format!("{WHEP_PREFIX}{stream}/{id}"));
+        if let Ok(v) = http::HeaderValue::from_str(&patch::etag(&id)) {
+            r.headers_mut().insert(http::header::ETAG, v);
+        }
+        r
     }
 
     fn end(&self, stream: &str, id: &str) -> Response<Body> {
+        // Out of the table at once (as a WHIP session is): the session no longer exists for a
+        // PATCH or a second DELETE while its pipeline is torn down.
         let entry = {
-            let viewers = self.lock();
-            viewers
-                .get(id)
-                .filter(|e| e.stream == stream)
-                .map(|e| e.stop.clone())
+            let mut viewers = self.lock();
+            match viewers.get(id) {
+                Some(e) if e.stream == stream => viewers.remove(id).map(|e| e.stop),
+                _ => None,
+            }
         };
         match entry {
             Some(stop) => {

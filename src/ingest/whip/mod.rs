@@ -13,10 +13,12 @@
 //! [`crate::http::signalling`]'s, shared with WHEP.
 //!
 //! - [`signalling`]: pure: paths, bearer token, offer checks, session ids, candidate filter;
-//! - [`trickle`]: pure: trickle-ICE fragments (`PATCH`);
+//! - [`trickle`]: pure: trickle-ICE fragments;
+//! - [`patch`]: the trickle `PATCH` of a session, shared with WHEP viewers;
 //! - [`media`]: webrtcbin negotiation and the depayload/decode chains (GStreamer).
 
 pub mod media;
+pub mod patch;
 pub mod signalling;
 pub mod trickle;
 
@@ -29,10 +31,11 @@ use bytes::Bytes;
 use gst::prelude::*;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
+use patch::{TrickleTarget, etag, has_content_type};
 use signalling::{OfferError, WhipPath};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WHIP: Signalling = Signalling::Whip;
@@ -41,18 +44,8 @@ const WHIP: Signalling = Signalling::Whip;
 struct SessionEntry {
     stream: String,
     stop: crate::Shutdown,
-    /// The offer's ICE username fragment (a PATCH with another one asks for an ICE restart).
-    ice_ufrag: Option<String>,
-    /// The offer's media sections' mids, in order (trickled candidates name theirs).
-    mids: Vec<String>,
-    /// The session's `webrtcbin`, once negotiated (trickled candidates go to it).
-    webrtc: Arc<OnceLock<gst::Element>>,
-}
-
-/// The session's entity tag (RFC 9725 §4.3.1): it would change with an ICE restart, which we
-/// do not do.
-fn etag(session: &str) -> String {
-    format!("\"{session}\"")
+    /// What its trickle `PATCH` needs (the offer's ICE ufrag and mids, the `webrtcbin`).
+    trickle: TrickleTarget,
 }
 
 /// The WHIP endpoint of one origin: its sessions, bounded by `webrtc.max_sessions`.
@@ -189,8 +182,8 @@ impl WhipService {
             Ok(ok) => ok,
             Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
         };
-        let (ice_ufrag, mids) = trickle::offer_ice(&offer);
-        let webrtc_slot: Arc<OnceLock<gst::Element>> = Arc::default();
+        let trickle_target = TrickleTarget::from_offer(&offer);
+        let webrtc_slot = trickle_target.webrtc.clone();
         let id = signalling::new_session_id();
         let stop = {
             let mut sessions = self.lock();
@@ -203,9 +196,7 @@ impl WhipService {
                 SessionEntry {
                     stream: stream.clone(),
                     stop: stop.clone(),
-                    ice_ufrag,
-                    mids,
-                    webrtc: webrtc_slot.clone(),
+                    trickle: trickle_target,
                 },
             );
             stop
@@ -309,81 +300,21 @@ impl WhipService {
     }
 
     /// Trickle ICE (RFC 9725 §4.3.1): the publisher's later candidates, to the session's
-    /// `webrtcbin`. 204; 412 for a stale `If-Match`, 422 for an ICE restart (not supported).
+    /// `webrtcbin` ([`patch::trickle`]).
     async fn trickle<B>(&self, stream: &str, session: &str, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if !has_content_type(req.headers(), "application/trickle-ice-sdpfrag") {
-            return WHIP.text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Type must be application/trickle-ice-sdpfrag",
-            );
-        }
-        let found = {
+        let target = {
             let sessions = self.lock();
             sessions
                 .get(session)
                 .filter(|e| e.stream == stream)
-                .map(|e| (e.ice_ufrag.clone(), e.mids.clone(), e.webrtc.clone()))
+                .map(|e| e.trickle.clone())
         };
-        let Some((ice_ufrag, mids, webrtc)) = found else {
-            return WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session");
-        };
-        if let Some(tag) = req.headers().get(header::IF_MATCH)
-            && tag.as_bytes() != b"*"
-            && tag.as_bytes() != etag(session).as_bytes()
-        {
-            return WHIP.text(
-                StatusCode::PRECONDITION_FAILED,
-                "If-Match does not match the session's ETag",
-            );
-        }
         let max = self.config.webrtc.max_offer_bytes;
-        let body = match http_body_util::Limited::new(req.into_body(), max)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return WHIP.text(StatusCode::PAYLOAD_TOO_LARGE, "fragment too large");
-            }
-        };
-        let fragment = match trickle::parse_fragment(&body) {
-            Ok(f) => f,
-            Err(e) => return WHIP.text(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        if trickle::is_ice_restart(&fragment, ice_ufrag.as_deref()) {
-            // §4.3.2: trickle supported, ICE restart not: 422.
-            return WHIP.text(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "ICE restarts are not supported; publish again",
-            );
-        }
-        let mut candidates = Vec::with_capacity(fragment.candidates.len());
-        for c in fragment.candidates {
-            let Some(index) = trickle::mline_index(&mids, c.mid.as_deref()) else {
-                return WHIP.text(StatusCode::BAD_REQUEST, "candidate for an unknown mid");
-            };
-            candidates.push((index, c.candidate));
-        }
-        let Some(webrtc) = webrtc.get().cloned() else {
-            return WHIP.text(StatusCode::CONFLICT, "the session is not negotiated yet");
-        };
-        let added = candidates.len();
-        // webrtcbin's signal takes its lock: off the tokio workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            for (index, candidate) in candidates {
-                webrtc.emit_by_name::<()>("add-ice-candidate", &[&index, &candidate]);
-            }
-        })
-        .await;
-        tracing::debug!(stream, added, "trickled ICE candidates added");
-        let mut r = Response::new(crate::http::headers::empty());
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        WHIP.cors(r.headers_mut());
-        r
+        patch::trickle(WHIP, session, target, req, max).await
     }
 
     fn end(&self, stream: &str, session: &str) -> Response<Body> {
@@ -403,13 +334,4 @@ impl WhipService {
             None => WHIP.text(StatusCode::NOT_FOUND, "no such WHIP session"),
         }
     }
-}
-
-/// Whether the request's `Content-Type` is `media_type` (parameters ignored).
-fn has_content_type(headers: &http::HeaderMap, media_type: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
 }
