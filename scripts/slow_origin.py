@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An origin that answers every GET after DELAY_MS with a 1 MiB body and counts requests.
-usage: slow_origin.py PORT DELAY_MS ; GET /count returns the number of media requests."""
+usage: slow_origin.py PORT DELAY_MS (PORT 0: any, printed on stdout); GET /count returns the number of media requests."""
 import http.server, sys, threading, time
 
 port, delay = int(sys.argv[1]), int(sys.argv[2]) / 1000
@@ -28,4 +28,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+# PORT 0: the kernel picks a free one, printed on stdout (no race with another test for it).
+print(server.server_address[1], flush=True)
+server.serve_forever()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An origin dying mid-response. Counts media requests.
 
-usage: truncating_origin.py PORT [MODE [DELAY_MS]]
+usage: truncating_origin.py PORT [MODE [DELAY_MS]]   (PORT 0: any, printed on stdout)
   (no MODE)  every media GET: headers for a 64 KiB body (Content-Length), 100 bytes of it,
              then the connection closes;
   unframed   every media GET: no Content-Length (the body ends at close), 100 bytes, close:
@@ -52,4 +52,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+# PORT 0: the kernel picks a free one, printed on stdout (no race with another test for it).
+print(server.server_address[1], flush=True)
+server.serve_forever()

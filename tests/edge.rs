@@ -360,21 +360,28 @@ struct PyOrigin(std::process::Child, u16);
 
 impl PyOrigin {
     fn start(script: &str, args: &[&str]) -> PyOrigin {
-        let port = free_port();
-        let child = std::process::Command::new("python3")
+        use std::io::BufRead;
+        // Port 0: the script binds any free port and prints it, so no other test can take it
+        // between our choosing it and the script binding it.
+        let mut child = std::process::Command::new("python3")
             .arg(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("scripts")
                     .join(script),
             )
-            .arg(port.to_string())
+            .arg("0")
             .args(args)
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for(Duration::from_secs(10), "python origin listening", || {
-            std::net::TcpStream::connect(addr).ok()
-        });
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the python origin's port");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{script} printed {line:?}, not its port"));
         PyOrigin(child, port)
     }
 
