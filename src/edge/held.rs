@@ -141,7 +141,10 @@ pub(super) async fn hold(
         return Ok(held);
     };
     let (msn, part) = (w.directives.msn.unwrap_or(0), w.directives.part);
-    match w.directives.verdict(&end) {
+    match w
+        .directives
+        .verdict(&end, crate::packaging::ll_hls::MAX_ADVANCE_PART_LIMIT)
+    {
         Verdict::Ready => {
             if !w.part {
                 // Already satisfied: answered by the playlist as far as the bus knows it.

@@ -118,6 +118,8 @@ struct OriginState {
     live_dir: PathBuf,
     vod_dir: PathBuf,
     live_playlist_max_age_s: u64,
+    /// LL-HLS: how far past the newest part a blocking request may ask (RFC 8216bis 6.2.5.2).
+    advance_part_limit: u32,
     metrics: OriginMetrics,
     /// More `/metrics` text from the ingest side (RTP and RTMP counters), set once before serving.
     ingest_metrics: std::sync::OnceLock<IngestMetrics>,
@@ -158,6 +160,9 @@ impl OriginServer {
                 vod_dir: config.vod.dir.clone(),
                 // Live playlists: at most half a target duration (whole seconds, at least 1).
                 live_playlist_max_age_s: (config.ladder.segment_duration_ms / 2000).max(1),
+                advance_part_limit: crate::packaging::ll_hls::advance_part_limit(
+                    config.hls.part_duration_ms,
+                ),
                 metrics: OriginMetrics::default(),
                 ingest_metrics: std::sync::OnceLock::new(),
                 live_playlists: std::sync::OnceLock::new(),
@@ -362,7 +367,7 @@ async fn live_response(
     };
     let current = rx.borrow_and_update().clone();
     let is_part = kind == ResourceKind::Segment;
-    let snapshot = match directives.verdict(&current.end) {
+    let snapshot = match directives.verdict(&current.end, state.advance_part_limit) {
         Verdict::Ready => current,
         Verdict::Refuse(_) if is_part => return Live::FromDisk, // not a part we will write soon
         Verdict::Refuse(why) => {

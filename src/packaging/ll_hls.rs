@@ -108,8 +108,20 @@ pub struct Directives {
     pub skip: bool,
 }
 
-/// The Advance Part Limit (§6.2.5.2): a part more than this beyond the last one is refused.
-pub const ADVANCE_PART_LIMIT: u32 = 3;
+/// The Advance Part Limit (RFC 8216bis 6.2.5.2): a part this many beyond the last one is
+/// refused. Three divided by the part target when that is under a second (15 for 200 ms
+/// parts), three otherwise. A fixed 3 refused a player that had seen a few parts more on
+/// another origin, as after a failover between redundant origins a few parts apart.
+pub fn advance_part_limit(part_target_ms: u64) -> u32 {
+    match part_target_ms {
+        0 | 1000.. => 3,
+        ms => 3000u64.div_ceil(ms) as u32,
+    }
+}
+
+/// The most lenient Advance Part Limit (the shortest part zoomate allows, 100 ms): what the
+/// edge applies, which does not know the origin's part target.
+pub const MAX_ADVANCE_PART_LIMIT: u32 = 30;
 
 /// Highest part index anything believes (a 60 s segment of 100 ms parts has 600).
 pub const MAX_PARTS_PER_SEGMENT: u32 = 1024;
@@ -167,7 +179,7 @@ impl Directives {
     }
 
     /// What to do with a blocking request now that the playlist ends at `end`.
-    pub fn verdict(&self, end: &PlaylistEnd) -> Verdict {
+    pub fn verdict(&self, end: &PlaylistEnd, advance_part_limit: u32) -> Verdict {
         let Some(msn) = self.msn else {
             return Verdict::Ready;
         };
@@ -177,7 +189,7 @@ impl Directives {
         if let Some(p) = self.part
             && msn == end.msn
             && !end.complete
-            && p >= end.parts.saturating_add(ADVANCE_PART_LIMIT)
+            && p >= end.parts.saturating_add(advance_part_limit)
         {
             return Verdict::Refuse("_HLS_part is beyond the advance part limit");
         }
@@ -242,10 +254,31 @@ mod tests {
     }
 
     #[test]
+    fn the_advance_part_limit_is_three_seconds_of_parts_under_a_second() {
+        assert_eq!(advance_part_limit(200), 15);
+        assert_eq!(advance_part_limit(500), 6);
+        assert_eq!(advance_part_limit(350), 9);
+        assert_eq!(advance_part_limit(100), MAX_ADVANCE_PART_LIMIT);
+        assert_eq!(advance_part_limit(1000), 3);
+        assert_eq!(advance_part_limit(0), 3);
+        // Audio parts of a 1.6 s segment are 9 (0..=8): a player that saw part 8 on one origin
+        // asks another, a few parts behind, for part 9; that is held, not refused.
+        let behind = PlaylistEnd::part(633, 5);
+        assert_eq!(
+            d("_HLS_msn=633&_HLS_part=9").verdict(&behind, advance_part_limit(200)),
+            Verdict::Hold
+        );
+        assert!(matches!(
+            d("_HLS_msn=633&_HLS_part=9").verdict(&behind, 3),
+            Verdict::Refuse(_)
+        ));
+    }
+
+    #[test]
     fn blocking_rules() {
         // Segment 10 has parts 0..=2 listed and is not complete yet.
         let end = PlaylistEnd::part(10, 2);
-        let v = |q: &str| d(q).verdict(&end);
+        let v = |q: &str| d(q).verdict(&end, 3);
         assert_eq!(v("_HLS_msn=9"), Verdict::Ready);
         assert_eq!(v("_HLS_msn=10&_HLS_part=2"), Verdict::Ready);
         assert_eq!(v("_HLS_msn=10&_HLS_part=3"), Verdict::Hold);
