@@ -4,10 +4,11 @@
 //!   pipeline's teardown hang: on one tokio worker, the session's watchdogs still fire, the
 //!   pipeline is abandoned on its own thread, the stream restarts, and other tasks keep running.
 //! - A real small file system (a tmpfs mounted for the test, so the test needs root: it says so
-//!   and fails without) fills up under two live streams (MPEG-TS and CMAF/LL-HLS), three times:
+//!   and fails without) fills up under three live streams (MPEG-TS and CMAF/LL-HLS test patterns,
+//!   and an ffmpeg RTMP publisher, which must stay connected throughout), three times:
 //!   each time the streams are marked unhealthy (metric, `/streams`, one log line per episode),
 //!   no playlist lists a file that is missing or not whole (ffprobe), the process keeps
-//!   answering, and once the filler is deleted both streams list new segments again, after an
+//!   answering, and once the filler is deleted every stream lists new segments again, after an
 //!   `EXT-X-DISCONTINUITY`. The time from space freed to the first new segment listed is printed
 //!   (`time to recover`), for docs/RELIABILITY.md.
 
@@ -371,7 +372,15 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
     );
     let mut z = Zoomate::start_in(dir, "origin", &extra);
     let store = z.store();
-    let renditions: [(&str, &[&str]); 2] = [("ts", &["180p"]), ("cmaf", &["180p", "audio"])];
+    // An RTMP publisher too: ffmpeg does not reconnect, so its stream comes back only if the
+    // publisher is kept connected through the full disk (before, its session ended and ffmpeg
+    // with it).
+    let mut publisher = ffmpeg_publish(&z.rtmp_url("pub"), "320x180", 600, 30);
+    let renditions: [(&str, &[&str]); 3] = [
+        ("ts", &["180p"]),
+        ("cmaf", &["180p", "audio"]),
+        ("pub", &["180p"]),
+    ];
     let listed = |z: &Zoomate| -> Vec<Option<u64>> {
         renditions
             .iter()
@@ -383,7 +392,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
     };
     wait_for(
         Duration::from_secs(30),
-        "both streams listing segments",
+        "every stream listing segments",
         || {
             listed(&z)
                 .iter()
@@ -398,7 +407,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
         let filler = format!("filler-{cycle}");
         let errors_before = series(&z, "zoomate_store_write_errors_total{reason=\"no_space\"}");
         let filled = disk.keep_full(&filler);
-        for stream in ["ts", "cmaf"] {
+        for stream in ["ts", "cmaf", "pub"] {
             wait_for(
                 Duration::from_secs(20),
                 &format!("cycle {cycle}: {stream} marked unhealthy"),
@@ -418,13 +427,18 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
             &format!("cycle {cycle}: restarts failing on the full disk"),
             || {
                 (series(&z, "zoomate_store_write_errors_total{reason=\"no_space\"}")
-                    >= errors_before + 4.0)
+                    >= errors_before + 6.0)
                     .then_some(())
             },
         );
         let health = get(z.origin.unwrap(), "/streams");
         assert_eq!(health.status, 200);
         let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        assert_eq!(
+            health["streams"].as_array().map(Vec::len),
+            Some(3),
+            "every stream reported, the published one too: {health}"
+        );
         for s in health["streams"].as_array().unwrap() {
             assert_eq!(s["health"], "unhealthy", "{health}");
             assert_eq!(s["reason"], "store_full", "{health}");
@@ -439,7 +453,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
             }
         }
 
-        // Space returns: both streams list new segments again.
+        // Space returns: every stream lists new segments again.
         drop(filled);
         let freed = Instant::now();
         let mut first_new = vec![None; at_full.len()];
@@ -462,7 +476,11 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
             first_new
         );
         recoveries.push(recovered);
-        for stream in ["ts", "cmaf"] {
+        assert!(
+            publisher.try_wait().unwrap().is_none(),
+            "cycle {cycle}: the RTMP publisher is still connected"
+        );
+        for stream in ["ts", "cmaf", "pub"] {
             wait_for(
                 Duration::from_secs(10),
                 &format!("cycle {cycle}: {stream} healthy again"),
@@ -498,7 +516,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
 
     // One log line per unhealthy episode and stream, not one per failed restart or part.
     let log = strip_ansi(&z.log());
-    for stream in ["ts", "cmaf"] {
+    for stream in ["ts", "cmaf", "pub"] {
         let episodes = log
             .lines()
             .filter(|l| l.contains("stream unhealthy") && l.contains(&format!("stream={stream} ")))
@@ -517,6 +535,8 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
         sorted[CYCLES / 2].as_secs_f64(),
         sorted[CYCLES - 1].as_secs_f64()
     );
+    let _ = publisher.kill();
+    let _ = publisher.wait();
     let status = z.terminate(Duration::from_secs(20));
     assert!(status.success(), "log:\n{}", z.log());
     drop(disk);

@@ -5,6 +5,7 @@ pub mod assembler;
 pub mod health;
 pub mod phase;
 mod publish;
+pub mod publisher_feed;
 pub mod registry;
 pub mod session;
 pub mod stats;

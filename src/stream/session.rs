@@ -7,11 +7,11 @@ use super::phase::{Action, EosReason, SessionMachine, SessionRules, Stimulus};
 use super::publish::{
     WrittenPart, flush_pending, lock, publish_assembled, publish_part, unlist_open_parts,
 };
+use super::publisher_feed::{FeedPiece, PublisherFeed};
 use super::timeline::StreamTimeline;
 use crate::Shutdown;
 use crate::bus::BusEvent;
 use crate::config::{Config, SegmentFormat};
-use crate::ingest::rtmp::{FlvChunk, FlvReceiver};
 use crate::layout;
 use crate::transcode::{LadderSpec, LivePipeline, PipelineEvent, Templates};
 use std::collections::HashMap;
@@ -158,14 +158,34 @@ pub(super) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How a session ended, and the publisher's feed when the publisher may still be there (the
+/// session failed, not the publisher: another session can read it).
+pub struct SessionEnd {
+    pub outcome: Result<(), SessionError>,
+    pub feed: Option<PublisherFeed>,
+}
+
+impl SessionEnd {
+    fn failed(error: impl Into<SessionError>, feed: Option<PublisherFeed>) -> SessionEnd {
+        SessionEnd {
+            outcome: Err(error.into()),
+            feed,
+        }
+    }
+}
+
+/// How long a failed session waits for its publisher's feed back from the thread pushing it
+/// into the pipeline (the thread notices the pipeline is gone at its next chunk).
+const FEED_RETURN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Runs a session until its source ends (EOS), it fails, or `shutdown` (then EOS, bounded).
 /// `input` feeds an `appsrc name=src` source (RTMP); `None` for self-timed sources.
 pub async fn run_session(
     ctx: SessionContext,
     mut source_description: String,
-    mut input: Option<FlvReceiver>,
+    mut input: Option<PublisherFeed>,
     shutdown: Shutdown,
-) -> Result<(), SessionError> {
+) -> SessionEnd {
     // However the session ends (a failed start too), its WHEP feed leaves the table.
     let _feed_ended = ctx.whep_feed.clone().map(crate::whep::feed::EndOnDrop);
     // A pushed FLV stream may carry no audio at all; a ladder waiting for audio would stall.
@@ -175,7 +195,10 @@ pub async fn run_session(
         prebuffer = chunks;
         if !has_audio {
             tracing::info!(stream = %ctx.stream, "publisher sends no audio; video-only ladder");
-            source_description = ctx.templates.render("source-rtmp-video-only", &[])?;
+            source_description = match ctx.templates.render("source-rtmp-video-only", &[]) {
+                Ok(rendered) => rendered,
+                Err(e) => return SessionEnd::failed(e, input),
+            };
         }
     }
     let stream_dir = crate::store::live_stream_dir(&ctx.config.store.dir, &ctx.stream);
@@ -226,15 +249,15 @@ pub async fn run_session(
         Ok(Ok(started)) => started,
         Ok(Err(e)) => {
             let _ = tokio::fs::remove_dir_all(&staging).await;
-            return Err(e.into());
+            return SessionEnd::failed(e, input);
         }
         Err(crate::transcode::OffRuntimeError::Abandoned { after, .. }) => {
             ctx.health.watchdog_fired(machine.phase().name());
             tracing::warn!(stream = %ctx.stream, timeout_ms = after.as_millis() as u64,
                 "pipeline did not reach PLAYING; abandoned on its thread");
-            return Err(SessionError::StartTimeout(after));
+            return SessionEnd::failed(SessionError::StartTimeout(after), input);
         }
-        Err(e) => return Err(SessionError::Pipeline(e.to_string())),
+        Err(e) => return SessionEnd::failed(SessionError::Pipeline(e.to_string()), input),
     };
     machine.launched(Instant::now());
     let pipeline = Arc::new(pipeline);
@@ -244,29 +267,39 @@ pub async fn run_session(
 
     // Input ended (publisher gone) → EOS into the pipeline, from a blocking thread because
     // appsrc's push blocks when its queue is full (backpressure onto the publisher's TCP).
-    let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<()>();
+    // The thread hands the feed back when the pipeline stopped taking it while the publisher
+    // was still there.
+    let (input_done_tx, mut input_done) = tokio::sync::oneshot::channel::<Option<PublisherFeed>>();
     // Only a pushed source (RTMP) can "end" by itself; self-timed sources end on shutdown.
     let mut input_open = input.is_some();
-    if let (Some(mut rx), Some(appsrc)) = (input, pipeline.appsrc()) {
+    let mut returned_feed = None;
+    if let (Some(mut feed), Some(appsrc)) = (input, pipeline.appsrc()) {
         tokio::task::spawn_blocking(move || {
             // Each chunk's room in the publisher queue comes back once appsrc has it (appsrc
             // bounds what it holds itself: max-bytes in the pipeline template).
-            let push = |chunk: FlvChunk| {
-                let (bytes, _room) = chunk.into_parts();
+            let push = |piece: FeedPiece| {
+                let (bytes, _room) = piece.into_parts();
                 appsrc.push_buffer(gst::Buffer::from_slice(bytes)).is_ok()
             };
             let mut pushing = true;
-            for chunk in prebuffer {
+            for piece in prebuffer {
                 if pushing {
-                    pushing = push(chunk);
+                    pushing = push(piece);
                 }
             }
-            while pushing && let Some(chunk) = rx.blocking_recv() {
-                // Not pushed: flushing, the pipeline is going down.
-                pushing = push(chunk);
+            let mut publisher_gone = false;
+            while pushing {
+                match feed.blocking_recv() {
+                    // Not pushed: flushing, the pipeline is going down.
+                    Some(piece) => pushing = push(piece),
+                    None => {
+                        publisher_gone = true;
+                        break;
+                    }
+                }
             }
             let _ = appsrc.end_of_stream();
-            let _ = input_done_tx.send(());
+            let _ = input_done_tx.send((!publisher_gone).then_some(feed));
         });
     } else {
         drop(input_done_tx);
@@ -294,8 +327,9 @@ pub async fn run_session(
         let stimulus = tokio::select! {
             _ = shutdown.cancelled(), if machine.awaits_shutdown() => Stimulus::Shutdown,
             _ = ctx.end.cancelled(), if machine.awaits_shutdown() => Stimulus::EndRequested,
-            _ = &mut input_done, if input_open => {
+            feed = &mut input_done, if input_open => {
                 input_open = false;
+                returned_feed = feed.ok().flatten();
                 if machine.eos_deadline().is_none() {
                     tracing::info!(stream = %ctx.stream, "publisher ended; finishing open segments");
                 }
@@ -377,6 +411,14 @@ pub async fn run_session(
             "pipeline teardown stuck; abandoned, the stream goes on with a new pipeline");
     }
     let _ = tokio::fs::remove_dir_all(&staging).await;
+    // The pipeline is down: the pushing thread gives the feed back at its next chunk.
+    if input_open && result.is_err() {
+        returned_feed = tokio::time::timeout(FEED_RETURN_TIMEOUT, input_done)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+    }
     if state.started_announced {
         (ctx.announce)(BusEvent::StreamEnded {
             stream: ctx.stream.clone(),
@@ -396,7 +438,10 @@ pub async fn run_session(
         outcome = match &result { Ok(()) => "ended".to_string(), Err(e) => e.to_string() },
         "session figures"
     );
-    result
+    SessionEnd {
+        outcome: result,
+        feed: returned_feed,
+    }
 }
 
 /// What a session produced, for its closing log line.
@@ -470,7 +515,7 @@ impl AudioSniff {
 /// ingest sends it) until an audio tag appears, enough video has passed without one (in tags or
 /// bytes), or the timeout. Returns whether audio was seen and the chunks read (to be pushed
 /// first).
-async fn sniff_flv_audio(rx: &mut FlvReceiver) -> (bool, Vec<FlvChunk>) {
+async fn sniff_flv_audio(rx: &mut PublisherFeed) -> (bool, Vec<FeedPiece>) {
     let deadline = Instant::now() + SNIFF_TIMEOUT;
     let mut sniff = AudioSniff::new(rx.max_bytes());
     let mut chunks = Vec::new();

@@ -2,13 +2,15 @@
 //! (test pattern, RTP, SRT) supervised and restarted until shutdown.
 
 use super::StreamRegistry;
-use super::restart::{Restart, restart_policy};
+use super::restart::{RESTART_BACKOFF, Restart, restart_policy};
 use super::views::LiveSourceKind;
 use crate::Shutdown;
 use crate::config::StreamSource;
 use crate::ingest::rtmp::{FlvReceiver, Publisher};
 use crate::ingest::rtp::RtpCounters;
 use crate::plan::PlannedStream;
+use crate::stream::health::{Transition, UnhealthyReason};
+use crate::stream::publisher_feed::PublisherFeed;
 use crate::stream::session::{NetworkSource, SessionError, run_session};
 use std::sync::Arc;
 
@@ -77,28 +79,89 @@ impl StreamRegistry {
         let live = self
             .try_go_live(stream, LiveSourceKind::Rtmp, Some(publisher))
             .ok_or_else(|| "stream is already live".to_string())?;
-        let ctx = self.context(stream, &live);
-        let guard = live.guard;
-        let shutdown = self.shutdown.clone();
+        let me = self.clone();
         let stream = stream.to_string();
-        let health = self.health.clone();
         self.tasks.spawn(async move {
-            let _guard = guard;
-            match run_session(ctx, source, Some(media), shutdown).await {
-                Ok(()) => tracing::info!(stream, "publish session ended"),
-                Err(e) => {
-                    let reason = crate::stream::health::UnhealthyReason::of(&e).map(|r| r.label());
-                    health.session_failed(&stream, &e, std::time::Instant::now());
-                    tracing::error!(stream, error = %e, reason, "publish session failed")
-                }
-            }
-            // The publisher is gone: its stream is no longer this origin's to report on.
-            health.forget(&stream);
-            // A pipeline torn down frees its buffers (and a publisher may have filled its
-            // queue): give the memory back.
-            crate::ingest::memory::trim_soon();
+            me.run_publisher(stream, source, PublisherFeed::new(media), live)
+                .await
         });
         Ok(())
+    }
+
+    /// An RTMP publisher's sessions: one, unless a session fails for want of space (or another
+    /// store error) while the publisher is still connected. Then the stream is unhealthy, the
+    /// publisher's media is read and dropped for [`RESTART_BACKOFF`], and a new session starts
+    /// at its next keyframe, as configured sources restart, until space returns.
+    async fn run_publisher(
+        self: Arc<Self>,
+        stream: String,
+        source: String,
+        mut feed: PublisherFeed,
+        live: super::GoneLive,
+    ) {
+        let health = self.health.clone();
+        loop {
+            let ctx = self.context(&stream, &live);
+            let end = run_session(ctx, source.clone(), Some(feed), self.shutdown.clone()).await;
+            let e = match end.outcome {
+                Ok(()) => {
+                    tracing::info!(stream, "publish session ended");
+                    break;
+                }
+                Err(e) => e,
+            };
+            let reason = UnhealthyReason::of(&e);
+            let transition = health.session_failed(&stream, &e, std::time::Instant::now());
+            let store_failed = matches!(
+                reason,
+                Some(UnhealthyReason::StoreFull | UnhealthyReason::StoreError)
+            );
+            let resumable = match end.feed {
+                Some(f)
+                    if store_failed
+                        && !self.shutdown.is_cancelled()
+                        && !live.end.is_cancelled() =>
+                {
+                    Some(f)
+                }
+                _ => None,
+            };
+            let Some(mut next) = resumable else {
+                tracing::error!(stream, error = %e, reason = reason.map(|r| r.label()), "publish session failed");
+                break;
+            };
+            // One line per unhealthy episode: a full disk fails every restart.
+            match transition {
+                Transition::BecameUnhealthy(reason) => {
+                    tracing::error!(stream = %stream, error = %e, reason = reason.label(),
+                    "stream unhealthy; the publisher stays connected and its stream restarts until it lists segments again")
+                }
+                _ => {
+                    tracing::debug!(stream = %stream, error = %e, "publish session failed again; restarting")
+                }
+            }
+            crate::ingest::memory::trim_soon();
+            let still_there = tokio::select! {
+                kept = next.discard_for(RESTART_BACKOFF) => kept,
+                _ = self.shutdown.cancelled() => false,
+                _ = live.end.cancelled() => false,
+            };
+            if !still_there {
+                tracing::info!(stream = %stream, "publisher left while its stream waited to restart");
+                break;
+            }
+            if let Err(why) = next.restart() {
+                tracing::error!(stream = %stream, error = %e, why = %why, "publish session failed; cannot restart mid-stream");
+                break;
+            }
+            feed = next;
+        }
+        drop(live.guard);
+        // The publisher is gone: its stream is no longer this origin's to report on.
+        health.forget(&stream);
+        // A pipeline torn down frees its buffers (and a publisher may have filled its queue):
+        // give the memory back.
+        crate::ingest::memory::trim_soon();
     }
 
     /// A stop signal for one session: fired by its owner (WHIP DELETE) or by shutdown.
@@ -154,7 +217,7 @@ impl StreamRegistry {
         let health = self.health.clone();
         self.tasks.spawn(async move {
             let _guard = guard;
-            match run_session(ctx, source, None, stop.clone()).await {
+            match run_session(ctx, source, None, stop.clone()).await.outcome {
                 Ok(()) => tracing::info!(stream, "publish session ended"),
                 Err(e) => {
                     let reason = crate::stream::health::UnhealthyReason::of(&e).map(|r| r.label());
@@ -222,7 +285,9 @@ impl StreamRegistry {
                     },
                 });
                 let began = std::time::Instant::now();
-                let result = run_session(ctx, rendered, None, me.shutdown.clone()).await;
+                let result = run_session(ctx, rendered, None, me.shutdown.clone())
+                    .await
+                    .outcome;
                 drop(live.guard);
                 if ended_by_operator.is_cancelled() {
                     tracing::info!(stream = %sc.name, "source ended by an operator; not restarted until zoomate restarts");
