@@ -357,6 +357,16 @@ fn newest(text: &str) -> Option<u64> {
     (!v.segments.is_empty()).then(|| v.media_sequence + v.segments.len() as u64 - 1)
 }
 
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resume() {
     require_tool("ffprobe");
@@ -375,7 +385,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
     // An RTMP publisher too: ffmpeg does not reconnect, so its stream comes back only if the
     // publisher is kept connected through the full disk (before, its session ended and ffmpeg
     // with it).
-    let mut publisher = ffmpeg_publish(&z.rtmp_url("pub"), "320x180", 600, 30);
+    let mut publisher = KillOnDrop(ffmpeg_publish(&z.rtmp_url("pub"), "320x180", 600, 30));
     let renditions: [(&str, &[&str]); 3] = [
         ("ts", &["180p"]),
         ("cmaf", &["180p", "audio"]),
@@ -477,7 +487,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
         );
         recoveries.push(recovered);
         assert!(
-            publisher.try_wait().unwrap().is_none(),
+            publisher.0.try_wait().unwrap().is_none(),
             "cycle {cycle}: the RTMP publisher is still connected"
         );
         for stream in ["ts", "cmaf", "pub"] {
@@ -535,8 +545,7 @@ fn a_full_disk_marks_streams_unhealthy_lists_nothing_half_written_and_they_resum
         sorted[CYCLES / 2].as_secs_f64(),
         sorted[CYCLES - 1].as_secs_f64()
     );
-    let _ = publisher.kill();
-    let _ = publisher.wait();
+    drop(publisher);
     let status = z.terminate(Duration::from_secs(20));
     assert!(status.success(), "log:\n{}", z.log());
     drop(disk);

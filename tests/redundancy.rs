@@ -448,6 +448,13 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     }
     let failovers = metric_value(edge, "zoomate_edge_origin_failovers_total");
     let windows_held = metric_value(edge, "zoomate_edge_playlist_windows_held_total");
+    let lagging_retries = metric_value(edge, "zoomate_edge_lagging_origin_retries_total");
+    let refused = hls["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"].as_u64().is_some_and(|s| (400..500).contains(&s)))
+        .count();
     let log = strip_ansi(&edge_z.log());
     let failover_ms: Vec<u64> = log
         .lines()
@@ -470,7 +477,8 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     eprintln!(
         "redundancy: killed origin {} at +{first_kill_s:.1} s of playback, restarted it, killed {} at +{second_kill_s:.1} s; \
          hls.js: {} fatal, {} non-fatal errors {errors:?}, {} stalls, longest stall {longest_stall} ms, {} s played; \
-         edge: {failovers} failovers, failover ms {failover_ms:?}, {windows_held} playlists served from the window already served; test wall {:.1} s",
+         edge: {failovers} failovers, failover ms {failover_ms:?}, {windows_held} playlists served from the window already served, \
+         {lagging_retries} blocking requests asked again of a lagging survivor, {refused} requests answered 4xx; test wall {:.1} s",
         ["A", "B"][first],
         ["A", "B"][second],
         fatal.len(),

@@ -30,6 +30,26 @@ pub(super) struct WaitsFor {
     pub(super) part: bool,
 }
 
+impl WaitsFor {
+    /// Whether a refusal (400/404) of this blocking request came from an origin behind the
+    /// stream rather than from a request beyond it: the bus says the playlist has got there
+    /// (`known`: where the edge heard it ends). After a failover the survivor may be a
+    /// segment or two behind the origin that died, whose parts the player has already seen;
+    /// it refuses the player's next blocking reload (RFC 8216bis 6.2.5.2: more than two
+    /// segments past its last, or past its Advance Part Limit) until it catches up.
+    pub(super) fn refused_by_a_lagging_origin(
+        &self,
+        known: Option<crate::packaging::PlaylistEnd>,
+    ) -> bool {
+        let (msn, part) = (self.directives.msn.unwrap_or(0), self.directives.part);
+        known.is_some_and(|end| end.satisfies(msn, part))
+    }
+}
+
+/// How often a blocking request refused by a lagging origin is asked again (the origin is
+/// about a part behind per retry at worst; parts are 100 ms at the shortest).
+pub(super) const LAGGING_ORIGIN_RETRY: Duration = Duration::from_millis(100);
+
 impl LlRequest {
     /// Live media playlists keep their `_HLS_` directives (malformed ones: 400); a live part
     /// waits for its own announcement. Everything else is keyed by its path alone.
@@ -183,4 +203,36 @@ pub(super) async fn hold(
         }
     }
     Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packaging::{Directives, PlaylistEnd};
+
+    #[test]
+    fn a_refusal_is_the_origins_lag_only_when_the_bus_says_the_playlist_got_there() {
+        // The case from a suite run: hls.js had seen audio segment 37799268's part 0 on the
+        // origin that died and asked for part 1; the survivor ended at 37799266 part 8.
+        let w = WaitsFor {
+            playlist: "/live/cam/audio/index.m3u8".into(),
+            directives: Directives {
+                msn: Some(37799268),
+                part: Some(1),
+                skip: true,
+            },
+            part: false,
+        };
+        let open = |msn, parts| PlaylistEnd {
+            msn,
+            parts,
+            complete: false,
+        };
+        assert!(w.refused_by_a_lagging_origin(Some(open(37799268, 2))));
+        assert!(w.refused_by_a_lagging_origin(Some(PlaylistEnd::segment(37799268, 9))));
+        // Beyond anything announced: the request's fault, passed on at once.
+        assert!(!w.refused_by_a_lagging_origin(Some(open(37799268, 1))));
+        assert!(!w.refused_by_a_lagging_origin(Some(open(37799266, 8))));
+        assert!(!w.refused_by_a_lagging_origin(None));
+    }
 }

@@ -35,6 +35,9 @@ pub struct EdgeMetrics {
     pub stale_playlist_refreshes: Counter,
     /// Waiters whose shared fill failed and who fetched once more themselves.
     pub fill_retries: Counter,
+    /// Blocking requests asked again because the origin that answered refused a part the bus
+    /// says exists (it is behind: a failover's survivor).
+    pub lagging_origin_retries: Counter,
     /// Live playlists answered from their last good copy because every origin failed.
     pub stale_served: Counter,
     /// Live playlists served from a later start than the origin's: the window would have moved
@@ -117,6 +120,10 @@ impl EdgeMetrics {
             "zoomate_edge_fill_retries",
             "Coalesced waiters whose shared origin fetch failed and who fetched once more",
         );
+        let lagging_origin_retries = counter(
+            "zoomate_edge_lagging_origin_retries",
+            "Blocking LL-HLS requests asked again because an origin behind the stream refused them (a failover's survivor)",
+        );
         let stale_served = counter(
             "zoomate_edge_stale_served",
             "Live playlists served from their last good copy: every origin failed (stale-if-error)",
@@ -189,6 +196,7 @@ impl EdgeMetrics {
             prefetch_skipped,
             stale_playlist_refreshes,
             fill_retries,
+            lagging_origin_retries,
             stale_served,
             windows_held,
             bus_rejected,

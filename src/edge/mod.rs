@@ -591,6 +591,23 @@ async fn lookup_or_fetch(
             result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, again).await;
         }
     }
+    // A blocking request the bus says is satisfied, refused by the origin that answered: that
+    // origin is behind (a failover's survivor). Ask again as it catches up, within the hold.
+    if let Some(w) = &request.waits_for {
+        let until = tokio::time::Instant::now()
+            + Duration::from_millis(edge.config.held_request_timeout_ms);
+        while matches!(
+            result,
+            Err(FetchError::Refused(400 | 404) | FetchError::NotFound)
+        ) && w.refused_by_a_lagging_origin(edge.ends.known(&w.playlist))
+            && tokio::time::Instant::now() + held::LAGGING_ORIGIN_RETRY < until
+        {
+            edge.metrics.lagging_origin_retries.inc();
+            tokio::time::sleep(held::LAGGING_ORIGIN_RETRY).await;
+            let again = Arc::new(AtomicBool::new(false));
+            result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, again).await;
+        }
+    }
     // Stale-if-error: live playlists a player reloads (never a blocking request, which asks
     // for something newer than any copy the edge has).
     let stale_allowed = live && kind.is_playlist() && request.waits_for.is_none();

@@ -12,6 +12,9 @@
 //! the metadata and configurations, and the keyframe, every timestamp rebased so the keyframe
 //! is at 0 (the next session starts its own clock, like a reconnecting publisher's).
 //!
+//! Our own reading of FLV tags (the 11-byte tag header and the first two body bytes), as
+//! [`crate::ingest::flv`] writes them: a crate would parse the whole tag to give us two fields.
+//!
 //! Bounded: a remembered tag is at most [`MAX_REMEMBERED_TAG_BYTES`] (a larger one is not
 //! remembered, and a feed without a video configuration cannot restart); nothing is queued
 //! here beyond one session's start (five pieces).
@@ -24,6 +27,10 @@ use std::collections::VecDeque;
 /// The largest tag remembered to start a later session (an AVC configuration is tens of bytes,
 /// `onMetaData` hundreds).
 pub const MAX_REMEMBERED_TAG_BYTES: usize = 64 * 1024;
+
+/// How far before a restart's keyframe a tag may be sent and still be dropped as early
+/// interleaving; further back, the publisher's clock went back.
+const MAX_EARLY_MS: u32 = 10_000;
 
 /// One piece of the FLV byte stream (the header or a whole tag) and, when it came from the
 /// publisher queue, the room it holds there until dropped.
@@ -216,7 +223,7 @@ impl Resume {
                 let Some(tag) = Tag::parse(&piece) else {
                     return Admit::Drop;
                 };
-                if tag.kind != TAG_VIDEO || !tag.is_keyframe() || tag.is_video_config() {
+                if tag.kind != TAG_VIDEO || !tag.is_coded_keyframe() {
                     return Admit::Drop;
                 }
                 let base = tag.timestamp_ms;
@@ -232,10 +239,20 @@ impl Resume {
                 Admit::Start(start)
             }
             Phase::Rebased(base) => match Tag::parse(&piece) {
-                // Sent before the keyframe the session starts at (audio interleaved a little
+                // The ingest sends metadata at 0, whenever it comes.
+                Some(tag) if tag.kind == TAG_SCRIPT => Admit::Pass(piece),
+                Some(tag) if tag.timestamp_ms >= base => {
+                    Admit::Pass(with_timestamp(&piece, tag.timestamp_ms - base))
+                }
+                // Sent a little before the keyframe the session starts at (audio interleaved
                 // early): not part of this session.
-                Some(tag) if tag.timestamp_ms < base => Admit::Drop,
-                Some(tag) => Admit::Pass(with_timestamp(&piece, tag.timestamp_ms - base)),
+                Some(tag) if base - tag.timestamp_ms <= MAX_EARLY_MS => Admit::Drop,
+                // The publisher's clock went back (reset, wrap): from here its timestamps go
+                // to the pipeline as sent, the jump as it would have without a restart.
+                Some(_) => {
+                    self.phase = Phase::AsSent;
+                    Admit::Pass(piece)
+                }
                 None => Admit::Pass(piece),
             },
         }
@@ -266,6 +283,20 @@ impl<'a> Tag<'a> {
     /// and keeps the frame type in bits 4–6.
     fn is_keyframe(&self) -> bool {
         self.body.first().is_some_and(|b| (b >> 4) & 0x7 == 1)
+    }
+
+    /// A coded keyframe a session can start at: not a configuration, end of sequence or
+    /// metadata (AVC/HEVC `AVCPacketType` 1; enhanced RTMP `CodedFrames` or `CodedFramesX`).
+    fn is_coded_keyframe(&self) -> bool {
+        if !self.is_keyframe() {
+            return false;
+        }
+        match self.body {
+            [b, ..] if b & 0x80 != 0 => matches!(b & 0x0f, 1 | 3),
+            [b, packet_type, ..] if b & 0x0f == 7 || b & 0x0f == 12 => *packet_type == 1,
+            [_, ..] => true,
+            [] => false,
+        }
     }
 
     /// An AVC sequence header (`AVCPacketType` 0), or enhanced RTMP's `SequenceStart`
@@ -377,6 +408,18 @@ mod tests {
             panic!()
         };
         assert_eq!(ts_of(&later), 24);
+        // Metadata passes at 0; a clock gone far back passes as sent from then on.
+        let meta_later = flv::tag(TAG_SCRIPT, 0, b"\x02\x00\x0aonMetaData").unwrap();
+        assert_eq!(r.admit(meta_later.clone()), Admit::Pass(meta_later));
+        r.restart().unwrap();
+        let Admit::Start(_) = r.admit(video(50_000, true, false)) else {
+            panic!()
+        };
+        assert_eq!(
+            r.admit(video(100, true, false)),
+            Admit::Pass(video(100, true, false))
+        );
+        assert_eq!(r.admit(audio(120, false)), Admit::Pass(audio(120, false)));
         // Beyond 24 bits: the extended byte is rebased too.
         r.restart().unwrap();
         let Admit::Start(_) = r.admit(video(0x0100_0010, true, false)) else {
@@ -412,6 +455,18 @@ mod tests {
         assert!(s.is_video_config() && s.is_keyframe());
         assert!(!f.is_video_config() && f.is_keyframe());
         assert!(Tag::parse(&video(0, false, false)).is_some_and(|t| !t.is_keyframe()));
+        // Not a start: configuration, AVC end of sequence, enhanced metadata.
+        let end_of_sequence = flv::tag(TAG_VIDEO, 0, &[0x17, 2, 0, 0, 0]).unwrap();
+        let metadata = flv::tag(TAG_VIDEO, 0, &[0x94, b'h', b'v', b'c', b'1']).unwrap();
+        for t in [&start, &end_of_sequence, &metadata, &video(0, true, true)] {
+            assert!(!Tag::parse(t).unwrap().is_coded_keyframe());
+        }
+        assert!(Tag::parse(&frame).unwrap().is_coded_keyframe());
+        assert!(
+            Tag::parse(&video(0, true, false))
+                .unwrap()
+                .is_coded_keyframe()
+        );
         assert!(Tag::parse(&b"short"[..]).is_none());
     }
 }

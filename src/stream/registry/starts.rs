@@ -111,11 +111,24 @@ impl StreamRegistry {
                 Err(e) => e,
             };
             let reason = UnhealthyReason::of(&e);
-            let transition = health.session_failed(&stream, &e, std::time::Instant::now());
-            let store_failed = matches!(
-                reason,
-                Some(UnhealthyReason::StoreFull | UnhealthyReason::StoreError)
+            let on_store = |r: Option<UnhealthyReason>| {
+                matches!(
+                    r,
+                    Some(UnhealthyReason::StoreFull | UnhealthyReason::StoreError)
+                )
+            };
+            // Still in a store episode (no segment listed since it began): a restart that fails
+            // another way (an element's error racing the sink's ENOSPC, a stall) is part of it.
+            let in_store_episode = matches!(
+                health.health(&stream),
+                Some(crate::stream::Health::Unhealthy { reason: r, .. }) if on_store(Some(r))
             );
+            let store_failed = on_store(reason) || in_store_episode;
+            let transition = if in_store_episode && !on_store(reason) {
+                Transition::Unchanged
+            } else {
+                health.session_failed(&stream, &e, std::time::Instant::now())
+            };
             let resumable = match end.feed {
                 Some(f)
                     if store_failed
@@ -154,11 +167,16 @@ impl StreamRegistry {
                 tracing::error!(stream = %stream, error = %e, why = %why, "publish session failed; cannot restart mid-stream");
                 break;
             }
+            if self.shutdown.is_cancelled() || live.end.is_cancelled() {
+                break;
+            }
             feed = next;
         }
-        drop(live.guard);
-        // The publisher is gone: its stream is no longer this origin's to report on.
+        // The publisher is gone: its stream is no longer this origin's to report on. Forgotten
+        // before the stream leaves the live set, so a publisher reconnecting at once keeps the
+        // health its new session records.
         health.forget(&stream);
+        drop(live.guard);
         // A pipeline torn down frees its buffers (and a publisher may have filled its queue):
         // give the memory back.
         crate::ingest::memory::trim_soon();
