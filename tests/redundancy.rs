@@ -3,7 +3,7 @@
 //! under the same names (media sequence numbers, LL-HLS part names, PROGRAM-DATE-TIME, `tfdt`),
 //! and an edge in front of both fails over when the one it uses is SIGKILLed mid-stream: hls.js
 //! in Chromium plays on with no fatal error, never sees a playlist window move back, and no
-//! stall longer than two segments (the issue asks one: docs/RELIABILITY.md has the figures).
+//! stall longer than one segment (docs/RELIABILITY.md has the figures).
 
 mod common;
 
@@ -427,14 +427,15 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     assert!(fatal.is_empty(), "no fatal hls.js error: {fatal:?}");
     assert_eq!(hls["played"], true, "hls.js played: {hls}");
     let longest_stall = hls["longestStallMs"].as_u64().unwrap();
-    // The issue's bar for a viewer: no stall longer than one segment. Before the edge kept a
-    // playlist's window from moving backwards on failover (edge::sequence_floor), hls.js
-    // misplaced the survivor's longer window by its first segment and looped over parts it
-    // had: 1249–2153 ms in 7 of 8 runs with the machine loaded like the suite loads it; after,
-    // 4–309 ms in 6 runs in the same conditions (docs/RELIABILITY.md). One suite run in three
-    // still stalled 2234 ms, on a hole in the buffer (hls.js `bufferSeekOverHole`), a different
-    // cause not yet explained. Asserted: two segments (a broken failover fails it, this does
-    // not), the window rule above exactly; the figure is printed for the record.
+    // The issue's bar for a viewer, asserted below: no stall longer than one segment. Before
+    // the edge kept a playlist's window from moving backwards on failover
+    // (edge::sequence_floor), hls.js misplaced the survivor's longer window by its first
+    // segment and looped over parts it had: 1249–2153 ms in 7 of 8 runs with the machine
+    // loaded like the suite loads it. A survivor a few parts behind then refused hls.js's next
+    // blocking reload with 400 (a fixed Advance Part Limit of 3; then, more than two segments
+    // behind, the edge passing the origin's refusal on): 2234 ms in one suite run. Since those
+    // fixes: 4–309 ms standalone under load, and 8, 1418 and 953 ms in three suite runs
+    // (docs/RELIABILITY.md).
     eprintln!("longest stall {longest_stall} ms (one segment is {SEGMENT_MS} ms)");
     if longest_stall > SEGMENT_MS {
         explain_stall(&hls, &strip_ansi(&edge_z.log()));
@@ -509,8 +510,8 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
     }
     assert!(!starts.is_empty(), "hls.js traced its playlist updates");
     assert!(
-        longest_stall <= 2 * SEGMENT_MS,
-        "longest stall {longest_stall} ms (> two {SEGMENT_MS} ms segments); what it was made of is printed above"
+        longest_stall <= SEGMENT_MS,
+        "longest stall {longest_stall} ms (> one {SEGMENT_MS} ms segment); what it was made of is printed above"
     );
 }
 
