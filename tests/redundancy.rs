@@ -205,14 +205,31 @@ impl Listing {
 /// Both origins' `rendition` playlists, once they have `n` complete segments in common after
 /// the first each lists.
 fn common_segments(a: SocketAddr, b: SocketAddr, rendition: &str, n: usize) -> (Listing, Listing) {
-    wait_for(
-        Duration::from_secs(40),
-        &format!("{n} segments of {rendition} listed by both origins"),
-        || {
-            let (la, lb) = (origin_listing(a, rendition)?, origin_listing(b, rendition)?);
-            (la.common_after_firsts(&lb).len() >= n).then_some((la, lb))
-        },
-    )
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (la, lb) = match (origin_listing(a, rendition), origin_listing(b, rendition)) {
+            (Some(la), Some(lb)) if la.common_after_firsts(&lb).len() >= n => return (la, lb),
+            other => other,
+        };
+        // What each listed, for a failure's message.
+        let span = |l: &Option<Listing>| {
+            l.as_ref().map(|l| {
+                (
+                    l.segments.keys().next().copied(),
+                    l.segments.keys().last().copied(),
+                    l.discontinuities,
+                )
+            })
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 40 s waiting for {n} segments of {rendition} listed by both origins \
+             after their first: origin {a} lists (first, last, discontinuities) {:?}, origin {b} {:?}",
+            span(&la),
+            span(&lb)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn run_player(url: &str, seconds: u32) -> Child {
@@ -454,7 +471,11 @@ fn two_wallclock_origins_publish_the_same_names_and_the_edge_fails_over_between_
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["status"].as_u64().is_some_and(|s| (400..500).contains(&s)))
+        .filter(|r| {
+            r["status"]
+                .as_u64()
+                .is_some_and(|s| (400..500).contains(&s))
+        })
         .count();
     let log = strip_ansi(&edge_z.log());
     let failover_ms: Vec<u64> = log

@@ -591,9 +591,11 @@ async fn lookup_or_fetch(
             result = fetch_into_cache(edge, stream, key, kind, live, None, attempt, again).await;
         }
     }
-    // A blocking request the bus says is satisfied, refused by the origin that answered: that
-    // origin is behind (a failover's survivor). Ask again as it catches up, within the hold.
-    if let Some(w) = &request.waits_for {
+    // A blocking request the bus says is satisfied, refused by the origin that answered: with
+    // redundant origins, that one is behind the one that announced (a failover's survivor).
+    // Ask again as it catches up, within the hold. The only origin's refusal is the truth.
+    let redundant = || edge.upstream.origins.snapshot().len() > 1;
+    if let Some(w) = request.waits_for.as_ref().filter(|_| redundant()) {
         let until = tokio::time::Instant::now()
             + Duration::from_millis(edge.config.held_request_timeout_ms);
         while matches!(
