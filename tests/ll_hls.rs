@@ -241,12 +241,22 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
             let (query, want) = (query.clone(), want.clone());
             std::thread::spawn(move || {
                 let r = get(edge, &query);
-                (r.status, r.text().contains(&want))
+                let text = r.text();
+                (r.status, text.contains(&want), text)
             })
         })
         .collect();
     let spawned = started.elapsed();
-    let results: Vec<(u16, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let answered: Vec<(u16, bool, String)> =
+        threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // Requests that reach the edge after the part exists are answered at once, with the
+    // playlist as it then ends: on a loaded machine a few arrive after the next part too.
+    let versions = answered
+        .iter()
+        .map(|r| r.2.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    let results: Vec<(u16, bool)> = answered.iter().map(|r| (r.0, r.1)).collect();
     assert!(
         results.iter().all(|&(status, has)| status == 200 && has),
         "every held request gets the playlist with {want}: {:?}",
@@ -260,9 +270,9 @@ fn rtmp_streams_are_low_latency_by_default_and_blocking_reloads_follow_the_rules
     let woken =
         metric_value(edge, "zoomate_edge_held_requests_total{outcome=\"woken\"}") - woken_before;
     eprintln!(
-        "500 held requests: spawned in {spawned:?}, {woken} woken by the bus, {fetches} origin fetch(es)"
+        "500 held requests: spawned in {spawned:?}, {woken} woken by the bus, {fetches} origin fetch(es), {versions} playlist version(s) answered"
     );
-    assert_eq!(fetches, 1, "one origin fetch for one playlist version");
+    assert_eq!(fetches, versions, "one origin fetch per playlist version");
     assert!(woken >= 1, "held at the edge and woken by the bus");
 
     // The publisher leaves: a blocking request for what will never come is answered 503
@@ -341,8 +351,16 @@ fn hls_js_low_latency_and_dash_js_play_the_default_demo_through_the_edge() {
     assert_eq!(
         hls["consoleErrors"].as_array().unwrap().len(),
         0,
-        "{}",
-        hls["consoleErrors"]
+        "{}; zoomate's warnings and errors:\n{}; hls.js's non-200 requests: {:?}",
+        hls["consoleErrors"],
+        strip_ansi(&z.log())
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        hls["requests"]
+            .as_array()
+            .map(|r| r.iter().filter(|r| r["status"] != 200).collect::<Vec<_>>())
     );
     assert_eq!(hls["llParts"], true, "hls.js saw LL-HLS parts");
     assert_eq!(hls["canBlockReload"], true, "and blocking reload");
